@@ -1,0 +1,172 @@
+"""Public entry points: ``score`` (several metrics, shared passes) and ``face_score``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from face_jax._src import engine as engine_lib
+from face_jax._src import plan as plan_lib
+from face_jax._src import registry
+from face_jax._src import sources
+from face_jax._src.errors import InputError
+
+
+def _is_array(x) -> bool:
+  return isinstance(x, (np.ndarray, jax.Array))
+
+
+def make_source(features, labels=None, *, source_probs=None, batch_size=None,
+                num_classes=None, dtype=None):
+  """Wraps ``features`` (array or iterable of batches) in a host source.
+
+  Returns:
+    (source, accumulation dtype name).
+  """
+  if _is_array(features):
+    if labels is None:
+      raise InputError('labels are required with an array of features')
+    feats = jax.device_get(features) if isinstance(features, jax.Array) else features
+    if not np.issubdtype(np.asarray(feats).dtype, np.floating):
+      raise InputError(f'features must be floating point, got dtype {np.asarray(feats).dtype}')
+    acc = dtype or ('float64' if np.asarray(feats).dtype == np.float64 else 'float32')
+    extras = {}
+    if source_probs is not None:
+      extras['source_probs'] = (jax.device_get(source_probs)
+                                if isinstance(source_probs, jax.Array) else source_probs)
+    labels = jax.device_get(labels) if isinstance(labels, jax.Array) else labels
+    src = sources.ArraySource(feats, labels, extras=extras, batch_size=batch_size,
+                              num_classes=num_classes, feat_dtype=acc)
+    return src, acc
+  if labels is not None or source_probs is not None:
+    raise InputError('with streamed input, labels (and source_probs) travel inside each batch; '
+                     'pass labels=None')
+  if isinstance(features, (str, bytes)) or not (isinstance(features, Iterable) or callable(features)):
+    raise InputError(f'features must be an array or an iterable of batches, got {type(features).__name__}')
+  src = sources.IterableSource(features, num_classes=num_classes, batch_size=batch_size, dtype=dtype)
+  acc = dtype or ('float64' if src.feat_dtype == np.float64 else 'float32')
+  return src, acc
+
+
+def _route_options(metrics: Sequence[str], options: Mapping[str, Any],
+                   metric_options: Mapping[str, Mapping[str, Any]] | None):
+  infos = [registry.get(m) for m in metrics]
+  per = {i.name: {} for i in infos}
+  used = set()
+  for name, value in options.items():
+    takers = [i for i in infos if name in i.defaults]
+    if not takers:
+      valid = sorted({o for i in infos for o in i.defaults})
+      raise InputError(f'option {name!r} is not accepted by any of {list(metrics)}; '
+                       f'valid options: {valid}')
+    for i in takers:
+      per[i.name][name] = value
+    used.add(name)
+  for m, opts in (metric_options or {}).items():
+    if m not in per:
+      raise InputError(f'metric_options names {m!r}, which is not among metrics={list(metrics)}')
+    for name, value in opts.items():
+      if name not in registry.get(m).defaults:
+        raise InputError(f'{m} has no option {name!r}; valid: {sorted(registry.get(m).defaults)}')
+      per[m][name] = value
+  return infos, per
+
+
+def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_probs=None,
+          batch_size: int | None = None, num_classes: int | None = None,
+          dtype: str | None = None, mesh=None, engine: engine_lib.Engine | None = None,
+          progress: Callable[[engine_lib.PassProgress], None] | None = None,
+          metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+          **options) -> dict[str, Any]:
+  """Computes several transferability metrics in as few passes over the data as they allow.
+
+  The union of the statistics the metrics need is accumulated in one pass
+  (identical statistics once); metrics that need later passes (which take the
+  previous pass's finalised parameters) make the stream run again.
+
+  Args:
+    features: [N, D] float array (with ``labels`` [N]), or an iterable of batches
+      ``(features [b, D], labels [b][, {'source_probs': [b, Ks]}])`` / dicts
+      with ``features``, ``labels`` (and ``source_probs``, ``_mask``); a
+      one-shot iterator supports only single-pass metrics.
+    labels: [N] integer labels in ``[0, num_classes)`` (array input only).
+    metrics: registry names (``face_jax.metric_names()``).
+    source_probs: [N, Ks] source-model class probabilities (array input only).
+    batch_size: rows per step (arrays: default ``min(N, 8192)``; iterables: the
+      first batch's size); steps are padded, never dropped.
+    num_classes: K (default for arrays: ``labels.max() + 1``; required for iterables).
+    dtype: accumulation dtype: 'float32' or 'float64' (default: float64 for an
+      in-memory float64 array, else float32).
+    mesh: a 1-D ``('data',)`` mesh (default: every device).
+    engine: an existing ``Engine`` (overrides ``mesh``/``progress``).
+    progress: callback receiving ``PassProgress`` reports.
+    metric_options: per-metric options, ``{metric: {option: value}}``.
+    **options: options by name, given to every requested metric that accepts them.
+
+  Returns:
+    ``{metric: value}``: a float or the metric's result object.
+
+  Raises:
+    InputError: bad input (named), unknown metrics or options.
+  """
+  if isinstance(metrics, str):
+    metrics = (metrics,)
+  if not metrics:
+    raise InputError('metrics is empty')
+  infos, per = _route_options(metrics, options, metric_options)
+  src, acc = make_source(features, labels, source_probs=source_probs, batch_size=batch_size,
+                         num_classes=num_classes, dtype=dtype)
+  for i in infos:
+    missing = [n for n in i.needs if n not in src.extras_shapes]
+    if missing:
+      raise InputError(f'metric {i.name!r} needs {missing} (e.g. source_probs=...)')
+  eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
+  if eng.dtype != acc:
+    raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
+  info = engine_lib.StreamInfo(name='features', dim=src.dim, num_classes=src.num_classes,
+                               label_counts=src.label_counts, extras=src.extras_shapes,
+                               reiterable=src.reiterable)
+  plans = {'features': {i.name: i.plan(info, per[i.name], acc) for i in infos}}
+  run = plan_lib.run_plans(eng, src, plans)
+  return dict(run.results['features'])
+
+
+def face_score(features, labels=None, *, num_classes: int | None = None,
+               batch_size: int | None = None, dtype: str | None = None,
+               weighting: str = 'balanced', vc_transform: str = 'neg', bc_cov: str = 'pooled',
+               fairness: str = 'std', temperature: float = 0.1, fairness_weight: float = 1.0,
+               ridge: float = 1e-3, combine: str = 'sum', mesh=None,
+               engine: engine_lib.Engine | None = None,
+               progress: Callable[[engine_lib.PassProgress], None] | None = None):
+  """FaCe (Fair Collapse) of one model's features on a target dataset.
+
+  See ``face_jax.FaceOptions`` for the variants and docs/face.md for the maths.
+
+  Args:
+    features: [N, D] float array with ``labels`` [N], or an iterable of
+      ``(features, labels)`` batches (see ``score``).
+    labels: [N] integer labels (array input).
+    num_classes, batch_size, dtype, mesh, engine, progress: as in ``score``.
+    weighting, vc_transform, bc_cov, fairness, temperature, fairness_weight,
+      ridge, combine: the FaCe variant (``FaceOptions``).
+
+  Returns:
+    A ``FaCeResult``.
+
+  Example:
+    >>> import numpy as np, face_jax
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.arange(200) % 4
+    >>> x = rng.normal(size=(200, 16)) + 3.0 * np.eye(16)[y]
+    >>> r = face_jax.face_score(x, y)
+    >>> r.score < 0, r.nc1 > 0
+    (True, True)
+  """
+  out = score(features, labels, metrics=('face',), batch_size=batch_size,
+              num_classes=num_classes, dtype=dtype, mesh=mesh, engine=engine, progress=progress,
+              weighting=weighting, vc_transform=vc_transform, bc_cov=bc_cov, fairness=fairness,
+              temperature=temperature, fairness_weight=fairness_weight, ridge=ridge,
+              combine=combine)
+  return out['face']

@@ -1,0 +1,461 @@
+"""The sharded streaming engine: one jit-compiled step, one collective per pass.
+
+Synopsis::
+
+    engine = Engine()                                   # mesh over jax.devices()
+    req = Request(Moments, MomentsSpec(num_classes=10, dim=64), Moments.default_params(spec))
+    out = engine.run_pass(ArraySource(x, y, batch_size=4096),
+                          {'features': {'moments': req}})
+    moments = out['features']['moments']                # ClassMoments (host, float64)
+
+How a pass runs (see STYLE.md §2):
+
+1. Host batches (per process, fixed ``local_batch_size`` rows, padding rows
+   masked) become global ``jax.Array``s sharded ``P('data')`` over a 1-D mesh of
+   every device of every process (``jax.make_array_from_process_local_data``).
+2. ``step = jax.jit(_step, donate_argnums=0)``: an optional *featurizer* (e.g. a
+   Flax forward pass) runs as ordinary jit code, then a ``jax.shard_map`` adds
+   each device's ``from_batch`` contribution to that device's own partial state
+   (a leading device axis sharded ``P('data')``).  No collective runs per step.
+   In float32 the addition is compensated (two-sum: a ``hi`` and a ``lo``
+   accumulator), so rounding error does not grow with the number of batches.
+3. After the stream, one ``shard_map`` with ``out_specs=P()`` calls
+   ``Statistic.psum('data')``; because the mesh spans all hosts this single
+   collective is also the cross-host merge.  ``hi + lo`` is formed in float64
+   on the host and ``finalize`` undoes the shift.
+
+Bad data is caught on device: every step also returns per-device health
+counters (non-finite features, labels out of range, invalid probabilities)
+that the host reads a few steps late (so the device queue never stalls) and
+turns into an ``InputError`` naming the batch.
+
+Statistics whose params depend on earlier results (exact class means, LEEP's
+conditional table, ...) are computed in later passes: see ``run_plans``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import hashlib
+import time
+from typing import Any, Callable, Hashable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from face_jax._src import stats as stats_lib
+from face_jax._src.errors import InputError
+
+DATA = 'data'
+
+# Number of times each jitted function was traced, keyed by kind; tests use it
+# to assert that a whole stream compiles once.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+# Health counters per stream and step (see ``_health``).
+HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
+                 'invalid source_probs rows')
+# A ``source_probs`` row is invalid when an entry is negative or non-finite or
+# |Σ_z p_z − 1| > PROBS_SUM_ATOL.  float32 softmax rows sum to 1 within ~1e-6.
+PROBS_SUM_ATOL = 1e-4
+
+
+def default_mesh(devices=None) -> Mesh:
+  """A 1-D ``('data',)`` mesh over ``devices`` (default: every device of every process)."""
+  devs = jax.devices() if devices is None else list(devices)
+  return Mesh(np.array(devs), (DATA,))
+
+
+class _FirstBatchShift:
+  """Sentinel param value: the per-class means of the first batch (computed on device)."""
+
+  def __repr__(self):
+    return 'FIRST_BATCH_SHIFT'
+
+
+FIRST_BATCH_SHIFT = _FirstBatchShift()
+
+
+def _fingerprint(v) -> Hashable:
+  if v is FIRST_BATCH_SHIFT:
+    return 'first-batch'
+  a = np.ascontiguousarray(v)
+  return (a.shape, a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Request:
+  """A statistic to accumulate in one pass.
+
+  Attributes:
+    stat: the ``Statistic`` subclass.
+    spec: its hashable static spec.
+    params: dict of host arrays (or ``FIRST_BATCH_SHIFT`` for ``'shift'``).
+  """
+
+  stat: type
+  spec: Hashable
+  params: Mapping[str, Any]
+
+  def key(self) -> Hashable:
+    """Identity for de-duplication: equal keys accumulate the same numbers."""
+    return (self.stat.__module__, self.stat.__qualname__, self.spec,
+            tuple(sorted((k, _fingerprint(v)) for k, v in self.params.items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+  """What a plan may know about a stream before its first pass.
+
+  Attributes:
+    name: stream name (``'features'`` or a layer name).
+    dim: D.
+    num_classes: K.
+    label_counts: [K] class counts if the source knows them before streaming, else None.
+    extras: names of per-sample extra arrays (e.g. ``'source_probs'``) -> trailing shape.
+    reiterable: whether more than one pass can be made.
+  """
+
+  name: str
+  dim: int
+  num_classes: int
+  label_counts: np.ndarray | None = None
+  extras: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+  reiterable: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PassProgress:
+  """Progress report passed to the ``progress`` callback."""
+
+  pass_index: int
+  steps: int
+  examples: int
+  seconds: float
+  done: bool
+
+  @property
+  def examples_per_second(self) -> float:
+    return self.examples / self.seconds if self.seconds > 0 else float('nan')
+
+
+def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_lib.Batch]:
+  """The featurizer for raw feature arrays: one stream named ``'features'``.
+
+  Args:
+    aux: unused (model variables for model featurizers).
+    raw: ``features`` [B, D], ``label`` [B], ``_mask`` [B] and per-sample extras.
+  """
+  del aux
+  extras = {k: v for k, v in raw.items() if k not in ('features', 'label', '_mask')}
+  return {'features': stats_lib.Batch(raw['features'], raw['label'], raw['_mask'], extras)}
+
+
+def _health(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
+  """[3] int32 counts of bad unmasked data in one device's batch (``HEALTH_FIELDS``)."""
+  m = batch.mask
+  f = batch.features
+  nonfinite = jnp.sum(jnp.where(m[:, None], ~jnp.isfinite(f), False).reshape(f.shape[0], -1),
+                      dtype=jnp.int32)
+  y = batch.labels
+  bad_labels = jnp.sum(m & ((y < 0) | (y >= num_classes)), dtype=jnp.int32)
+  bad_probs = jnp.zeros((), jnp.int32)
+  if 'source_probs' in batch.extras:
+    p = batch.extras['source_probs'].astype(jnp.float32)
+    ok = (jnp.all(jnp.isfinite(p), axis=-1) & jnp.all(p >= 0, axis=-1)
+          & (jnp.abs(jnp.sum(p, axis=-1) - 1.0) <= PROBS_SUM_ATOL))
+    bad_probs = jnp.sum(m & ~ok, dtype=jnp.int32)
+  return jnp.stack([nonfinite, bad_labels, bad_probs])
+
+
+def _two_sum(hi, lo, x):
+  """Compensated accumulation: returns (hi', lo') with hi' + lo' = hi + lo + x (Knuth two-sum)."""
+  s = hi + x
+  bb = s - hi
+  err = (hi - (s - bb)) + (x - bb)
+  return s, lo + err
+
+
+# A layout is a tuple of (stream, num_classes, tuple of (key, stat, spec)).
+Layout = tuple
+
+
+@functools.lru_cache(maxsize=None)
+def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
+  """The jitted, donated, sharded accumulation step for one pass layout."""
+
+  def local(states, batches, params):
+    new_states, health = {}, []
+    for stream, k, reqs in layout:
+      b = batches[stream]
+      health.append(_health(b, k))
+      new = {}
+      for key, stat, spec in reqs:
+        contrib = stat.from_batch(spec, params[stream][key], b)
+        hi, lo = states[stream][key]
+        hi = jax.tree.map(lambda a: a[0], hi)
+        if compensated:
+          lo = jax.tree.map(lambda a: a[0], lo)
+          pairs = jax.tree.map(_two_sum, hi, lo, contrib)
+          hi = jax.tree.map(lambda p: p[0], pairs, is_leaf=lambda t: isinstance(t, tuple))
+          lo = jax.tree.map(lambda p: p[1], pairs, is_leaf=lambda t: isinstance(t, tuple))
+        else:
+          hi = hi.merge(contrib)
+        expand = lambda t: jax.tree.map(lambda a: a[None], t)
+        new[key] = (expand(hi), expand(lo) if compensated else lo)
+      new_states[stream] = new
+    return new_states, jnp.stack(health)[None]
+
+  smap = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P(DATA), P()),
+                       out_specs=(P(DATA), P(DATA)))
+
+  def step(states, raw, params, aux):
+    TRACE_COUNTS['step'] += 1
+    return smap(states, featurizer(aux, raw), params)
+
+  return jax.jit(step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _build_reduce(mesh: Mesh):
+  """One collective: psum of every device's partial state (also merges hosts)."""
+
+  def local(states):
+    def red(t):
+      if isinstance(t, stats_lib.Statistic):
+        return jax.tree.map(lambda a: a[0], t).psum(DATA)
+      return t  # ``lo`` placeholder (None) when not compensated
+    return jax.tree.map(red, states, is_leaf=lambda t: isinstance(t, stats_lib.Statistic))
+
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(DATA), out_specs=P()))
+
+
+@functools.lru_cache(maxsize=None)
+def _build_shift(featurizer, mesh: Mesh, streams: tuple):
+  """Per-class means of one batch, replicated: the default accumulation shift.
+
+  A class absent from the batch gets the batch's overall mean; an all-padding
+  batch gives zeros.
+  """
+
+  def f(raw, aux):
+    TRACE_COUNTS['shift'] += 1
+    batches = featurizer(aux, raw)
+    out = {}
+    for stream, k, dtype in streams:
+      b = batches[stream]
+      dt = jnp.dtype(dtype)
+      m = b.mask.astype(dt)
+      y = jnp.clip(b.labels.astype(jnp.int32), 0, k - 1)
+      x = jnp.where(b.mask[:, None], b.features.astype(dt), jnp.zeros((), dt))
+      cnt = jax.ops.segment_sum(m, y, num_segments=k)
+      s = jax.ops.segment_sum(x, y, num_segments=k)
+      gm = x.sum(0) / jnp.maximum(m.sum(), 1)
+      out[stream] = jnp.where(cnt[:, None] > 0, s / jnp.maximum(cnt, 1)[:, None], gm[None])
+    return out
+
+  return jax.jit(f, out_shardings=NamedSharding(mesh, P()))
+
+
+class Engine:
+  """Runs passes of sharded statistics over host sources.
+
+  Args:
+    mesh: a 1-D mesh with axis ``'data'`` (default: ``default_mesh()``).
+    dtype: accumulation dtype, ``'float32'`` (default) or ``'float64'`` (runs
+      under ``jax.enable_x64``; CPU/GPU only).
+    compensated: two-sum accumulation across batches (default: True for float32).
+    progress: optional callback receiving ``PassProgress`` every ``progress_every``
+      steps and at the end of each pass (the engine itself never logs).
+    check_lag: how many steps late the host reads the health counters.
+  """
+
+  def __init__(self, mesh: Mesh | None = None, *, dtype: str = 'float32',
+               compensated: bool | None = None,
+               progress: Callable[[PassProgress], None] | None = None,
+               progress_every: int = 100, check_lag: int = 2):
+    self.mesh = mesh if mesh is not None else default_mesh()
+    if tuple(self.mesh.axis_names) != (DATA,):
+      raise ValueError(f"the mesh must be 1-D with axis name {DATA!r}, got {self.mesh.axis_names}")
+    self.dtype = str(np.dtype(dtype))
+    if self.dtype not in ('float32', 'float64'):
+      raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    self.compensated = (self.dtype == 'float32') if compensated is None else bool(compensated)
+    self.progress = progress
+    self.progress_every = max(1, int(progress_every))
+    self.check_lag = max(0, int(check_lag))
+    self.passes_run = 0
+    self._data_sharding = NamedSharding(self.mesh, P(DATA))
+    self._replicated = NamedSharding(self.mesh, P())
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def num_local_devices(self) -> int:
+    return sum(1 for d in self.mesh.devices.flat if d.process_index == jax.process_index())
+
+  def _x64(self):
+    return jax.enable_x64(self.dtype == 'float64')
+
+  # -- host <-> device ------------------------------------------------------
+
+  def to_global(self, raw: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Per-process host batch (leading dim = local rows) -> global arrays sharded P('data')."""
+    out = {}
+    for k, v in raw.items():
+      v = np.asarray(v)
+      gshape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+      out[k] = jax.make_array_from_process_local_data(self._data_sharding, v, gshape)
+    return out
+
+  def _init_states(self, layout: Layout):
+    n = self.num_devices
+    states = {}
+    for stream, _, reqs in layout:
+      s = {}
+      for key, stat, spec in reqs:
+        e = stat.empty(spec)
+        host = jax.tree.map(lambda a: np.zeros((n,) + a.shape, a.dtype), e)
+        hi = jax.device_put(host, self._data_sharding)
+        lo = jax.device_put(host, self._data_sharding) if self.compensated else None
+        s[key] = (hi, lo)
+      states[stream] = s
+    return states
+
+  # -- one pass ---------------------------------------------------------------
+
+  def run_pass(self, source, requests: Mapping[str, Mapping[Hashable, Request]], *,
+               featurizer=features_featurizer, aux=None, pass_index: int = 0):
+    """Streams ``source`` once and returns finalised statistics.
+
+    Args:
+      source: a face_jax source (``ArraySource``, ``IterableSource``, a pipeline
+        source): iterating it yields ``(raw, label)`` with ``raw`` a dict of
+        per-process numpy arrays of ``source.local_batch_size`` rows (``_mask``
+        marks real rows) and ``label`` naming the batch in error messages.
+      requests: ``{stream: {name: Request}}``.
+      featurizer: hashable ``f(aux, raw) -> {stream: Batch}`` run inside the jit.
+      aux: pytree passed to the featurizer (e.g. replicated model variables).
+      pass_index: for progress reports.
+
+    Returns:
+      ``{stream: {name: finalised statistic}}`` (host, float64).
+
+    Raises:
+      InputError: empty stream, or bad data (naming the batch).
+    """
+    # De-duplicate identical requests within each stream.
+    layout, names = [], {}
+    for stream, reqs in requests.items():
+      uniq = {}
+      for name, r in reqs.items():
+        uniq.setdefault(r.key(), r)
+        names[(stream, name)] = r.key()
+      k = _num_classes_of(uniq.values())
+      layout.append((stream, k, tuple((key, r.stat, r.spec) for key, r in uniq.items())))
+    layout = tuple(layout)
+    uniq_reqs = {(s, key): r for (s, n), key in names.items()
+                 for r in [requests[s][n]]}
+
+    with self._x64():
+      step = _build_step(featurizer, self.mesh, layout, self.compensated)
+      states = self._init_states(layout)
+      params_host, params_dev = None, None
+      pending = collections.deque()
+      steps, examples, t0 = 0, 0, time.perf_counter()
+      for raw, label in _synchronised(source):
+        if params_dev is None:
+          params_host = self._resolve_params(layout, uniq_reqs, raw, featurizer, aux)
+          params_dev = jax.device_put(params_host, self._replicated)
+        states, health = step(states, self.to_global(raw), params_dev, aux)
+        pending.append((label, health))
+        steps += 1
+        examples += int(np.count_nonzero(raw['_mask']))
+        while len(pending) > self.check_lag:
+          self._check(*pending.popleft(), layout)
+        if self.progress and steps % self.progress_every == 0:
+          self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, False))
+      while pending:
+        self._check(*pending.popleft(), layout)
+      if steps == 0 or params_host is None:
+        raise InputError('empty stream: the source yielded no batches')
+      reduced = _build_reduce(self.mesh)(states)
+      host = jax.device_get(reduced)
+    self.passes_run += 1
+    if self.progress:
+      self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
+
+    out = {}
+    for (stream, name), key in names.items():
+      hi, lo = host[stream][key]
+      total = hi if lo is None else jax.tree.map(
+          lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
+      r = requests[stream][name]
+      out.setdefault(stream, {})[name] = total.finalize(r.spec, params_host[stream][key])
+    return out
+
+  def _resolve_params(self, layout, uniq_reqs, raw, featurizer, aux):
+    """Host params per (stream, key), cast to the accumulation dtype; FIRST_BATCH_SHIFT resolved."""
+    need_shift = tuple((stream, k, self.dtype) for stream, k, reqs in layout
+                       if any(uniq_reqs[(stream, key)].params.get('shift') is FIRST_BATCH_SHIFT
+                              for key, _, _ in reqs))
+    shifts = {}
+    if need_shift:
+      shifts = jax.device_get(_build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux))
+    dt = np.dtype(self.dtype)
+    out = {}
+    for stream, _, reqs in layout:
+      out[stream] = {}
+      for key, _, _ in reqs:
+        p = {}
+        for name, v in uniq_reqs[(stream, key)].params.items():
+          v = shifts[stream] if v is FIRST_BATCH_SHIFT else np.asarray(v)
+          p[name] = v.astype(dt) if np.issubdtype(v.dtype, np.floating) else v
+        out[stream][key] = p
+    return out
+
+  def _check(self, label, health, layout):
+    h = np.asarray(jax.device_get(health)).sum(0)  # [streams, fields]
+    for (stream, _, _), row in zip(layout, h):
+      bad = [f'{int(c)} {what}' for c, what in zip(row, HEALTH_FIELDS) if c]
+      if bad:
+        where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
+        raise InputError(f'bad input in {where}: ' + ', '.join(bad))
+
+
+def _num_classes_of(reqs) -> int:
+  for r in reqs:
+    k = getattr(r.spec, 'num_classes', None)
+    if k:
+      return int(k)
+  raise ValueError('no request in this stream has a num_classes spec')
+
+
+def _synchronised(source) -> Iterator[tuple[dict, str]]:
+  """Yields the source's batches; on several processes pads every process to the same step count.
+
+  A process whose input is exhausted keeps yielding fully masked batches until
+  every process is done, so the per-step collectives of a multi-host jit line up
+  and no example is dropped.
+  """
+  it = iter(source)
+  if jax.process_count() == 1:
+    yield from it
+    return
+  from jax.experimental import multihost_utils
+  while True:
+    item = next(it, None)
+    done = item is None
+    all_done = np.asarray(multihost_utils.process_allgather(np.array(done)))
+    if all_done.all():
+      return
+    if done:
+      yield source.padding_batch(), 'padding batch'
+    else:
+      yield item

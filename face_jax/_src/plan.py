@@ -1,0 +1,92 @@
+"""Multi-pass planning: metrics as coroutines over passes of shared statistics.
+
+A metric's *plan* is a generator.  Each ``yield`` hands the scheduler a dict of
+named ``Request``s for the next pass and receives the finalised statistics for
+those names; ``return`` gives the metric's value.  ``run_plans`` runs every
+plan of every stream in lock step: round ``r`` accumulates the union of all
+requests of round ``r`` in ONE pass over the data (identical requests are
+accumulated once), so metrics that need one pass share one pass, and a metric
+that needs three makes the stream run three times.
+
+Example::
+
+    def mean_norm_plan(info):
+      spec = MomentsSpec(info.num_classes, info.dim)
+      got = yield {'m': Request(Moments, spec, {'shift': FIRST_BATCH_SHIFT,
+                                                'weight': np.ones(info.num_classes)})}
+      return float(np.linalg.norm(got['m'].global_mean()))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Generator, Mapping
+
+from face_jax._src.engine import Engine, Request
+from face_jax._src.errors import InputError
+
+Plan = Generator[Mapping[str, Request], Mapping[str, Any], Any]
+
+
+@dataclasses.dataclass
+class PlanRun:
+  """Outcome of ``run_plans``.
+
+  Attributes:
+    results: ``{stream: {plan_name: value}}``.
+    passes: how many passes over the data were made.
+  """
+
+  results: dict
+  passes: int
+
+
+def run_plans(engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *,
+              featurizer=None, aux=None) -> PlanRun:
+  """Runs plans in lock step over as few passes of ``source`` as they allow.
+
+  Args:
+    engine: the ``Engine`` that runs each pass.
+    source: a re-iterable source (a one-shot source supports one pass).
+    plans: ``{stream: {plan_name: generator}}`` (fresh, unstarted generators).
+    featurizer, aux: passed to ``Engine.run_pass``.
+
+  Returns:
+    A ``PlanRun`` with every plan's return value.
+  """
+  results: dict = {stream: {} for stream in plans}
+  active: dict = {}
+  for stream, ps in plans.items():
+    for name, gen in ps.items():
+      _advance(results, active, stream, name, gen, None)
+  passes = 0
+  kw = {} if featurizer is None else {'featurizer': featurizer}
+  while active:
+    if passes >= 1 and not getattr(source, 'reiterable', True):
+      waiting = sorted(f'{s}/{n}' for s, n in active)
+      raise InputError(
+          f'{", ".join(waiting)} need(s) another pass over the data, but the input is a one-shot '
+          'iterator; pass a list, a re-iterable object or a callable returning a fresh iterator '
+          '(or, for FaCe, weighting="sample")')
+    requests: dict = {}
+    for (stream, name), (_, reqs) in active.items():
+      for rname, req in reqs.items():
+        requests.setdefault(stream, {})[(name, rname)] = req
+    out = engine.run_pass(source, requests, aux=aux, pass_index=passes, **kw)
+    passes += 1
+    for (stream, name), (gen, reqs) in list(active.items()):
+      got = {rname: out[stream][(name, rname)] for rname in reqs}
+      del active[(stream, name)]
+      _advance(results, active, stream, name, gen, got)
+  return PlanRun(results=results, passes=passes)
+
+
+def _advance(results, active, stream, name, gen, got):
+  try:
+    reqs = gen.send(got) if got is not None else next(gen)
+  except StopIteration as stop:
+    results[stream][name] = stop.value
+    return
+  if not reqs:
+    raise RuntimeError(f'plan {name!r} yielded no requests')
+  active[(stream, name)] = (gen, dict(reqs))

@@ -1,0 +1,397 @@
+"""Streaming statistics: immutable pytrees of additive sums.
+
+Synopsis::
+
+    spec = MomentsSpec(num_classes=10, dim=64)
+    params = Moments.default_params(spec)          # shift [K, D] = 0, weight [K] = 1
+    state = Moments.empty(spec)
+    for batch in batches:                           # Batch(features [B, D], labels [B], mask [B])
+      state = state.merge(Moments.from_batch(spec, params, batch))
+    fin = state.finalize(spec, params)              # host float64, shift undone
+
+Every statistic here is a commutative monoid: ``empty(spec)`` is the identity,
+``merge`` adds leaf by leaf, and the cross-device merge is one ``lax.psum`` of
+the whole pytree (``psum``).  Static configuration (shapes, dtypes, options)
+lives in a hashable ``*Spec``; per-pass inputs that change from pass to pass
+(the accumulation shift, class weights) are ``params``: a dict of arrays passed
+to the jitted step as ordinary (replicated) arguments, so a new shift never
+triggers a recompilation.
+
+Numerics (the shift).  One-pass raw moments ``Σxxᵀ − n·μμᵀ`` cancel badly in
+float32 when the features have a large common mean.  Every statistic here
+accumulates ``z_i = x_i − c_{y_i}`` about a *per-class* shift ``c`` [K, D]
+(by default the class means of the first batch, see ``engine``).  The
+accumulated pooled scatter ``Σ z zᵀ`` is then already close to the within-class
+scatter, so nothing cancels, and ``finalize`` undoes the shift exactly in float64:
+
+    μ_k  = c_k + s_k / n_k
+    S_W  = Σ_k w_k (Σ_{i∈k} z_i z_iᵀ − s_k s_kᵀ / n_k)
+
+with ``s_k = Σ_{i∈k} z_i``.  The engine additionally sums batch contributions
+with compensated (two-sum) arithmetic in float32, so the error does not grow
+with the number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+Array = jax.Array
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@struct.dataclass
+class Batch:
+  """One (padded, masked) batch of samples on device.
+
+  Attributes:
+    features: [B, D] floating features.
+    labels: [B] int32 class labels in ``[0, num_classes)`` where ``mask``.
+    mask: [B] bool; False marks padding rows, which contribute nothing.
+    extras: dict of other per-sample arrays with leading dim B (e.g.
+      ``source_probs`` [B, Ks]).
+  """
+
+  features: Array
+  labels: Array
+  mask: Array
+  extras: dict = dataclasses.field(default_factory=dict)
+
+
+class Statistic(struct.PyTreeNode):
+  """Base class of streaming statistics (CLU ``Metric`` shape, additive leaves).
+
+  Subclasses define ``empty``, ``from_batch``, ``default_params`` and
+  ``finalize``.  ``merge`` and ``psum`` map over every leaf.
+  """
+
+  # Name of the per-sample extra array this statistic needs (None: features only).
+  requires_extra: ClassVar[str | None] = None
+
+  @classmethod
+  def empty(cls, spec) -> "Statistic":
+    raise NotImplementedError
+
+  @classmethod
+  def default_params(cls, spec) -> dict[str, np.ndarray]:
+    return {}
+
+  @classmethod
+  def from_batch(cls, spec, params: Mapping[str, Array], batch: Batch) -> "Statistic":
+    raise NotImplementedError
+
+  def merge(self, other: "Statistic") -> "Statistic":
+    """Adds two partial statistics (associative, commutative; identity = empty)."""
+    if type(self) is not type(other):
+      raise TypeError(f'cannot merge {type(self).__name__} with {type(other).__name__}')
+    mine, theirs = jax.tree.leaves(self), jax.tree.leaves(other)
+    for a, b in zip(mine, theirs):
+      if a.shape != b.shape:
+        raise ValueError(f'{type(self).__name__}.merge: leaf shapes differ: {a.shape} vs {b.shape}')
+    return jax.tree.map(jnp.add, self, other)
+
+  def psum(self, axis_name) -> "Statistic":
+    """The cross-device (and cross-host) merge: one ``lax.psum`` of every leaf."""
+    return jax.tree.map(lambda x: jax.lax.psum(x, axis_name), self)
+
+  def finalize(self, spec, params: Mapping[str, np.ndarray]):
+    raise NotImplementedError
+
+
+def _accum_dtype(spec) -> jnp.dtype:
+  return jnp.dtype(spec.dtype)
+
+
+def _masked_centered(spec, params, batch: Batch):
+  """Returns (z [B, D], y [B] int32, m [B] dtype): features about the class shift, padding zeroed."""
+  dt = _accum_dtype(spec)
+  m = batch.mask
+  # Labels of padding rows (and out-of-range labels, which the engine reports
+  # as an error) are clamped so gathers stay in bounds.
+  y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
+  x = batch.features.astype(dt)
+  z = x - params['shift'].astype(dt)[y]
+  z = jnp.where(m[:, None], z, jnp.zeros((), dt))
+  return z, y, m.astype(dt)
+
+
+def block_bounds(dim: int, blocks: int) -> tuple[int, ...]:
+  """Boundaries of ``blocks`` near-equal column blocks of ``dim``."""
+  blocks = max(1, min(blocks, dim))
+  return tuple(int(b) for b in np.linspace(0, dim, blocks + 1).round().astype(int))
+
+
+def auto_scatter_blocks(dim: int) -> int:
+  """Default number of column blocks for the upper-triangular scatter product.
+
+  Only the upper block triangle of ``Zᵀ Z`` is computed: with ``b`` blocks this
+  costs ``(b + 1) / (2 b)`` of a full matmul.  Blocks narrower than 128 columns
+  lose more in matmul efficiency than they save (measured on CPU), hence
+  ``b = clip(D // 128, 1, 4)``.
+  """
+  return int(np.clip(dim // 128, 1, 4))
+
+
+def upper_scatter(z: Array, blocks: int) -> Array:
+  """Upper block triangle of ``zᵀ z`` ([B, D] -> [D, D]; lower blocks are zero).
+
+  The diagonal blocks are full; ``symmetrize_upper`` rebuilds the symmetric matrix.
+  """
+  d = z.shape[1]
+  bounds = block_bounds(d, blocks)
+  if len(bounds) == 2:
+    return jnp.dot(z.T, z, precision=HIGHEST)
+  rows = []
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    prod = jnp.dot(z[:, lo:hi].T, z[:, lo:], precision=HIGHEST)  # [hi-lo, D-lo]
+    rows.append(jnp.pad(prod, ((0, 0), (lo, 0))))
+  return jnp.concatenate(rows, axis=0)
+
+
+def symmetrize_upper(u: np.ndarray) -> np.ndarray:
+  """Symmetric matrix from its upper triangle (the lower triangle of ``u`` is ignored)."""
+  return np.triu(u) + np.triu(u, 1).T
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentsSpec:
+  """Static configuration of ``Moments`` (hashable).
+
+  Attributes:
+    num_classes: K, the label range ``[0, K)``.
+    dim: D, the feature dimension.
+    dtype: accumulation dtype name ('float32' or 'float64').
+    scatter: accumulate the pooled scatter [D, D] (D²·4 bytes in float32).
+    scatter_blocks: column blocks for the upper-triangular scatter product
+      (None: ``auto_scatter_blocks(dim)``).
+  """
+
+  num_classes: int
+  dim: int
+  dtype: str = 'float32'
+  scatter: bool = True
+  scatter_blocks: int | None = None
+
+  @property
+  def blocks(self) -> int:
+    return self.scatter_blocks or auto_scatter_blocks(self.dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassMoments:
+  """Finalised class moments (host, float64, shift undone).
+
+  Attributes:
+    counts: [K] samples per class.
+    sums: [K, D] Σ_{i∈k} x_i.
+    means: [K, D] class means (rows of empty classes are zero).
+    var_diag: [K, D] per-class population variances (1/n_k; zero for empty classes).
+    within_scatter: [D, D] Σ_k w_k Σ_{i∈k} (x_i − μ_k)(x_i − μ_k)ᵀ, or None.
+    weight: [K] the class weights w_k the scatter was accumulated with.
+  """
+
+  counts: np.ndarray
+  sums: np.ndarray
+  means: np.ndarray
+  var_diag: np.ndarray
+  within_scatter: np.ndarray | None
+  weight: np.ndarray
+
+  @property
+  def n(self) -> float:
+    return float(self.counts.sum())
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.counts.shape[0])
+
+  @property
+  def dim(self) -> int:
+    return int(self.means.shape[1])
+
+  @property
+  def present(self) -> np.ndarray:
+    """[K] bool: classes with at least one sample."""
+    return self.counts > 0
+
+  @property
+  def unit_weights(self) -> bool:
+    return bool(np.all(self.weight == 1.0))
+
+  def global_mean(self) -> np.ndarray:
+    """[D] sample mean over all N samples."""
+    return self.sums.sum(0) / self.n
+
+  def between_scatter(self) -> np.ndarray:
+    """[D, D] Σ_k n_k (μ_k − μ)(μ_k − μ)ᵀ about the sample mean μ."""
+    dm = (self.means - self.global_mean()) * np.sqrt(self.counts)[:, None]
+    return dm.T @ dm
+
+  def total_scatter(self) -> np.ndarray:
+    """[D, D] Σ_i (x_i − μ)(x_i − μ)ᵀ (needs unit class weights)."""
+    self._need_unit_scatter('total_scatter')
+    return self.within_scatter + self.between_scatter()
+
+  def second_moment(self) -> np.ndarray:
+    """[D, D] raw Σ_i x_i x_iᵀ (uncentred; needs unit class weights)."""
+    self._need_unit_scatter('second_moment')
+    mc = self.means * np.sqrt(self.counts)[:, None]
+    return self.within_scatter + mc.T @ mc
+
+  def _need_unit_scatter(self, what):
+    if self.within_scatter is None:
+      raise ValueError(f'{what} needs the scatter matrix (MomentsSpec.scatter=True)')
+    if not self.unit_weights:
+      raise ValueError(f'{what} needs the scatter accumulated with unit class weights')
+
+
+class Moments(Statistic):
+  """Class counts, class sums, per-class diagonal and pooled within-class scatter.
+
+  All leaves are sums over samples of functions of ``z = x − c_y`` (``c`` the
+  per-class shift param, [K, D]); ``weight`` [K] scales each sample's outer
+  product in the scatter (``w = 1``: sample weighting; ``w_k ∝ 1/n_k``:
+  balanced weighting, with counts known before the pass).
+
+  Memory: 2·K·D + K + D² accumulator elements (x2 with compensated sums).
+  """
+
+  count: Array     # [K]
+  sum: Array       # [K, D]  Σ_{i∈k} z_i
+  sq_sum: Array    # [K, D]  Σ_{i∈k} z_i²
+  scatter: Array   # [D, D]  upper block triangle of Σ_i w_{y_i} z_i z_iᵀ ([1, 1] zeros if disabled)
+
+  @classmethod
+  def empty(cls, spec: MomentsSpec) -> 'Moments':
+    dt = _accum_dtype(spec)
+    k, d = spec.num_classes, spec.dim
+    sd = d if spec.scatter else 1
+    return cls(count=jnp.zeros((k,), dt), sum=jnp.zeros((k, d), dt),
+               sq_sum=jnp.zeros((k, d), dt), scatter=jnp.zeros((sd, sd), dt))
+
+  @classmethod
+  def default_params(cls, spec: MomentsSpec) -> dict[str, np.ndarray]:
+    return {'shift': np.zeros((spec.num_classes, spec.dim), np.float64),
+            'weight': np.ones((spec.num_classes,), np.float64)}
+
+  @classmethod
+  def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
+    z, y, m = _masked_centered(spec, params, batch)
+    k = spec.num_classes
+    count = jax.ops.segment_sum(m, y, num_segments=k)
+    s = jax.ops.segment_sum(z, y, num_segments=k)
+    sq = jax.ops.segment_sum(z * z, y, num_segments=k)
+    if spec.scatter:
+      w = params['weight'].astype(z.dtype)
+      zw = z * jnp.sqrt(w)[y][:, None]
+      scatter = upper_scatter(zw, spec.blocks)
+    else:
+      scatter = jnp.zeros((1, 1), z.dtype)
+    return cls(count=count, sum=s, sq_sum=sq, scatter=scatter)
+
+  def finalize(self, spec: MomentsSpec, params) -> ClassMoments:
+    h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)
+    shift = np.asarray(params['shift'], np.float64)
+    weight = np.asarray(params['weight'], np.float64)
+    n = h.count
+    safe = np.where(n > 0, n, 1.0)
+    mz = h.sum / safe[:, None]                       # mean of z per class
+    means = np.where(n[:, None] > 0, shift + mz, 0.0)
+    var = np.clip(h.sq_sum / safe[:, None] - mz * mz, 0.0, None)
+    var = np.where(n[:, None] > 0, var, 0.0)
+    within = None
+    if spec.scatter:
+      corr = (h.sum * np.sqrt(weight / safe)[:, None])
+      within = symmetrize_upper(h.scatter) - corr.T @ corr
+      within = 0.5 * (within + within.T)
+    sums = means * n[:, None]
+    return ClassMoments(counts=n, sums=sums, means=means, var_diag=var,
+                        within_scatter=within, weight=weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassScatterSpec:
+  """Static configuration of ``ClassScatter``: per-class full D×D scatter (opt-in).
+
+  Memory: K·D² accumulator elements, i.e. K·D²·4 bytes in float32 (x2 with the
+  engine's compensated sums): 16 GiB for K = 1000, D = 2048.  Compute: K times
+  the pooled scatter (one masked Zᵀ Z per class per batch).
+  """
+
+  num_classes: int
+  dim: int
+  dtype: str = 'float32'
+
+
+class ClassScatter(Statistic):
+  """Per-class scatter Σ_{i∈k} (x_i − c_k)(x_i − c_k)ᵀ about the per-class shift."""
+
+  count: Array    # [K]
+  sum: Array      # [K, D]
+  scatter: Array  # [K, D, D]
+
+  @classmethod
+  def empty(cls, spec: ClassScatterSpec) -> 'ClassScatter':
+    dt = _accum_dtype(spec)
+    k, d = spec.num_classes, spec.dim
+    return cls(count=jnp.zeros((k,), dt), sum=jnp.zeros((k, d), dt),
+               scatter=jnp.zeros((k, d, d), dt))
+
+  @classmethod
+  def default_params(cls, spec: ClassScatterSpec) -> dict[str, np.ndarray]:
+    return {'shift': np.zeros((spec.num_classes, spec.dim), np.float64)}
+
+  @classmethod
+  def from_batch(cls, spec: ClassScatterSpec, params, batch: Batch) -> 'ClassScatter':
+    z, y, m = _masked_centered(spec, params, batch)
+    k = spec.num_classes
+    count = jax.ops.segment_sum(m, y, num_segments=k)
+    s = jax.ops.segment_sum(z, y, num_segments=k)
+
+    def one(c):
+      zc = jnp.where((y == c)[:, None], z, jnp.zeros((), z.dtype))
+      return jnp.dot(zc.T, zc, precision=HIGHEST)
+
+    scatter = jax.lax.map(one, jnp.arange(k))
+    return cls(count=count, sum=s, scatter=scatter)
+
+  def finalize(self, spec: ClassScatterSpec, params) -> 'ClassCovariances':
+    h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)
+    shift = np.asarray(params['shift'], np.float64)
+    n = h.count
+    safe = np.where(n > 0, n, 1.0)
+    mz = h.sum / safe[:, None]
+    means = np.where(n[:, None] > 0, shift + mz, 0.0)
+    scat = h.scatter - np.einsum('kd,ke->kde', h.sum, mz)
+    scat = 0.5 * (scat + np.swapaxes(scat, 1, 2))
+    return ClassCovariances(counts=n, means=means, scatter=scat)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassCovariances:
+  """Finalised per-class scatter (host float64).
+
+  Attributes:
+    counts: [K].
+    means: [K, D].
+    scatter: [K, D, D] Σ_{i∈k} (x_i − μ_k)(x_i − μ_k)ᵀ.
+  """
+
+  counts: np.ndarray
+  means: np.ndarray
+  scatter: np.ndarray
+
+  def scatter_about(self, center: np.ndarray) -> np.ndarray:
+    """[K, D, D] Σ_{i∈k} (x_i − a)(x_i − a)ᵀ about a common point ``a`` [D]."""
+    dm = self.means - center
+    return self.scatter + self.counts[:, None, None] * np.einsum('kd,ke->kde', dm, dm)
+
+
+def as_host_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in params.items()}

@@ -1,0 +1,108 @@
+"""FaCe, every variant of FACE_SPEC.md, against the independent float64 oracle."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+import face_jax
+from tests import cases
+from tests.oracles import face_oracle
+
+VARIANTS = list(itertools.product(('balanced', 'sample'), ('neg', 'neglog'),
+                                  ('pooled', 'diagonal', 'spherical'),
+                                  ('std', 'range', 'entropy')))
+FIELDS = ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap')
+
+
+def _compare(res, ref, rtol, atol=1e-12):
+  for f in FIELDS:
+    np.testing.assert_allclose(getattr(res, f), ref[f], rtol=rtol, atol=atol, err_msg=f)
+  np.testing.assert_allclose(res.overlap, ref['overlap'], rtol=rtol, atol=atol)
+  np.testing.assert_array_equal(res.classes, ref['classes'])
+
+
+@pytest.mark.parametrize('case', sorted(cases.CASES))
+def test_every_variant_float64(case):
+  x, y = cases.make(case)
+  for weighting, vc, bc, fair in VARIANTS:
+    opts = dict(weighting=weighting, vc_transform=vc, bc_cov=bc, fairness=fair)
+    res = face_jax.face_score(x, y, **opts)
+    ref = face_oracle(x, y, **opts)
+    _compare(res, ref, rtol=1e-8)
+    assert res.options == face_jax.FaceOptions(**opts)
+
+
+@pytest.mark.parametrize('case', sorted(cases.CASES))
+@pytest.mark.parametrize('weighting', ['balanced', 'sample'])
+def test_float32_streaming_path(case, weighting):
+  x, y = cases.make(case)
+  x32 = x.astype(np.float32)  # the oracle sees exactly the same (rounded) data
+  for bc, fair in (('pooled', 'std'), ('diagonal', 'entropy'), ('spherical', 'range')):
+    opts = dict(weighting=weighting, bc_cov=bc, fairness=fair)
+    res = face_jax.face_score(x32, y, batch_size=37, **opts)
+    ref = face_oracle(x32.astype(np.float64), y, **opts)
+    _compare(res, ref, rtol=1e-4, atol=1e-9)
+
+
+def test_options_temperature_weight_ridge():
+  x, y = cases.make('imbalanced')
+  for t, lam, rho in ((0.05, 0.5, 0.0), (1.0, 2.0, 1e-2), (0.3, 0.0, 1e-6)):
+    opts = dict(fairness='entropy', temperature=t, fairness_weight=lam, ridge=rho)
+    res = face_jax.face_score(x, y, **opts)
+    _compare(res, face_oracle(x, y, **opts), rtol=1e-8)
+
+
+def test_result_fields_and_diagnostics():
+  x, y = cases.make('imbalanced')
+  res = face_jax.face_score(x, y)
+  k = len(np.unique(y))
+  assert res.overlap.shape == (k,)
+  np.testing.assert_array_equal(res.class_counts, np.bincount(y))
+  d = res.diagnostics
+  assert (d['N'], d['D'], d['K']) == (x.shape[0], x.shape[1], k)
+  assert d['left_out'] == [] and d['rank_sigma_b'] == k - 1
+  assert d['cond_sigma_reg'] >= 1.0
+  assert res.score == pytest.approx(res.variance_collapse + res.class_fairness)
+  assert res.to_dict()['options']['weighting'] == 'balanced'
+
+
+def test_perfect_collapse_and_coincident_means():
+  # Every sample sits on its class mean: NC1 = 0 -> C = 0 (neg) and +inf (neglog).
+  mu = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
+  y = np.repeat(np.arange(3), 4)
+  x = mu[y]
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    r = face_jax.face_score(x, y)
+    assert r.nc1 == 0.0 and r.variance_collapse == 0.0
+    assert face_jax.face_score(x, y, vc_transform='neglog').variance_collapse == np.inf
+    # Tr Σ_W = 0 with distinct means: every D_B is +inf, so every overlap is 0.
+    assert np.all(r.overlap == 0.0) and r.class_fairness == 0.0
+  # All class means equal: no singular value kept, NC1 = +inf.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(40, 3))
+  y = np.repeat([0, 1], 20)
+  x[y == 1] -= x[y == 1].mean(0) - x[y == 0].mean(0)
+  r = face_jax.face_score(x, y)
+  assert r.nc1 == np.inf and r.variance_collapse == -np.inf and r.diagnostics['rank_sigma_b'] == 0
+
+
+def test_face_pool_minmax():
+  pool = {}
+  for i, sep in enumerate((0.3, 1.0, 3.0)):
+    x, y = cases.gaussian_classes(400, 10, 4, seed=i, sep=sep)
+    pool[f'm{i}'] = face_jax.face_score(x, y)
+  s = face_jax.face_pool(pool)
+  c = {m: r.variance_collapse for m, r in pool.items()}
+  f = {m: r.class_fairness for m, r in pool.items()}
+  norm = lambda v: {m: (x - min(v.values())) / (max(v.values()) - min(v.values())) for m, x in v.items()}
+  cn, fn = norm(c), norm(f)
+  for m in pool:
+    assert s[m] == pytest.approx(cn[m] + fn[m], rel=1e-12)
+  assert face_jax.face_pool(pool, fairness_weight=0.0) == pytest.approx(cn)
+  # A single model has no pool score beyond 0 for constant terms.
+  assert face_jax.face_pool({'a': pool['m0']}) == {'a': 0.0}
+  r = face_jax.face_score(*cases.make('basic'), combine='pool_minmax')
+  assert r.score is None and np.isfinite(r.variance_collapse)
