@@ -180,7 +180,9 @@ def _two_sum(hi, lo, x):
   return s, lo + err
 
 
-# A layout is a tuple of (stream, num_classes, tuple of (key, stat, spec)).
+# A layout is a tuple of (stream, num_classes, tuple of (stat, spec)): the static
+# structure of a pass.  States and params are tuples in the same slot order, so
+# a pass with other param values (a new shift) reuses the compiled step.
 Layout = tuple
 
 
@@ -193,10 +195,10 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
     for stream, k, reqs in layout:
       b = batches[stream]
       health.append(_health(b, k))
-      new = {}
-      for key, stat, spec in reqs:
-        contrib = stat.from_batch(spec, params[stream][key], b)
-        hi, lo = states[stream][key]
+      new = []
+      for slot, (stat, spec) in enumerate(reqs):
+        contrib = stat.from_batch(spec, params[stream][slot], b)
+        hi, lo = states[stream][slot]
         hi = jax.tree.map(lambda a: a[0], hi)
         if compensated:
           lo = jax.tree.map(lambda a: a[0], lo)
@@ -206,8 +208,8 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
         else:
           hi = hi.merge(contrib)
         expand = lambda t: jax.tree.map(lambda a: a[None], t)
-        new[key] = (expand(hi), expand(lo) if compensated else lo)
-      new_states[stream] = new
+        new.append((expand(hi), expand(lo) if compensated else lo))
+      new_states[stream] = tuple(new)
     return new_states, jnp.stack(health)[None]
 
   smap = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P(DATA), P()),
@@ -218,6 +220,24 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
     return smap(states, featurizer(aux, raw), params)
 
   return jax.jit(step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _build_init(mesh: Mesh, layout: Layout, compensated: bool):
+  """Zero states with a leading device axis, created on device (no host transfer)."""
+  n = mesh.devices.size
+
+  def init():
+    states = {}
+    for stream, _, reqs in layout:
+      s = []
+      for stat, spec in reqs:
+        e = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), stat.empty(spec))
+        s.append((e, jax.tree.map(jnp.zeros_like, e) if compensated else None))
+      states[stream] = tuple(s)
+    return states
+
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P(DATA)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -315,18 +335,7 @@ class Engine:
     return out
 
   def _init_states(self, layout: Layout):
-    n = self.num_devices
-    states = {}
-    for stream, _, reqs in layout:
-      s = {}
-      for key, stat, spec in reqs:
-        e = stat.empty(spec)
-        host = jax.tree.map(lambda a: np.zeros((n,) + a.shape, a.dtype), e)
-        hi = jax.device_put(host, self._data_sharding)
-        lo = jax.device_put(host, self._data_sharding) if self.compensated else None
-        s[key] = (hi, lo)
-      states[stream] = s
-    return states
+    return _build_init(self.mesh, layout, self.compensated)()
 
   # -- one pass ---------------------------------------------------------------
 
@@ -350,18 +359,18 @@ class Engine:
     Raises:
       InputError: empty stream, or bad data (naming the batch).
     """
-    # De-duplicate identical requests within each stream.
-    layout, names = [], {}
+    # De-duplicate identical requests within each stream; each unique request
+    # gets a slot.
+    layout, slot_of, uniq = [], {}, {}
     for stream, reqs in requests.items():
-      uniq = {}
+      keys = {}
       for name, r in reqs.items():
-        uniq.setdefault(r.key(), r)
-        names[(stream, name)] = r.key()
-      k = _num_classes_of(uniq.values())
-      layout.append((stream, k, tuple((key, r.stat, r.spec) for key, r in uniq.items())))
+        slot = keys.setdefault(r.key(), len(keys))
+        slot_of[(stream, name)] = slot
+        uniq.setdefault((stream, slot), r)
+      reqs_s = [uniq[(stream, i)] for i in range(len(keys))]
+      layout.append((stream, _num_classes_of(reqs_s), tuple((r.stat, r.spec) for r in reqs_s)))
     layout = tuple(layout)
-    uniq_reqs = {(s, key): r for (s, n), key in names.items()
-                 for r in [requests[s][n]]}
 
     with self._x64():
       step = _build_step(featurizer, self.mesh, layout, self.compensated)
@@ -371,7 +380,7 @@ class Engine:
       steps, examples, t0 = 0, 0, time.perf_counter()
       for raw, label in _synchronised(source):
         if params_dev is None:
-          params_host = self._resolve_params(layout, uniq_reqs, raw, featurizer, aux)
+          params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
           params_dev = jax.device_put(params_host, self._replicated)
         states, health = step(states, self.to_global(raw), params_dev, aux)
         pending.append((label, health))
@@ -391,33 +400,36 @@ class Engine:
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
 
-    out = {}
-    for (stream, name), key in names.items():
-      hi, lo = host[stream][key]
-      total = hi if lo is None else jax.tree.map(
-          lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
-      r = requests[stream][name]
-      out.setdefault(stream, {})[name] = total.finalize(r.spec, params_host[stream][key])
+    out, done = {}, {}
+    for (stream, name), slot in slot_of.items():
+      if (stream, slot) not in done:
+        hi, lo = host[stream][slot]
+        total = hi if lo is None else jax.tree.map(
+            lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
+        r = uniq[(stream, slot)]
+        done[(stream, slot)] = total.finalize(r.spec, params_host[stream][slot])
+      out.setdefault(stream, {})[name] = done[(stream, slot)]
     return out
 
-  def _resolve_params(self, layout, uniq_reqs, raw, featurizer, aux):
-    """Host params per (stream, key), cast to the accumulation dtype; FIRST_BATCH_SHIFT resolved."""
+  def _resolve_params(self, layout, uniq, raw, featurizer, aux):
+    """Host params per stream and slot, cast to the accumulation dtype; FIRST_BATCH_SHIFT resolved."""
     need_shift = tuple((stream, k, self.dtype) for stream, k, reqs in layout
-                       if any(uniq_reqs[(stream, key)].params.get('shift') is FIRST_BATCH_SHIFT
-                              for key, _, _ in reqs))
+                       if any(uniq[(stream, i)].params.get('shift') is FIRST_BATCH_SHIFT
+                              for i in range(len(reqs))))
     shifts = {}
     if need_shift:
       shifts = jax.device_get(_build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux))
     dt = np.dtype(self.dtype)
     out = {}
     for stream, _, reqs in layout:
-      out[stream] = {}
-      for key, _, _ in reqs:
+      slots = []
+      for i in range(len(reqs)):
         p = {}
-        for name, v in uniq_reqs[(stream, key)].params.items():
+        for name, v in uniq[(stream, i)].params.items():
           v = shifts[stream] if v is FIRST_BATCH_SHIFT else np.asarray(v)
           p[name] = v.astype(dt) if np.issubdtype(v.dtype, np.floating) else v
-        out[stream][key] = p
+        slots.append(p)
+      out[stream] = tuple(slots)
     return out
 
   def _check(self, label, health, layout):
