@@ -806,6 +806,8 @@ def save_npz(path: str | os.PathLike[str], splits: Mapping[str, Dataset],
   Layout: ``<split>/images`` uint8 [N, 32, 32, 1], ``<split>/labels`` int32
   [N], ``class_names`` str [K], ``meta`` JSON string.
   """
+  if not splits:
+    raise ValueError("save_npz: no splits.")
   arrays: dict[str, np.ndarray] = {}
   names = None
   for s, ds in splits.items():
