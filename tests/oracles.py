@@ -97,18 +97,19 @@ def face_oracle(x, y, *, weighting='balanced', vc_transform='neg', bc_cov='poole
 def nc1_streaming_oracle(chunks, num_classes, weighting='balanced'):
   """Two-pass float64 NC1 over an iterable factory of (x, y) chunks (for large N)."""
   d = None
-  sums, counts = None, np.zeros(num_classes)
+  sums, counts, x0 = None, np.zeros(num_classes), None
   for x, y in chunks():
     x = np.asarray(x, np.float64)
     if sums is None:
       d = x.shape[1]
       sums = np.zeros((num_classes, d))
-    np.add.at(sums, y, x)
+      x0 = x.mean(0)  # work about a fixed point: keeps a large offset out of the means
+    np.add.at(sums, y, x - x0)
     counts += np.bincount(y, minlength=num_classes)
   mus = sums / counts[:, None]
   scat = np.zeros((num_classes, d, d))
   for x, y in chunks():
-    z = np.asarray(x, np.float64) - mus[y]
+    z = np.asarray(x, np.float64) - x0 - mus[y]
     for c in range(num_classes):
       zc = z[y == c]
       scat[c] += zc.T @ zc
@@ -120,6 +121,6 @@ def nc1_streaming_oracle(chunks, num_classes, weighting='balanced'):
     mu_g, sw = (counts[:, None] * mus).sum(0) / counts.sum(), scat.sum(0) / counts.sum()
   mmat = (mus - mu_g) / math.sqrt(k)
   _, sv, vt = np.linalg.svd(mmat, full_matrices=False)
-  keep = sv > sv[0] * max(k, d) * EPS
+  keep = sv > max(k, d) * EPS * max(sv[0], np.linalg.norm(mus + x0, axis=1).max())
   sb_pinv = (vt[keep].T / sv[keep] ** 2) @ vt[keep]
   return float(np.trace(sw @ sb_pinv) / k)

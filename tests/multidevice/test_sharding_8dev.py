@@ -1,0 +1,68 @@
+"""8 fake CPU devices: sharded results equal single-device results and the float64 oracle."""
+
+import jax
+import numpy as np
+import pytest
+
+import face_jax
+from face_jax._src import engine as engine_lib
+from tests import cases
+from tests.oracles import face_oracle
+
+assert jax.device_count() == 8, f'expected 8 fake CPU devices, got {jax.devices()}'
+
+FIELDS = ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap')
+
+
+def _close(a, b, rtol):
+  for f in FIELDS:
+    np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=rtol, err_msg=f)
+  np.testing.assert_allclose(a.overlap, b.overlap, rtol=rtol, atol=rtol * b.overlap.max())
+  np.testing.assert_array_equal(a.class_counts, b.class_counts)
+
+
+def test_device_count_and_default_mesh():
+  mesh = face_jax.default_mesh()
+  assert mesh.devices.size == 8 and mesh.axis_names == ('data',)
+
+
+@pytest.mark.parametrize('case', ['imbalanced', 'many_classes', 'offset'])
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+def test_eight_devices_equal_one_device(case, dtype):
+  x, y = cases.make(case)
+  x = x.astype(dtype)
+  one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]), dtype=dtype)
+  eight = face_jax.Engine(dtype=dtype)
+  assert eight.num_devices == 8
+  for opts in (dict(), dict(weighting='sample', bc_cov='diagonal', fairness='entropy')):
+    r1 = face_jax.face_score(x, y, batch_size=37, engine=one, **opts)
+    r8 = face_jax.face_score(x, y, batch_size=37, engine=eight, **opts)  # 37 -> 40 rows per step
+    _close(r8, r1, 1e-6)
+    ref = face_oracle(x.astype(np.float64), y, **opts)
+    for f in FIELDS:
+      np.testing.assert_allclose(getattr(r8, f), ref[f], rtol=1e-4 if dtype == 'float32' else 1e-8)
+
+
+def test_streams_on_eight_devices():
+  x, y = cases.make('imbalanced')
+  x = x.astype(np.float32)
+  batches = [(x[i:i + 29], y[i:i + 29]) for i in range(0, len(y), 29)]
+  r8 = face_jax.face_score(batches, num_classes=8)
+  r1 = face_jax.face_score(x, y, engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])))
+  _close(r8, r1, 1e-6)
+  assert r8.diagnostics['passes'] == 2
+
+
+def test_single_trace_on_eight_devices():
+  x, y = cases.gaussian_classes(1000, 16, 4, seed=0)
+  before = engine_lib.TRACE_COUNTS['step']
+  face_jax.face_score(x.astype(np.float32), y, batch_size=100, weighting='sample')
+  assert engine_lib.TRACE_COUNTS['step'] - before == 1
+
+
+def test_bad_batch_named_on_eight_devices():
+  x, y = cases.gaussian_classes(400, 16, 4, seed=0)
+  x = x.astype(np.float32)
+  x[250, 3] = np.nan
+  with pytest.raises(face_jax.InputError, match=r'batch 2 \(rows 200:300\)'):
+    face_jax.face_score(x, y, batch_size=100)
