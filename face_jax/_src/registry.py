@@ -45,6 +45,7 @@ def register(info: MetricInfo) -> MetricInfo:
 
 
 def get(name: str) -> MetricInfo:
+  """The ``MetricInfo`` registered under ``name``; ``InputError`` if unknown."""
   _ensure_loaded()
   try:
     return _REGISTRY[name]
@@ -53,6 +54,7 @@ def get(name: str) -> MetricInfo:
 
 
 def names() -> list[str]:
+  """Sorted names of every registered metric (``face_jax.score(metrics=...)``)."""
   _ensure_loaded()
   return sorted(_REGISTRY)
 

@@ -1,0 +1,61 @@
+"""The main job (scripts/score.py) end to end, as a user runs it."""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(args, tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'),
+                         f'--output_dir={tmp_path}'] + args, cwd=tmp_path, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  return proc
+
+
+def test_embedded_default(tmp_path):
+  proc = _run([], tmp_path)
+  assert 'Ranking by face' in proc.stdout
+  res = json.loads((tmp_path / 'results.json').read_text())
+  names = [r['model'] for r in res['ranking']]
+  assert sorted(names) == ['gradients', 'noisy_pixels', 'pixels', 'pooled_2x2', 'random_relu']
+  scores = [r['face'] for r in res['ranking']]
+  assert scores == sorted(scores, reverse=True)
+  # Blurring away detail (2x2 pooling) and adding noise must rank below the raw pixels.
+  assert names.index('pixels') < names.index('noisy_pixels')
+  assert names.index('pixels') < names.index('pooled_2x2')
+  top = res['results'][names[0]]['face']
+  assert top['diagnostics']['N'] == 1797 and top['diagnostics']['K'] == 10
+  rows = list(csv.DictReader(open(tmp_path / 'ranking.csv')))
+  assert [r['model'] for r in rows] == names
+  assert (tmp_path / 'ranking.png').stat().st_size > 10_000
+  assert 'examples/s' in proc.stderr   # progress and throughput are logged
+
+
+def test_features_files_and_options(tmp_path):
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 4, 500)
+  good = rng.normal(size=(500, 8)) + 3 * np.eye(8)[y]
+  bad = rng.normal(size=(500, 8)) + 0.2 * np.eye(8)[y]
+  np.savez(tmp_path / 'good.npz', features=good, labels=y)
+  np.savez(tmp_path / 'bad.npz', features=bad, labels=y)
+  _run([f'--features=g={tmp_path}/good.npz,{tmp_path}/bad.npz', '--bc_cov=spherical',
+        '--fairness=range', '--dtype=float64', '--noplot'], tmp_path)
+  res = json.loads((tmp_path / 'results.json').read_text())
+  assert [r['model'] for r in res['ranking']] == ['g', 'bad']
+  assert res['results']['g']['face']['options']['bc_cov'] == 'spherical'
+  assert not os.path.exists(tmp_path / 'ranking.png')
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'),
+                         '--features=nope.npz', f'--output_dir={tmp_path}'],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and 'features file not found: nope.npz' in proc.stderr
