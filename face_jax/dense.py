@@ -4,7 +4,8 @@ Every function here takes whole arrays that fit in memory (``X`` [N, D] target
 features, ``y`` [N] integer target labels, optionally ``probs`` [N, Cs]
 source-model class probabilities), works in float64 (except where a reference
 pipeline is defined in float32, which is then stated), and returns plain Python
-floats. They are written from the published mathematics and checked number for
+floats (tuples of floats for the ``*_components`` functions, dicts for the
+pool functions). They are written from the published mathematics and checked number for
 number against the authors' reference implementations on the fixtures in
 ``tests/fixtures/reference`` (see its README for the provenance of each value).
 No reference code is copied.
@@ -20,7 +21,8 @@ Conventions shared by all functions:
 * ``X`` must be a finite 2-D real array with the same number of rows as ``y``.
   Inputs are never modified (``sfda`` in particular works on its own copy).
 * ``probs`` rows must be non-negative, finite and sum to 1 within an absolute
-  tolerance of ``PROBS_SUM_ATOL = 1e-6``.
+  tolerance of ``PROBS_SUM_ATOL = 1e-6`` (for float32/float16 input:
+  max(1e-6, Cs * eps(dtype)), since such rows cannot sum more accurately).
 * Orientation is stated in every docstring. For most scores higher means
   "more transferable"; NC1 and VCI measure variability (lower = more
   collapsed), and NCTI's ``vc`` component enters its pool score negatively.
@@ -130,17 +132,22 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   if probs is None:
     raise ValueError(
         f"{fn}: needs source-model probabilities `probs` [N, Cs]; got None.")
+  in_dtype = np.asarray(probs).dtype
   probs = _check_features(probs, fn, name="probs")
   if n is not None and probs.shape[0] != n:
     raise ValueError(
         f"{fn}: probs has {probs.shape[0]} rows but there are {n} labels.")
   if np.any(probs < 0):
     raise ValueError(f"{fn}: probs contains negative entries.")
+  atol = PROBS_SUM_ATOL
+  if np.issubdtype(in_dtype, np.floating) and np.finfo(in_dtype).eps > _EPS64:
+    # float32/float16 rows cannot sum more accurately than ~Cs ulps.
+    atol = max(atol, probs.shape[1] * float(np.finfo(in_dtype).eps))
   dev = np.abs(probs.sum(axis=1) - 1.0)
-  if np.any(dev > PROBS_SUM_ATOL):
+  if np.any(dev > atol):
     i = int(np.argmax(dev))
     raise ValueError(
-        f"{fn}: every row of probs must sum to 1 (abs tol {PROBS_SUM_ATOL:g}); "
+        f"{fn}: every row of probs must sum to 1 (abs tol {atol:g}); "
         f"row {i} sums to {probs[i].sum():.9g}.")
   return probs
 
@@ -217,8 +224,8 @@ def _nuclear_norm(a: np.ndarray) -> float:
 # LogME
 # ----------------------------------------------------------------------------
 
-_LOGME_FP_SV_CUTOFF = 1e-10   # thuml fixed point: singular values kept if > 1e-10 (N > D)
-_LOGME_FP_EPS = 1e-5          # thuml fixed point: added to ||m||^2 and residual^2 in updates
+_LOGME_FP_SV_CUTOFF = 1e-10   # thuml fixed point (N > D): keep singular values > 1e-10
+_LOGME_FP_EPS = 1e-5          # thuml fixed point: added to ||m||^2 and res^2 in updates
 _LOGME_FP_TOL = 1e-3          # thuml fixed point: stop when |t' - t| / t <= 1e-3
 _LOGME_ICML_TOL = 1e-2        # tllib ICML: stop when |lam' - lam| / lam < 1e-2
 _LOGME_MAX_ITERS = 11
@@ -308,14 +315,16 @@ def logme(X, y, *, variant: str = "thuml") -> float:
   Args:
     X: [N, D] features (used as is).
     y: [N] integer labels in 0..C-1.
-    variant: ``"thuml"`` (default) reproduces thuml/LogME@56551ca
+    variant: ``"thuml"`` (default; fixture key ``logme_thuml``) reproduces
+      thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07
       ``LogME.py :: LogME(regression=False).fit`` (the fixed-point solver):
       alpha = beta = 1 start, at most 11 updates ``alpha = gamma / (||m||^2 +
       1e-5)``, ``beta = (N - gamma) / (res^2 + 1e-5)``, stop when alpha/beta
       moves by <= 1e-3 relative; only the rank-k eigenvalues enter the log sum
       (k = min(N, D) when N <= D via the thin SVD of X; singular values
       > 1e-10 when N > D via the eigen-decomposition of X^T X).
-      ``"tllib_icml"`` reproduces thuml/Transfer-Learning-Library@c4aa59e
+      ``"tllib_icml"`` (fixture key ``logme_tllib_icml``) reproduces
+      thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4
       ``tllib/ranking/logme.py :: log_maximum_evidence(regression=False)`` (the
       ICML-2021 iteration): classic MacKay updates without epsilon, stop at
       < 1e-2 relative change of alpha/beta, at most 11 updates, and the log sum
@@ -346,15 +355,17 @@ def leep(probs, y) -> float:
   """LEEP: log expected empirical prediction.
 
   Nguyen et al., "LEEP: A New Measure to Evaluate Transferability of Learned
-  Representations", ICML 2020. Reproduces thuml/LogME@56551ca ``LEEP.py ::
-  LEEP(pseudo_source_label=probs, target_label=y)``.
+  Representations", ICML 2020. Reproduces
+  thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07
+  ``LEEP.py :: LEEP(pseudo_source_label=probs, target_label=y)``.
 
   With theta_i = probs[i], the empirical joint P(y, z) = (1/N) sum_{i: y_i=y}
   theta_iz, P(y|z) = P(y, z) / sum_y' P(y', z), and
   LEEP = (1/N) sum_i log( sum_z theta_iz P(y_i|z) ). Natural log, no epsilon,
   no smoothing. A source class z with zero total probability has P(.|z) := 0
-  (it carries no weight in any sum); a sample whose expected prediction is
-  exactly 0 contributes log 0 = -inf, as in the reference.
+  (it carries no weight in any sum; the reference would propagate 0/0 = nan
+  into every sample); a sample whose expected prediction is exactly 0
+  contributes log 0 = -inf, as in the reference.
 
   Args:
     probs: [N, Cs] source-model class probabilities; rows sum to 1 (abs tol
@@ -386,8 +397,9 @@ def nce(probs, y) -> float:
   """NCE: negative conditional entropy H(Y | Z) with hard source labels.
 
   Tran et al., "Transferability and Hardness of Supervised Classification
-  Tasks", ICCV 2019. Reproduces thuml/LogME@56551ca ``NCE.py ::
-  NCE(source_label=argmax(probs, 1), target_label=y)``.
+  Tasks", ICCV 2019. Reproduces
+  thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07
+  ``NCE.py :: NCE(source_label=argmax(probs, 1), target_label=y)``.
 
   z_i = argmax_z probs[i, z] (first index on ties); P(y, z) = counts / N; only
   source classes that occur are kept; with p = P(y|z) + 1e-20,
@@ -435,10 +447,12 @@ def hscore(X, y) -> float:
   """H-score (first-order, official definition with a true matrix product).
 
   Bao et al., "An Information-Theoretic Approach to Transferability in Task
-  Transfer Learning", ICIP 2019. Reproduces thuml/Transfer-Learning-Library
-  @c4aa59e ``tllib/ranking/hscore.py :: h_score(features, labels)`` (= the
-  official YaojieBao/An-Information-theoretic-Metric-of-Transferability
-  @9a3f2d3 ``getDiffNN``).
+  Transfer Learning", ICIP 2019. Reproduces
+  thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4
+  ``tllib/ranking/hscore.py :: h_score(features, labels)`` (= the official
+  YaojieBao/An-Information-theoretic-Metric-of-Transferability
+  @9a3f2d3f2511b6825a9d18c5fd7becbb06cae0b1
+  ``3D_scene_understanding/H-score_1st_order.py :: getDiffNN``).
 
   cov_f = covariance of X (1/(N-1)); cov_g = covariance of the matrix whose
   rows are replaced by their class means = sum_c n_c (mu_c - mu)(mu_c - mu)^T
@@ -483,8 +497,9 @@ def reg_hscore(X, y) -> float:
 
   Ibrahim et al., "Newer is not always better: Rethinking transferability
   metrics, their peculiarities, stability and performance", ECML-PKDD 2022.
-  Reproduces thuml/Transfer-Learning-Library@c4aa59e ``tllib/ranking/hscore.py
-  :: regularized_h_score(features, labels)``.
+  Reproduces
+  thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4
+  ``tllib/ranking/hscore.py :: regularized_h_score(features, labels)``.
 
   Xc = X - mean; S = Xc^T Xc / N (note 1/N); Ledoit-Wolf intensity a (see
   ``_ledoit_wolf_shrinkage``, = scikit-learn ``LedoitWolf(assume_centered=
@@ -523,8 +538,10 @@ def transrate(X, y, *, eps: float = 1e-4) -> float:
   """TransRate (tllib formula): coding-rate gain of the labels.
 
   Huang et al., "Frustratingly Easy Transferability Estimation", ICML 2022.
-  Reproduces thuml/Transfer-Learning-Library@c4aa59e ``tllib/ranking/
-  transrate.py :: transrate(features, labels, eps=1e-4)`` -- NOT the official
+  Reproduces
+  thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4
+  ``tllib/ranking/transrate.py :: transrate(features, labels, eps=1e-4)``
+  -- NOT the official
   Long-Kai/TransRate pipeline (row/rank normalisation, class weights).
 
   Z = X - global mean (once); R(A) = (1/2) logdet(I_D + A^T A / (n_A eps)) with
@@ -567,8 +584,9 @@ def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -
   """GBC: Gaussian Bhattacharyya coefficient class separability.
 
   Pandy et al., "Transferability Estimation using Bhattacharyya Class
-  Separability", CVPR 2022. Reproduces google-research/google-research
-  @1d4d2f1 ``stable_transfer/transferability/gbc.py :: get_gbc_score(features,
+  Separability", CVPR 2022. Reproduces
+  google-research/google-research@1d4d2f1aa6f2883a790d2ae46a6ee8ab150d8f31
+  ``stable_transfer/transferability/gbc.py :: get_gbc_score(features,
   target_labels, gaussian_type)``.
 
   Per class: mean mu_c and per-dimension population variance v_c (1/n_c),
@@ -586,11 +604,12 @@ def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -
       ``"diagonal"``.
     pca_dim: None (default) = no reduction, float64 throughout (fixture keys
       ``gbc_google_*_nopca_f64``). An int k reproduces the google pipeline
-      ``pca_reduction(X, k)`` (features_targets_utils.py@4963f32): projection
-      on the top-k principal components by exact SVD, then cast to float32
-      (fixture key ``gbc_google_spherical_pca64_f32`` for k = 64); the GBC
-      arithmetic on those float32 values is then done in float64 (the
-      reference does it in float32; the difference is ~1e-6 relative).
+      ``pca_reduction(X, k)`` (``features_targets_utils.py`` at commit
+      4963f325fe8bf41c69aeb2717d0ef408f623500e): projection on the top-k
+      principal components by exact SVD, then cast to float32 (fixture key
+      ``gbc_google_spherical_pca64_f32`` for k = 64); the GBC arithmetic on
+      those float32 values is then done in float64 (the reference does it in
+      float32; the difference is ~1e-6 relative).
       Requires k <= min(N, D): otherwise a ``ValueError`` is raised (the
       reduction is not defined; the reference pipeline fails likewise). No
       silent fallback.
@@ -687,9 +706,10 @@ def sfda(X, y) -> float:
   """SFDA: self-challenging Fisher discriminant analysis score.
 
   Shao et al., "Not All Models Are Equal: Predicting Model Transferability in
-  a Self-challenging Fisher Space", ECCV 2022. Reproduces TencentARC/SFDA
-  @3b7edf7 ``metrics.py :: SFDA_Score(X, y)`` (with ``utils.py ::
-  iterative_A``), without its side effect: the reference overwrites its X
+  a Self-challenging Fisher Space", ECCV 2022. Reproduces
+  TencentARC/SFDA@3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59
+  ``metrics.py :: SFDA_Score(X, y)`` (with ``utils.py :: iterative_A``),
+  without its side effect: the reference overwrites its X
   argument, this function never modifies the caller's array.
 
   (1) Shrunk LDA: Sw = sum_c pi_c Cov_c (1/n_c); lambda = 3-step power
@@ -728,7 +748,7 @@ def sfda(X, y) -> float:
 # NCTI
 # ----------------------------------------------------------------------------
 
-_NCTI_TOP_VAR = 32          # temp = max(exp(-sum of the 32 largest PCA variances), 1e-10)
+_NCTI_TOP_VAR = 32          # temp = max(exp(-sum of the top-32 PCA variances), 1e-10)
 _NCTI_SHRINK_FLOOR = 1e-10
 _LDA_SVD_TOL = 1e-4         # scikit-learn LinearDiscriminantAnalysis(tol=1e-4) default
 _NCTI_PCA_SEED = 1          # NCTI seeds numpy's global RNG with 1 (fix_python_seed)
@@ -803,9 +823,10 @@ def ncti_components(X, y, *, pca_dim: int = 64,
 
   Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the
   Target Dataset Informs their Transferability", ICCV 2023. Reproduces
-  BUserName/NCTI@b18d395 ``metrics.py :: NCTI_Score(X, y)`` (which returns
-  these three numbers; the published score min-max normalises them over a
-  pool of models, see :func:`ncti_pool`).
+  BUserName/NCTI@b18d39514a3f2a7a949500b467a38b93de1428e4
+  ``metrics.py :: NCTI_Score(X, y)`` (which returns these three numbers;
+  the published score min-max normalises them over a pool of models, see
+  :func:`ncti_pool`).
 
   1. F = scikit-learn ``PCA(n_components=pca_dim, svd_solver=pca_solver,
      random_state=1).fit_transform(X)``. The reference leaves the solver on
@@ -873,9 +894,11 @@ def etran_components(X, y, *, percent: float = 0.5) -> tuple[float, float]:
   """Raw ETran components (s_cls, s_en) of one model's features.
 
   Gholami et al., "ETran: Energy-Based Transferability Estimation", ICCV
-  2023. Reproduces mgholamikn/ETran@d4551ed ``metrics.py :: [LDA_Score(X, y),
-  Energy_Score(X, 0.5, 'bot')]`` (the published score min-max normalises them
-  over a pool of models, see :func:`etran_pool`).
+  2023. Reproduces
+  mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19
+  ``metrics.py :: [LDA_Score(X, y), Energy_Score(X, 0.5, 'bot')]`` (the
+  published score min-max normalises them over a pool of models, see
+  :func:`etran_pool`).
 
   s_cls = mean_i softmax_c(x_i^T mu_c - (1/2)||mu_c||^2 + log pi_c)[y_i] (no
   log) -- ETran's LDA as committed reduces to this nearest-mean dot-product
@@ -943,9 +966,10 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
   """NLEEP: LEEP with a Gaussian-mixture "source model" on PCA features.
 
   Li et al., "Ranking Neural Checkpoints", CVPR 2021. Reproduces
-  google-research/google-research@4963f32 ``stable_transfer/transferability/
-  nleep.py :: get_nleep_score(pca_reduction(X, 0.8), y, 5*C,
-  random_state=123)`` with ``leep.py``@1d4d2f1.
+  google-research/google-research@4963f325fe8bf41c69aeb2717d0ef408f623500e
+  ``stable_transfer/transferability/nleep.py :: get_nleep_score(
+  pca_reduction(X, 0.8), y, 5*C, random_state=123)`` with ``leep.py`` at
+  commit 1d4d2f1aa6f2883a790d2ae46a6ee8ab150d8f31.
 
   F = scikit-learn ``PCA(n_components=pca_variance, svd_solver='full')
   .fit_transform(X)`` cast to float32 (fewest components explaining
@@ -955,7 +979,13 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
   F; its posterior responsibilities replace theta in LEEP (float32, natural
   log, divide-no-nan; a sample with zero expected prediction counts as
   -log C). The value depends on the k-means++ initialisation, hence on the
-  row order of X and on the scikit-learn version.
+  row order of X and on the scikit-learn version (the reference fixtures were
+  made with scikit-learn 1.9.1). The mixture is fitted inside
+  ``threadpoolctl.threadpool_limits(1)`` (single-threaded BLAS/OpenMP, as the
+  fixtures were produced; on these sizes threads only add overhead, and an
+  oversubscribed machine slows a threaded k-means by 10x). Cost: EM with
+  K = 5C full covariances, O(N K d^2) per iteration for d PCA dimensions
+  (about a second for N = 4000, C = 100).
 
   Args:
     X: [N, D] features.
@@ -974,6 +1004,7 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
   """
   from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
   from sklearn.mixture import GaussianMixture   # pylint: disable=g-import-not-at-top
+  from threadpoolctl import threadpool_limits   # pylint: disable=g-import-not-at-top
 
   X, y, num_classes, _ = _check_xy(X, y, "nleep")
   if not 0.0 < pca_variance < 1.0:
@@ -984,14 +1015,15 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
         f"nleep: {k} mixture components for N={X.shape[0]} samples is not possible.")
   feats = PCA(n_components=pca_variance, svd_solver="full").fit_transform(X)
   feats = feats.astype(np.float32)
-  try:
-    gmm = GaussianMixture(n_components=k, random_state=random_state).fit(feats)
-  except ValueError as e:
-    raise ValueError(
-        f"nleep: scikit-learn GaussianMixture with {k} full-covariance "
-        f"components on N={feats.shape[0]} float32 samples of dimension "
-        f"{feats.shape[1]} failed (the reference fails identically): {e}") from e
-  pred = gmm.predict_proba(feats).astype(np.float32)
+  with threadpool_limits(limits=1):
+    try:
+      gmm = GaussianMixture(n_components=k, random_state=random_state).fit(feats)
+    except ValueError as e:
+      raise ValueError(
+          f"nleep: scikit-learn GaussianMixture with {k} full-covariance "
+          f"components on N={feats.shape[0]} float32 samples of dimension "
+          f"{feats.shape[1]} failed (the reference fails identically): {e}") from e
+    pred = gmm.predict_proba(feats).astype(np.float32)
   return _leep_float32_google(pred, y, num_classes)
 
 
@@ -1013,8 +1045,9 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
   """PARC: Pairwise Annotation Representation Comparison.
 
   Bolya et al., "Scalable Diverse Model Selection for Accessible Transfer
-  Learning", NeurIPS 2021. Reproduces dbolya/parc@ddfca43 ``methods.py ::
-  PARC(n_dims=32)(features, probs, y, ...)``.
+  Learning", NeurIPS 2021. Reproduces
+  dbolya/parc@ddfca43a84d35328897d107d6f86e860b11801ce
+  ``methods.py :: PARC(n_dims=32)(features, probs, y, ...)``.
 
   1. Reduce X to f = min(n_dims, N) dimensions with scikit-learn
      ``PCA(n_components=f, svd_solver='randomized', random_state=1919,
@@ -1060,9 +1093,11 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
   if probs is not None:
     _check_probs(probs, X.shape[0], "parc")
   if pca_solver not in ("randomized", "full"):
-    raise ValueError(f"parc: pca_solver must be 'randomized' or 'full', got {pca_solver!r}.")
+    raise ValueError(
+        f"parc: pca_solver must be 'randomized' or 'full', got {pca_solver!r}.")
   if label_rdm not in ("exact", "corrcoef"):
-    raise ValueError(f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
+    raise ValueError(
+        f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
   n = X.shape[0]
   feats = X
   if n_dims is not None:
@@ -1084,11 +1119,13 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
   rank_f = scipy.stats.rankdata(rdm_f)
   del rdm_f
   if label_rdm == "exact":
-    rdm_y = (y[iu[0]] != y[iu[1]]).astype(np.float64) * (num_classes / (num_classes - 1))
+    # R_y takes two values (0 and C/(C-1)); its average ranks are an increasing
+    # affine function of the indicator [y_i != y_j], and Pearson correlation is
+    # invariant to that, so the indicator stands in for rank(R_y).
+    rank_y = (y[iu[0]] != y[iu[1]]).astype(np.float64)
   else:
     onehot = np.eye(num_classes)[y]
-    rdm_y = (1.0 - np.corrcoef(onehot))[iu]
-  rank_y = scipy.stats.rankdata(rdm_y)
+    rank_y = scipy.stats.rankdata((1.0 - np.corrcoef(onehot))[iu])
   return 100.0 * _pearson(rank_f, rank_y)
 
 
@@ -1112,7 +1149,8 @@ def nc1(X, y, *, centering: str = "class_mean") -> float:
     X: [N, D] features.
     y: [N] integer labels in 0..C-1.
     centering: ``"class_mean"`` (default): g = the unweighted mean of the C
-      class means, reproducing rhubarbwu/neural-collapse@c05a0b8
+      class means, reproducing
+      rhubarbwu/neural-collapse@c05a0b80d6bc6e8e2e102f2180f1f33b2c9605fd
       ``neural_collapse/measure.py :: covariance_ratio(V_intra, M, m_G,
       'pinv')`` with its accumulators' defaults (``weighted=False``; its
       Sigma_W divisor N + 2.2e-16 rounds to N in float64 for N >= 2).

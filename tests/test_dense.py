@@ -60,7 +60,7 @@ METRICS = {
 # to rounding; the float32 PCA path and the mixture model to their own noise).
 TIGHT = {
     "gbc_google_spherical_pca64_f32": 1e-5,
-    "nleep_google": 1e-4,
+    "nleep_google": 1e-3,
     "parc_dbolya": None,   # checked against the generator's alternatives below
 }
 TIGHT_DEFAULT = 1e-9
@@ -124,14 +124,15 @@ def test_parc_alternatives_and_reference_label_rdm(case):
   entry = exp["metrics"]["parc_dbolya"]
   alt = entry["alternatives_fixture_generator"]
   # Exact 0 / C/(C-1) label ties, same randomized PCA as the reference.
-  assert dense.parc(X, None, y) == pytest.approx(alt["exact_label_ties"], rel=1e-9)
+  assert dense.parc(X, None, y) == pytest.approx(alt["exact_label_ties"], rel=1e-7)
   # Exact ties + exact (full SVD) PCA.
   assert dense.parc(X, None, y, pca_solver="full") == pytest.approx(
-      alt["exact_label_ties_full_pca"], rel=1e-9)
-  # Literal 1 - corrcoef(one-hot) as the reference: BLAS dependent, so only
-  # within a few times the reference's own row-order noise (>= 1e-2).
+      alt["exact_label_ties_full_pca"], rel=1e-7)
+  # Literal 1 - corrcoef(one-hot) as the reference: which same-class pairs get
+  # 0 or ~1e-16 depends on the BLAS build and threads, so only the brief's 2 %
+  # (on this platform it reproduces the reference to ~1e-12).
   lit = dense.parc(X, arrays["probs"], y, label_rdm="corrcoef")
-  assert abs(lit - entry["value"]) <= max(5 * entry["perm_probe_abs_diff"], 1e-2)
+  assert lit == pytest.approx(entry["value"], rel=0.02)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -158,7 +159,8 @@ def _data(seed, n, d, c, sep=0.5, offset=0.0, balanced=True):
   if balanced:
     y = np.arange(n) % c
   else:
-    y = np.concatenate([np.arange(c), rng.choice(c, n - c, p=np.arange(1, c + 1) / (c * (c + 1) / 2))])
+    weights = np.arange(1, c + 1) / (c * (c + 1) / 2)   # class k has weight (k+1)
+    y = np.concatenate([np.arange(c), rng.choice(c, n - c, p=weights)])
   mu = rng.normal(0, sep, (c, d))
   X = mu[y] + rng.normal(size=(n, d)) * np.exp(rng.normal(size=d) * 0.3) + offset
   logits = X @ rng.normal(size=(d, 7)) * 0.3
@@ -333,10 +335,11 @@ def test_sfda_does_not_modify_input():
   arrays, exp = _case("gauss_small")
   X = arrays["X"].copy()
   before = X.copy()
-  assert dense.sfda(X, arrays["y"]) == pytest.approx(exp["metrics"]["sfda"]["value"], rel=1e-12)
+  want = exp["metrics"]["sfda"]["value"]
+  assert dense.sfda(X, arrays["y"]) == pytest.approx(want, rel=1e-12)
   np.testing.assert_array_equal(X, before)
   # A second call gives the same value (the reference's would not, on a shared X).
-  assert dense.sfda(X, arrays["y"]) == pytest.approx(exp["metrics"]["sfda"]["value"], rel=1e-12)
+  assert dense.sfda(X, arrays["y"]) == pytest.approx(want, rel=1e-12)
 
 
 def test_logme_variants_differ_when_n_le_d():
@@ -415,6 +418,12 @@ def test_input_errors_probability_metrics():
     ok = P.copy()
     ok[:, 0] += 5e-7
     assert np.isfinite(fn(ok, y))
+    # float32 rows are accepted within Cs * eps(float32) (1.2e-5 for Cs = 100).
+    p32 = scipy.special.softmax(
+        np.random.default_rng(0).normal(size=(60, 100)), axis=1).astype(np.float32)
+    assert np.isfinite(fn(p32 + np.float32(5e-6) * (np.arange(100) == 0), y))
+    with pytest.raises(ValueError, match="sum to 1"):
+      fn(p32 * np.float32(1.001), y)
   X, y, P = _data(81, 60, 40, 3)
   with pytest.raises(ValueError, match="sum to 1"):
     dense.parc(X, P * 2.0, y)
