@@ -1170,7 +1170,8 @@ def nc1(X, y, *, centering: str = "class_mean") -> float:
   mu = _class_sums_means(X, y, num_classes, counts)
   g = mu.mean(axis=0) if centering == "class_mean" else X.mean(axis=0)
   r = X - mu[y]
-  sigma_w = (r.T @ r) / n
+  # rhubarbwu divides by N + eps; for N >= 2 that rounds to N in float64.
+  sigma_w = (r.T @ r) / ((n + _EPS64) if centering == "class_mean" else n)
   dm = mu - g
   sigma_b = (dm.T @ dm) / num_classes
   return _pinv_trace(sigma_b, sigma_w, d * _EPS64)[0] / num_classes
