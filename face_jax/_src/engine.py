@@ -151,7 +151,7 @@ def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_li
     raw: ``features`` [B, D], ``label`` [B], ``_mask`` [B] and per-sample extras.
   """
   del aux
-  extras = {k: v for k, v in raw.items() if k not in ('features', 'label', '_mask')}
+  extras = {k: v for k, v in raw.items() if k not in ('features', 'label', '_mask')}  # incl. _index
   return {'features': stats_lib.Batch(raw['features'], raw['label'], raw['_mask'], extras)}
 
 

@@ -63,16 +63,24 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
   return np.concatenate([a, pad], axis=0)
 
 
-def _steps(features, labels, extras, size: int, feat_dtype, where: str):
-  """Splits one user batch into padded steps of ``size`` rows."""
+def _steps(features, labels, extras, size: int, feat_dtype, where: str, first_index: int):
+  """Splits one user batch into padded steps of ``size`` rows.
+
+  ``_index`` [size] int32 numbers the real rows of the stream from
+  ``first_index`` on (padding rows: -1); statistics that address individual
+  rows (subsamples, per-row values) use it.
+  """
   n = features.shape[0]
   starts = range(0, n, size) if n else []
   for j, lo in enumerate(starts):
     hi = min(lo + size, n)
+    index = np.full((size,), -1, np.int32)
+    index[:hi - lo] = np.arange(first_index + lo, first_index + hi, dtype=np.int64)
     raw = {
         'features': _pad_rows(np.asarray(features[lo:hi], feat_dtype), size),
         'label': _pad_rows(np.asarray(labels[lo:hi], np.int32), size),
         '_mask': _pad_rows(np.ones((hi - lo,), bool), size),
+        '_index': index,
     }
     for k, v in extras.items():
       dt = feat_dtype if np.issubdtype(v.dtype, np.floating) else v.dtype
@@ -100,7 +108,7 @@ class _SourceBase:
     """A fully masked step (for processes that run out of data first)."""
     b = self.local_batch_size
     raw = {'features': np.zeros((b, self.dim), self.feat_dtype), 'label': np.zeros((b,), np.int32),
-           '_mask': np.zeros((b,), bool)}
+           '_mask': np.zeros((b,), bool), '_index': np.full((b,), -1, np.int32)}
     for k, shape in self.extras_shapes.items():
       raw[k] = np.zeros((b,) + tuple(shape), self.feat_dtype)
     return raw
@@ -165,6 +173,16 @@ class ArraySource(_SourceBase):
                      extras_shapes={k: v.shape[1:] for k, v in self.extras.items()})
     self.label_counts = np.bincount(labels_i, minlength=num_classes).astype(np.int64)
     self.num_batches = -(-n // self.batch_size)
+    self.index_offset = 0
+    if jax.process_count() > 1:
+      # Rows are numbered globally: this process's rows follow those of lower
+      # process indices; label counts and num_batches are global too.
+      from jax.experimental import multihost_utils
+      ns = np.asarray(multihost_utils.process_allgather(np.array(n))).reshape(-1)
+      self.index_offset = int(ns[:jax.process_index()].sum())
+      all_counts = multihost_utils.process_allgather(self.label_counts)
+      self.label_counts = np.asarray(all_counts).reshape(-1, num_classes).sum(0)
+      self.num_batches = int(-(-ns.max() // self.batch_size))
 
   def __iter__(self):
     n = self.features.shape[0]
@@ -172,7 +190,7 @@ class ArraySource(_SourceBase):
       hi = min(lo + self.batch_size, n)
       ex = {k: v[lo:hi] for k, v in self.extras.items()}
       yield from _steps(self.features[lo:hi], self.labels[lo:hi], ex, self.local_batch_size,
-                        self.feat_dtype, f'batch {i} (rows {lo}:{hi})')
+                        self.feat_dtype, f'batch {i} (rows {lo}:{hi})', self.index_offset + lo)
 
 
 def _unpack(item, i: int):
@@ -269,10 +287,13 @@ class IterableSource(_SourceBase):
       it = itertools.chain([first], rest)
     else:
       it = self._fresh()
+    seen = 0
     for i, item in enumerate(it):
       feats, labels, extras = _unpack(item, i)
       _check_features(feats, f'batch {i}', self.dim)
       if set(extras) != set(self.extras_shapes):
         raise InputError(f'batch {i}: extras {sorted(extras)} differ from the first batch\'s '
                          f'{sorted(self.extras_shapes)}')
-      yield from _steps(feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}')
+      yield from _steps(feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}',
+                        seen)
+      seen += feats.shape[0]
