@@ -433,7 +433,8 @@ class Engine:
     return out
 
   def _check(self, label, health, layout):
-    h = np.asarray(jax.device_get(health)).sum(0)  # [streams, fields]
+    # This process's devices only (on several hosts the rest are not addressable).
+    h = sum(np.asarray(s.data) for s in health.addressable_shards).sum(0)  # [streams, fields]
     for (stream, _, _), row in zip(layout, h):
       bad = [f'{int(c)} {what}' for c, what in zip(row, HEALTH_FIELDS) if c]
       if bad:
