@@ -602,6 +602,12 @@ def get(name: str, split: str, data_dir: str | None = None, *, batch_size: int =
   Returns:
     A `Pipeline`.
 
+  Preparation is idempotent and tfds writes into a temporary directory that it
+  renames when done, but with several processes sharing one `data_dir`, prepare
+  shipped datasets once beforehand (e.g. call `get` on one process, or set
+  `download_and_prepare=False` on the others after a barrier) to avoid
+  duplicate work.
+
   Raises:
     ValueError: bad arguments or unknown dataset.
     ImportError: backend="tf" without TensorFlow.
