@@ -20,12 +20,24 @@ STYLE.md house rule 6):
 * Each process reads its own contiguous slice of the split. The slices follow
   `tfds.even_splits(split, n=process_count)`: with N examples and P processes,
   the first N % P processes get ceil(N / P) examples, the others floor(N / P).
+  (For a combined spec such as "train+test" the grain backend slices the
+  concatenation, while tfds.even_splits, used by the tf backend, slices each
+  part; both are exact partitions.)
 * Every process yields exactly `num_batches = ceil(ceil(N / P) / batch_size)`
   batches of exactly `batch_size` rows. Rows past the end of a process's slice
   are padding: `_mask` False, label 0, zero image/features, empty text. No
   example is dropped or duplicated.
 * Order is the dataset's stored order (no shuffling), so every pass is
   identical.
+
+Throughput (benchmarks/input_pipeline_throughput.py, batch 256, one process,
+2-core CPU machine, num_workers=0): digits ~15-30k examples/s, 32x32x3 uint8
+images ~11k/s (raw Tensor feature) and ~10k/s (PNG Image feature),
+WordNet glosses ~23k/s. The cost is tfds's per-record decoding (protobuf parse
++ feature decode, ~40-90 us/record); batching is numpy. With num_workers > 0
+grain starts fresh worker processes for every pass (~1.3-2.5 s here before the
+first batch), which pays off only for long, decode-heavy passes on machines
+with spare cores.
 """
 
 from __future__ import annotations
