@@ -232,6 +232,28 @@ def test_tf_backend(data_dir):
       np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_tf_backend_collation_matches_grain_collation():
+  """The tf path's column collation (not runnable without TF) equals the grain one."""
+  from face_jax.data import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+
+  fields = [ip._Field("image", "image", "array", (2, 2, 1), np.dtype(np.uint8)),
+            ip._Field("lab", "label", "array", (), np.dtype(np.int32)),
+            ip._Field("text", "text", "text", (), np.dtype(object))]
+  rng = np.random.default_rng(0)
+  records = [{"image": rng.integers(0, 256, (2, 2, 1), dtype=np.uint8), "lab": i + 1,
+              "text": f"t{i}é".encode()} for i in range(3)]
+  columns = {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
+  columns["text"] = np.array([r["text"] for r in records], dtype=object)
+  for n in (0, 3):
+    a = ip._collate_records(records[:n], fields, 5)
+    b = ip._collate_columns(columns, n, fields, 5)
+    assert a.keys() == b.keys() == {"image", "label", "text", "_mask"}
+    for k in a:
+      assert a[k].dtype == b[k].dtype
+      np.testing.assert_array_equal(a[k], b[k])
+  assert list(b["text"]) == ["t0é", "t1é", "t2é", "", ""]
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(name="no_such_dataset_xyz"), ValueError, "Unknown dataset"),
     (dict(batch_size=0), ValueError, "batch_size"),

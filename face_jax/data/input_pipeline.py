@@ -247,7 +247,7 @@ def _collate_columns(columns: Mapping[str, np.ndarray], n: int, fields: list[_Fi
                      batch_size: int) -> dict[str, np.ndarray]:
   """Like `_collate_records` for already batched columns (tf backend)."""
   out = _empty_batch(fields, batch_size)
-  for f in fields:
+  for f in fields if n else ():
     col = columns[f.key]
     if f.kind == "text":
       for i in range(n):
