@@ -53,11 +53,14 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--workers", type=int, nargs="*", default=[0, 2])
   args = parser.parse_args()
+  with tempfile.TemporaryDirectory(prefix="face_jax_bench_") as tmp:
+    _run(args, tmp)
 
+
+def _run(args, tmp: str) -> None:
   import face_jax.data as fd  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  tmp = tempfile.mkdtemp(prefix="face_jax_bench_")
   data_dir = args.data_dir or os.path.join(tmp, "tfds")
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.n32, 32, 32, 3), dtype=np.uint8)
