@@ -1,0 +1,1 @@
+"""Shipped offline tfds builders: digits, image_folder, arrays, text_csv, wordnet_glosses."""
