@@ -13,7 +13,7 @@ Synopsis:
   >>> cfg = BertConfig(vocab_size=100, hidden=32, layers=2, heads=4, intermediate=64,
   ...                  max_positions=16)
   >>> m = BertEncoder(cfg, rngs=nnx.Rngs(0))
-  >>> ids = jnp.array([[101, 5, 102, 0]]); mask = jnp.array([[1, 1, 1, 0]])
+  >>> ids = jnp.array([[1, 5, 2, 0]]); mask = jnp.array([[1, 1, 1, 0]])
   >>> {k: v.shape for k, v in m.features(ids, mask, ("layer2", "sentence_embedding")).items()}
   {'layer2': (1, 4, 32), 'sentence_embedding': (1, 32)}
 

@@ -1,6 +1,7 @@
 """FeatureExtractor: a preset's model + preprocessing behind one pure, jittable feature function.
 
 Synopsis:
+  >>> import jax
   >>> import numpy as np
   >>> from face_jax import models
   >>> ex = models.get("cnn_tiny", image_size=16)
@@ -8,7 +9,9 @@ Synopsis:
   (('block1', 'block2', 'pool'), 'pool')
   >>> fn = ex.feature_fn(["block1", "pool"])              # pure: fn(params, batch) -> dict
   >>> batch = ex.host_preprocess(np.zeros((4, 16, 16, 3), np.uint8))
-  >>> out = jax.jit(fn)(ex.params, batch)                  # doctest: +SKIP
+  >>> out = jax.jit(fn)(ex.params, jax.device_put(batch))
+  >>> out["block1"].shape, out["pool"].shape
+  ((4, 16), (4, 32))
   >>> ex.embed(np.zeros((4, 16, 16, 3), np.uint8))["pool"].shape
   (4, 32)
 
@@ -38,6 +41,8 @@ from face_jax.models.bert import masked_mean
 PyTree = Any
 _CONV_POOLS = {"avg": "avg", "mean": "avg", "max": "max"}
 _TOKEN_POOLS = {"cls": "cls", "mean": "mean", "avg": "mean"}
+# Values for jax.default_matmul_precision (applied to every conv / matmul of the forward pass).
+_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
 class FeatureExtractor:
@@ -54,13 +59,17 @@ class FeatureExtractor:
       `module.eval()` switch BatchNorm between batch and running statistics; feature functions
       always run it in eval mode).
     image_preprocess: ImagePreprocess of an image preset (None for text).
+    precision: None (JAX's default matmul/conv precision: full float32 on CPU, possibly
+      TF32/bf16 passes on GPU/TPU) or a `jax.default_matmul_precision` value such as "highest"
+      under which the forward pass is traced.
     max_length: fixed token length of a text preset (None for images).
     num_classes: classifier size, or None when the model has no head.
   """
 
   def __init__(self, *, name: str, module: nnx.Module, input_kind: str,
                default_layer: str, image_preprocess: pp.ImagePreprocess | None = None,
-               tokenizer: pp.TextTokenizer | None = None, default_pooling: str | None = None):
+               tokenizer: pp.TextTokenizer | None = None, default_pooling: str | None = None,
+               precision: str | None = None):
     if input_kind not in ("image", "text"):
       raise ValueError(f"input_kind must be 'image' or 'text', got {input_kind!r}")
     if (input_kind == "image") != (image_preprocess is not None):
@@ -78,6 +87,9 @@ class FeatureExtractor:
     self.tokenizer = tokenizer
     self.max_length = tokenizer.max_length if tokenizer is not None else None
     self._default_pooling = default_pooling
+    if precision is not None and precision not in _PRECISIONS:
+      raise ValueError(f"precision must be None or one of {_PRECISIONS}, got {precision!r}")
+    self.precision = precision
     head = getattr(module, "head", None)
     self.num_classes = None if head is None else int(head.out_features)
     self.dense_layer_names = tuple(
@@ -181,6 +193,7 @@ class FeatureExtractor:
     kind = self.input_kind
     ipp = self.image_preprocess
     vit_grid = getattr(getattr(self.module, "config", None), "grid", None)
+    precision = self.precision
     kinds = {l: self.module.layer_kind(l) for l in layers}
     pool = self._pool
 
@@ -191,15 +204,18 @@ class FeatureExtractor:
       if kind == "image":
         if "image" not in batch:
           raise KeyError(f"image batch needs key 'image', got keys {sorted(batch)}")
-        x = pp.preprocess_images(batch["image"], ipp)
-        raw = model.features(x, module_layers)
       else:
         missing = {"input_ids", "attention_mask"} - set(batch)
         if missing:
           raise KeyError(f"text batch lacks keys {sorted(missing)}")
         mask = batch["attention_mask"]
-        raw = model.features(batch["input_ids"], mask, module_layers,
-                             token_type_ids=batch.get("token_type_ids"))
+      with jax.default_matmul_precision(precision):
+        if kind == "image":
+          x = pp.preprocess_images(batch["image"], ipp)
+          raw = model.features(x, module_layers)
+        else:
+          raw = model.features(batch["input_ids"], mask, module_layers,
+                               token_type_ids=batch.get("token_type_ids"))
       out = {}
       for l in layers:
         h = raw[l]
@@ -239,7 +255,7 @@ class FeatureExtractor:
     """Width D of the pooled features of `layer` (default: `default_layer`)."""
     layer = self.default_layer if layer is None else layer
     (layer,) = self._layers_arg(layer, False)
-    if layer not in self._dims:
+    if not self._dims:  # one abstract pass (no computation) gives every layer's width
       if self.input_kind == "image":
         h, w = self.image_preprocess.size
         batch = {"image": jax.ShapeDtypeStruct((1, h, w, self.image_preprocess.channels),
@@ -248,8 +264,8 @@ class FeatureExtractor:
         s = jax.ShapeDtypeStruct((1, self.max_length), jnp.int32)
         batch = {"input_ids": s, "attention_mask": s}
       params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), self.params)
-      out = jax.eval_shape(self.feature_fn(layer), params, batch)
-      self._dims[layer] = int(out[layer].shape[-1])
+      out = jax.eval_shape(self.feature_fn(self.layer_names), params, batch)
+      self._dims.update({l: int(v.shape[-1]) for l, v in out.items()})
     return self._dims[layer]
 
   def embed(self, inputs, layers: str | Sequence[str] | None = None, *, batch_size: int = 64,

@@ -19,6 +19,8 @@ Options common to image presets:
   seed         PRNG seed of the random initialisation (default 0).
   resize       "crop" (default) or "squash"; crop_fraction: center-crop fraction (see
                face_jax.models.preprocess).
+  precision    None (JAX default) or a jax.default_matmul_precision value, e.g. "highest" for
+               full float32 convs/matmuls on GPU/TPU (where the default may use TF32/bf16).
 Normalisation: ImageNet mean/std for resnet*/vit_*16 presets (crop_fraction 0.875, 224 px);
 mean = std = 0.5 per channel for the small presets (crop_fraction 1.0, 32 px).
 
@@ -57,9 +59,9 @@ class _Preset:
 
 
 _IMAGENET = dict(image_size=224, crop_fraction=0.875, resize="crop", weights=None,
-                 num_classes=None, seed=0)
+                 num_classes=None, seed=0, precision=None)
 _SMALL = dict(image_size=32, crop_fraction=1.0, resize="crop", weights=None, num_classes=None,
-              seed=0, in_channels=3)
+              seed=0, in_channels=3, precision=None)
 
 _PRESETS: dict[str, _Preset] = {}
 for _d in (18, 34, 50, 101, 152):
@@ -84,7 +86,8 @@ _PRESETS["cnn_base"] = _Preset("cnn", dict(_SMALL, widths=(64, 128, 256), convs_
                                "3-block plain CNN, 2 convs per block (64, 128, 256)")
 _PRESETS["mlp"] = _Preset("mlp", dict(_SMALL, hidden=(512, 256)),
                           "MLP on flattened images (hidden 512, 256)")
-_PRESETS["all-minilm-l6-v2"] = _Preset("bert", dict(weights=None, max_length=128),
+_PRESETS["all-minilm-l6-v2"] = _Preset("bert",
+                                       dict(weights=None, max_length=128, precision=None),
                                        "sentence-transformers all-MiniLM-L6-v2 (real weights)")
 
 
@@ -199,7 +202,8 @@ def _build_resnet(name, opts) -> FeatureExtractor:
                   lambda w: wt.load_torchvision_resnet(w, depth))
   return FeatureExtractor(
       name=name, module=module, input_kind="image", default_layer="pool",
-      image_preprocess=_image_preprocess(opts, pp.IMAGENET_MEAN, pp.IMAGENET_STD, 3))
+      image_preprocess=_image_preprocess(opts, pp.IMAGENET_MEAN, pp.IMAGENET_STD, 3),
+      precision=opts["precision"])
 
 
 def _build_resnet_mini(name, opts) -> FeatureExtractor:
@@ -208,7 +212,8 @@ def _build_resnet_mini(name, opts) -> FeatureExtractor:
       int(opts["depth"]), tuple(opts["widths"]), num_classes=nc, in_channels=ch),
                   lambda c, r: ResNet(c, rngs=r))
   return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch))
+                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+                          precision=opts["precision"])
 
 
 def _build_vit(name, opts) -> FeatureExtractor:
@@ -226,7 +231,7 @@ def _build_vit(name, opts) -> FeatureExtractor:
   mean, std = (pp.HALF_MEAN, pp.HALF_STD) if small else (pp.IMAGENET_MEAN, pp.IMAGENET_STD)
   return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
                           image_preprocess=_image_preprocess(opts, mean, std, ch),
-                          default_pooling="cls")
+                          default_pooling="cls", precision=opts["precision"])
 
 
 def _build_cnn(name, opts) -> FeatureExtractor:
@@ -236,7 +241,8 @@ def _build_cnn(name, opts) -> FeatureExtractor:
       convs_per_block=int(opts["convs_per_block"]), in_channels=ch, num_classes=nc),
                   lambda c, r: SmallCNN(c, rngs=r))
   return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch))
+                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+                          precision=opts["precision"])
 
 
 def _build_mlp(name, opts) -> FeatureExtractor:
@@ -248,7 +254,8 @@ def _build_mlp(name, opts) -> FeatureExtractor:
                   lambda c, r: MLP(c, rngs=r))
   return FeatureExtractor(name=name, module=module, input_kind="image",
                           default_layer=f"dense{len(hidden)}",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch))
+                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+                          precision=opts["precision"])
 
 
 def _build_bert(name, opts) -> FeatureExtractor:
@@ -269,7 +276,7 @@ def _build_bert(name, opts) -> FeatureExtractor:
                                  source=f"weights for {name}")
   return FeatureExtractor(name=name, module=module, input_kind="text",
                           default_layer="sentence_embedding", tokenizer=tokenizer,
-                          default_pooling="mean")
+                          default_pooling="mean", precision=opts["precision"])
 
 
 _BUILDERS = {"resnet": _build_resnet, "resnet_mini": _build_resnet_mini, "vit": _build_vit,
