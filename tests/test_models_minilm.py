@@ -113,6 +113,14 @@ def test_text_input_errors(extractor):
     models.get("all-minilm-l6-v2", max_length=1024)
 
 
+def test_embed_without_implicit_transfers(extractor, ref):
+  arrays, sentences = ref
+  with jax.transfer_guard("disallow"):
+    out = extractor.embed(sentences[:3])
+  np.testing.assert_allclose(out["sentence_embedding"], arrays["sentence_embedding"][:3],
+                             atol=ATOL, rtol=0)
+
+
 def test_empty_input(extractor):
   out = extractor.embed([])
   assert out["sentence_embedding"].shape == (0, 384)

@@ -185,10 +185,18 @@ def test_feature_fn_is_pure_and_traced_once():
   np.testing.assert_allclose(np.asarray(o3["pool"]), np.asarray(o1["pool"]), rtol=1e-6)
 
 
-def test_embed_without_implicit_transfers():
-  ex = models.get("vit_mini", image_size=8, patch_size=4, depth=1)
+def test_no_implicit_transfers(tmp_path):
+  """get (random init, checkpoint, fresh head) and embed only use explicit transfers."""
   with jax.transfer_guard("disallow"):
+    ex = models.get("vit_mini", image_size=8, patch_size=4, depth=1)
     out = ex.embed(_images(5, 8, 8), ["block0", "pool"], batch_size=2, pooling="mean")
+    path = tmp_path / "vit.msgpack"
+    models.save_params(path, ex.params)
+    ex2 = models.get("vit_mini", image_size=8, patch_size=4, depth=1, weights=str(path),
+                     num_classes=3)
+    out2 = ex2.embed(_images(5, 8, 8), ["pool", "logits"], batch_size=2)
+  np.testing.assert_allclose(out2["pool"], ex.embed(_images(5, 8, 8), "pool")["pool"], rtol=1e-6)
+  assert out2["logits"].shape == (5, 3)
   assert out["pool"].shape == (5, 64) and out["pool"].dtype == np.float32
   # padding of the last batch does not change the kept rows
   full = ex.embed(_images(5, 8, 8), ["block0"], batch_size=5, pooling="mean")

@@ -22,6 +22,15 @@ from flax import nnx
 # distribution but other values; models here are always initialised eagerly.
 # ---------------------------------------------------------------------------------------------
 
+def make_rngs(seed: int) -> nnx.Rngs:
+  """nnx.Rngs for a non-negative int seed, built with an explicit host-to-device transfer
+  (equal to nnx.Rngs(seed) for seeds below 2**32)."""
+  seed = int(seed)
+  if not 0 <= seed < 2**32:
+    raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+  return nnx.Rngs(jax.random.key(jax.device_put(np.uint32(seed))))
+
+
 def _fans(shape) -> tuple[int, int]:
   """(fan_in, fan_out) of a kernel: dense [in, out]; conv [kh, kw, in, out] (receptive field)."""
   if len(shape) < 2:
@@ -36,7 +45,7 @@ def _host_init(sample):
 
   def init(key, shape, dtype=jnp.float32):
     shape = tuple(int(s) for s in shape)
-    if isinstance(key, jax.core.Tracer) or isinstance(jax.random.key_data(key), jax.core.Tracer):
+    if isinstance(key, jax.core.Tracer):
       return _traced_fallback(sample, key, shape, dtype)
     words = np.asarray(jax.device_get(jax.random.key_data(key))).ravel()
     rng = np.random.default_rng([int(w) for w in words])

@@ -27,7 +27,7 @@ Dense output (`dense=True`): conv maps as [B, h, w, C]; ViT token layers as the 
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -209,7 +209,10 @@ class FeatureExtractor:
         if missing:
           raise KeyError(f"text batch lacks keys {sorted(missing)}")
         mask = batch["attention_mask"]
-      with jax.default_matmul_precision(precision):
+      # Only override the caller's precision setting when the preset asks for one.
+      ctx = (contextlib.nullcontext() if precision is None
+             else jax.default_matmul_precision(precision))
+      with ctx:
         if kind == "image":
           x = pp.preprocess_images(batch["image"], ipp)
           raw = model.features(x, module_layers)

@@ -21,6 +21,15 @@ Options common to image presets:
                face_jax.models.preprocess).
   precision    None (JAX default) or a jax.default_matmul_precision value, e.g. "highest" for
                full float32 convs/matmuls on GPU/TPU (where the default may use TF32/bf16).
+Family options (defaults in parentheses):
+  resnet_mini  depth (20; 6n + 2), widths ((16, 32, 64)), in_channels (3).
+  cnn_tiny / cnn_small / cnn_base
+               widths ((16, 32) / (32, 64, 128) / (64, 128, 256)), convs_per_block (1 / 1 / 2),
+               in_channels (3).
+  mlp          hidden ((512, 256)), in_channels (3).
+  vit_mini     patch_size (4), dim (64), depth (4), heads (4), mlp_dim (128), in_channels (3).
+  resnet18..152 and vit_ti16 / vit_s16 / vit_b16 have fixed architectures (patch 16; dims
+  192/384/768, 12 blocks, 3/6/12 heads, MLP 4 x dim).
 Normalisation: ImageNet mean/std for resnet*/vit_*16 presets (crop_fraction 0.875, 224 px);
 mean = std = 0.5 per channel for the small presets (crop_fraction 1.0, 32 px).
 
@@ -37,8 +46,10 @@ import os
 from typing import Any, Callable, Mapping
 
 from flax import nnx
+import jax
 import numpy as np
 
+from face_jax.models import _layers
 from face_jax.models import preprocess as pp
 from face_jax.models import weights as wt
 from face_jax.models.bert import BertEncoder, MINILM_L6_CONFIG
@@ -104,6 +115,9 @@ def describe_presets() -> dict[str, str]:
 def get(preset: str, **options) -> FeatureExtractor:
   """Builds the FeatureExtractor of a preset. Never downloads anything.
 
+  Set-up transfers (weights to the device) are allowed inside `get` even under
+  jax.transfer_guard("disallow").
+
   Args:
     preset: a name from `list_presets()` (case-insensitive).
     **options: see the module docstring; unknown options are an error.
@@ -127,7 +141,12 @@ def get(preset: str, **options) -> FeatureExtractor:
                      f"{sorted(spec.options)}")
   opts = dict(spec.options, **options)
   opts.update(spec.fixed)
-  return _BUILDERS[spec.family](key, opts)
+  # Building a model moves its initial / loaded weights to the device (and flax creates small
+  # constants such as RNG counters); these set-up transfers are allowed even when the caller runs
+  # under jax.transfer_guard("disallow"), which is meant for the feature loop (`embed` and the
+  # jitted feature_fn make only explicit transfers).
+  with jax.transfer_guard("allow"):
+    return _BUILDERS[spec.family](key, opts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +206,7 @@ def _build(name: str, opts, make_cfg: Callable[[int | None], Any],
     if nc is not None and int(nc) < 0:
       raise ValueError(f"num_classes must be >= 0 or None, got {nc}")
     cfg = make_cfg(int(nc) if nc else None)
-    return make_module(cfg, nnx.Rngs(seed))
+    return make_module(cfg, _layers.make_rngs(seed))
   params = _load_weights(name, opts["weights"], torch_import)
   params, nc = _resolve_head(params, opts["num_classes"])
   cfg = make_cfg(nc)

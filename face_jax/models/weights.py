@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 from flax import serialization
 
+from face_jax.models import _layers
 from face_jax.models.bert import BertConfig, MINILM_L6_CONFIG
 from face_jax.models.resnet import RESNET_STAGES
 from face_jax.models.vit import ViTConfig
@@ -145,7 +146,8 @@ def assign_params(module: nnx.Module, params: PyTree, *, source: str = "params")
   target = _flat_leaves(nnx.state(module))
   given = flatten_params(params)
   _check_fit(target, given, source)
-  nested = unflatten_params({k: np.asarray(v, target[k].dtype) for k, v in given.items()})
+  nested = unflatten_params({k: jax.device_put(np.asarray(v, target[k].dtype))
+                             for k, v in given.items()})
   state = nnx.state(module)
   nnx.replace_by_pure_dict(state, nested)
   nnx.update(module, state)
@@ -163,16 +165,16 @@ def module_from_params(make: Callable[[nnx.Rngs], nnx.Module], params: PyTree, *
   Raises:
     ValueError: params do not fit (paths / shapes).
   """
-  abstract = nnx.eval_shape(lambda: make(nnx.Rngs(seed)))
+  abstract = nnx.eval_shape(lambda: make(_layers.make_rngs(seed)))
   graphdef, abs_state = nnx.split(abstract)
   target = _flat_leaves(abs_state)
   given = flatten_params(params)
   fresh = _check_fit(target, given, source, fresh_ok)
-  arrays = {k: jax.numpy.asarray(np.asarray(v, target[k].dtype)) for k, v in given.items()}
+  arrays = {k: jax.device_put(np.asarray(v, target[k].dtype)) for k, v in given.items()}
   if not fresh:
     return nnx.merge(graphdef, unflatten_params(arrays))
-  module = make(nnx.Rngs(seed))
-  full = flatten_params(nnx.state(module))
+  module = make(_layers.make_rngs(seed))
+  full = _flat_leaves(nnx.state(module))
   full.update(arrays)
   state = nnx.state(module)
   nnx.replace_by_pure_dict(state, unflatten_params(full))
@@ -299,7 +301,7 @@ def interpolate_pos_embedding(pos: np.ndarray, grid: tuple[int, int]) -> np.ndar
     return pos
   d = pos.shape[-1]
   g = pos[0, 1:].reshape(side, side, d)
-  g = np.asarray(jax.image.resize(g, (grid[0], grid[1], d), method="cubic"))
+  g = jax.device_get(jax.image.resize(jax.device_put(g), (grid[0], grid[1], d), method="cubic"))
   return np.concatenate([pos[:, :1], g.reshape(1, -1, d)], axis=1).astype(np.float32)
 
 
