@@ -9,7 +9,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=all
 
 from face_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 

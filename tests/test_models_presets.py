@@ -224,9 +224,16 @@ def test_train_mode_and_optax_step():
   losses = [float(step(model, opt, x, y)) for _ in range(5)]
   assert losses[-1] < losses[0]
   assert not np.allclose(np.asarray(model.blocks[0][0].bn.mean[...]), mean0)  # running stats
-  # Features follow the trained params and always use running averages (eval mode).
+  # Features follow the trained params and always use running averages (eval mode), even for a
+  # feature_fn created while the module is in train mode.
   new_feats = ex.embed(_images(2, 8, 8))["pool"]
   assert not np.allclose(new_feats, eval_feats)
+  batch = jax.device_put(ex.host_preprocess(_images(2, 8, 8)))
+  made_in_train_mode = np.asarray(jax.jit(ex.feature_fn())(ex.params, batch)["pool"])
+  batch_stats_feats = np.asarray(nnx.clone(model).features(  # clone: train mode updates stats
+      pp.preprocess_images(batch["image"], ex.image_preprocess), ("pool",))["pool"])
+  assert not np.allclose(batch_stats_feats, new_feats, atol=1e-3)  # train mode differs...
+  np.testing.assert_allclose(made_in_train_mode, new_feats, rtol=1e-5, atol=1e-6)  # ...not used
   model.eval()
   np.testing.assert_allclose(ex.embed(_images(2, 8, 8))["pool"], new_feats, rtol=1e-6)
 
@@ -313,3 +320,22 @@ def test_precision_option():
     assert convs and all(want in str(e.params["precision"]) for e in convs)
   with pytest.raises(ValueError, match="precision must be"):
     models.get("cnn_tiny", precision="fast")
+
+
+def test_seeded_initialisation():
+  p1 = models.get("resnet_mini", depth=8, seed=1).params
+  p1b = models.get("resnet_mini", depth=8, seed=1).params
+  p2 = models.get("resnet_mini", depth=8, seed=2).params
+  jax.tree.map(np.testing.assert_array_equal, p1, p1b)
+  k1 = np.asarray(p1["stages"][2][0]["conv2"]["kernel"])  # [3, 3, 64, 64]
+  assert not np.array_equal(k1, np.asarray(p2["stages"][2][0]["conv2"]["kernel"]))
+  # torchvision's kaiming_normal_(fan_out): std sqrt(2 / (9 * 64)); 36864 draws -> ~0.4% s.e.
+  np.testing.assert_allclose(k1.std(), np.sqrt(2.0 / (9 * 64)), rtol=0.03)
+  assert abs(k1.mean()) < 0.003
+  np.testing.assert_array_equal(np.asarray(p1["stages"][2][0]["bn2"]["var"]), 1.0)
+  vit = models.get("vit_mini", depth=1).params["blocks"][0]
+  qkv = np.asarray(vit["qkv"]["kernel"])  # xavier uniform, limit sqrt(6 / (64 + 192))
+  limit = np.sqrt(6.0 / (64 + 192))
+  assert np.abs(qkv).max() <= limit and np.abs(qkv).max() > 0.95 * limit
+  with pytest.raises(ValueError, match="seed must be"):
+    models.get("cnn_tiny", seed=-1)

@@ -15,11 +15,11 @@ from flax import nnx
 # Host-side initialisers.
 #
 # jax.random.normal compiles one XLA program per parameter shape, which costs ~0.4 s per shape on
-# a small CPU (tens of seconds for a ResNet-50). These initialisers therefore draw on the host with
-# numpy (PCG64 seeded from the nnx key's raw data: deterministic for a given seed, identical on every
-# platform) and place the result with an explicit jax.device_put. Under tracing (nnx.eval_shape,
-# jit) they fall back to the equivalent jax.random draw, which gives the same shapes and
-# distribution but other values; models here are always initialised eagerly.
+# a small CPU (tens of seconds for a ResNet-50). These initialisers therefore draw on the host
+# with numpy (PCG64 seeded from the nnx key's raw data: deterministic for a given seed, identical
+# on every platform) and place the result with an explicit jax.device_put. Under tracing
+# (nnx.eval_shape, jit) they fall back to the equivalent jax.random draw, which gives the same
+# shapes and distribution but other values; models here are always initialised eagerly.
 # ---------------------------------------------------------------------------------------------
 
 def make_rngs(seed: int) -> nnx.Rngs:

@@ -86,7 +86,7 @@ class SmallCNN(nnx.Module):
     return "vector" if name in ("pool", "logits") else "spatial"
 
   def features(self, x: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
-    """x: [B, H, W, in_channels] normalised float32 -> {layer: array}; stops at the deepest layer."""
+    """x: [B, H, W, in_channels] normalised float32 -> {layer: array} (stops at the deepest)."""
     layers = _layers.check_layers(layers, self.layer_names)
     last = max(self.layer_names.index(l) for l in layers)
     out = {}

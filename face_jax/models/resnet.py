@@ -80,7 +80,8 @@ class ResNetConfig:
     return 1 if self.block == "basic" else 4
 
 
-def resnet_config(depth: int, *, num_classes: int | None = None, in_channels: int = 3) -> ResNetConfig:
+def resnet_config(depth: int, *, num_classes: int | None = None,
+                  in_channels: int = 3) -> ResNetConfig:
   """The torchvision ResNet-`depth` configuration (depth in 18, 34, 50, 101, 152)."""
   if depth not in RESNET_STAGES:
     raise ValueError(f"ResNet depth must be one of {sorted(RESNET_STAGES)}, got {depth}")
