@@ -42,7 +42,6 @@ from face_jax.models.weights import save_params
 
 __all__ = (
     "BertConfig",
-    "assign_params",
     "BertEncoder",
     "CNNConfig",
     "FeatureExtractor",
@@ -56,6 +55,7 @@ __all__ = (
     "TextTokenizer",
     "ViT",
     "ViTConfig",
+    "assign_params",
     "describe_presets",
     "get",
     "list_presets",
