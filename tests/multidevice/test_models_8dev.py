@@ -1,10 +1,8 @@
 """face_jax.models feature functions on 8 fake CPU devices: batch sharded over a mesh axis,
 params replicated with NamedSharding; results equal the single-device ones."""
 
-import os
-
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8")
+# Runs in the 8-fake-device process launched by tests/test_multidevice.py
+# (tests/multidevice/__init__.py sets XLA_FLAGS before JAX starts).
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
