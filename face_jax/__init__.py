@@ -32,6 +32,7 @@ from face_jax._src.stats import ClassScatterSpec
 from face_jax._src.stats import Moments
 from face_jax._src.stats import MomentsSpec
 from face_jax._src.stats import Statistic
+from face_jax.scoring import score_model
 
 __version__ = '0.1.0'
 
@@ -60,4 +61,5 @@ __all__ = (
     'metric_names',
     'pool_minmax',
     'score',
+    'score_model',
 )
