@@ -755,13 +755,8 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -
   for r in rows:
     if list(r.keys()) != fields:
       raise EvaluationInputError("write_csv: rows must have the same keys in the same order.")
-  path = os.fspath(path)
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    for r in rows:
-      writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
-  return path
+  from face_jax import reports  # pylint: disable=g-import-not-at-top
+  return reports.write_csv(os.fspath(path), rows)
 
 
 def format_markdown_table(

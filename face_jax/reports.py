@@ -92,7 +92,8 @@ def ranking_rows(results: Mapping[str, Mapping[str, Any]], *, rank_by: str = 'fa
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-  cols = ['rank', 'model']
+  """Union of the rows' keys in first-seen order ('rank' and 'model' first when present)."""
+  cols = [c for c in ('rank', 'model') if any(c in r for r in rows)]
   for r in rows:
     for k in r:
       if k not in cols:
