@@ -56,12 +56,13 @@ DATA = 'data'
 # to assert that a whole stream compiles once.
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
-# Health counters per stream and step (see ``_health``).
-HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
-                 'invalid source_probs rows')
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL.  float32 softmax rows sum to 1 within ~1e-6.
 PROBS_SUM_ATOL = 1e-4
+# Health counters per stream and step (see ``_health``).
+HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
+                 'invalid source_probs rows (source_probs must be probabilities: finite, '
+                 f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})')
 
 
 def default_mesh(devices=None) -> Mesh:
