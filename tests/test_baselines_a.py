@@ -125,11 +125,11 @@ def test_float64_matches_reference_fixture(case, key):
   assert _rel(got, want) <= tol, (got, want)
 
 
-@pytest.mark.parametrize('case,key', _fixture_params())
+@pytest.mark.parametrize('case,key', [p for p in _fixture_params()
+                                      if _case(p.values[0])[1][p.values[1]]['value'] is not None])
 def test_float32_stream_matches_dense_on_rounded_data(case, key):
+  # Cases without a reference value (PCA-64 on D = 32) are left out; their error is tested above.
   group, metric, _, oracle = KEYS[key]
-  if _case(case)[1][key]['value'] is None:
-    pytest.skip('the reference is undefined here (PCA-64 on D = 32); the error is tested above')
   x, y, p, _ = _inputs(case, 'f32')
   want = oracle(x.astype(np.float64), y, p.astype(np.float64))
   got = _scored(case, 'f32', group)[metric]

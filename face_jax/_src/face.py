@@ -138,7 +138,7 @@ def balanced_weights(counts: np.ndarray) -> np.ndarray:
   return np.where(present, n / (k * np.where(present, counts, 1.0)), 0.0)
 
 
-def _equal_populated(counts) -> bool:
+def equal_populated(counts) -> bool:
   c = np.asarray(counts)[np.asarray(counts) > 0]
   return c.size > 0 and bool(np.all(c == c[0]))
 
@@ -155,7 +155,7 @@ def face_plan(info: engine_lib.StreamInfo, options: FaceOptions, dtype: str = 'f
   shift = engine_lib.FIRST_BATCH_SHIFT
   passes = 1
   if options.weighting == 'sample' or (info.label_counts is not None
-                                       and _equal_populated(info.label_counts)):
+                                       and equal_populated(info.label_counts)):
     fin = (yield {'moments': engine_lib.Request(stats_lib.Moments, spec,
                                                 {'shift': shift, 'weight': ones})})['moments']
   elif info.label_counts is not None:
@@ -165,7 +165,7 @@ def face_plan(info: engine_lib.StreamInfo, options: FaceOptions, dtype: str = 'f
   else:
     fin = (yield {'moments': engine_lib.Request(stats_lib.Moments, spec,
                                                 {'shift': shift, 'weight': ones})})['moments']
-    if not _equal_populated(fin.counts):
+    if not equal_populated(fin.counts):
       w = balanced_weights(fin.counts)
       req = engine_lib.Request(stats_lib.Moments, spec, {'shift': fin.means, 'weight': w})
       fin = (yield {'balanced': req})['balanced']
@@ -213,7 +213,7 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
     raise InputError('FaCe needs the within-class scatter (MomentsSpec.scatter=True)')
   w = np.asarray(moments.weight)[present]
   expected = balanced_weights(counts)[present] if options.weighting == 'balanced' else np.ones(k)
-  unit_ok = np.allclose(w, 1.0) and (options.weighting == 'sample' or _equal_populated(counts))
+  unit_ok = np.allclose(w, 1.0) and (options.weighting == 'sample' or equal_populated(counts))
   if not (unit_ok or np.allclose(w, expected, rtol=1e-6)):
     raise InputError(f'the scatter was accumulated with class weights that do not match '
                      f'weighting={options.weighting!r}')
@@ -228,7 +228,7 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
     mu_g = (cls_counts[:, None] * mu).sum(0) / n
   sigma_w = moments.within_scatter / n                        # [D, D]
 
-  nc1, rank = _nc1(mu, mu_g, sigma_w, cls_counts if options.weighting == 'sample' else None)
+  nc1, rank = nc1_core(mu, mu_g, sigma_w, cls_counts if options.weighting == 'sample' else None)
   if options.vc_transform == 'neg':
     c_term = -nc1
   else:
@@ -260,7 +260,7 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
                     options=options, diagnostics=diag)
 
 
-def _nc1(mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray,
+def nc1_core(mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray,
          counts: np.ndarray | None) -> tuple[float, int]:
   """NC1 = (1/K) Σ_{j kept} v_jᵀ Σ_W v_j / s_j², M = (μ_k − μ_G)/√K = U S Vᵀ.
 

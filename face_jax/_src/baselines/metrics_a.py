@@ -214,7 +214,7 @@ def nc1_from_moments(moments: stats_lib.ClassMoments, *, weighting: str = 'balan
   Pseudo-inverse: the thin SVD of M = [(μ_k − g)/√K]_k (Σ_B = MᵀM) keeps
   s_j > max(K, D)·ε₆₄·max(s_max, max_k ‖μ_k‖) (FACE_SPEC's numerical-rank
   rule plus FaCe's floor at the class means' rounding level; see
-  ``face._nc1``).  The references cut eigenvalues of Σ_B at D·ε₆₄·λ_max
+  ``face.nc1_core``).  The references cut eigenvalues of Σ_B at D·ε₆₄·λ_max
   (torch's default ``pinv``); the two only differ for a Σ_B with eigenvalues
   between those cut-offs (near-coincident class means), never on the fixtures.
 
@@ -238,7 +238,7 @@ def nc1_from_moments(moments: stats_lib.ClassMoments, *, weighting: str = 'balan
   w = np.asarray(moments.weight)[present]
   expected = (face_lib.balanced_weights(counts)[present] if weighting == 'balanced'
               else np.ones(int(present.sum())))
-  unit_ok = np.allclose(w, 1.0) and (weighting == 'sample' or face_lib._equal_populated(counts))
+  unit_ok = np.allclose(w, 1.0) and (weighting == 'sample' or face_lib.equal_populated(counts))
   if not (unit_ok or np.allclose(w, expected, rtol=1e-6)):
     raise InputError(f'nc1: the scatter was accumulated with class weights that do not match '
                      f'weighting={weighting!r}')
@@ -251,7 +251,7 @@ def nc1_from_moments(moments: stats_lib.ClassMoments, *, weighting: str = 'balan
   else:
     g, recenter = (cls_counts[:, None] * mu).sum(0) / cls_counts.sum(), cls_counts
   sigma_w = moments.within_scatter / counts.sum()
-  return face_lib._nc1(mu, g, sigma_w, recenter)[0]
+  return face_lib.nc1_core(mu, g, sigma_w, recenter)[0]
 
 
 def vci_from_moments(moments: stats_lib.ClassMoments) -> float:
@@ -721,14 +721,14 @@ def nc1_plan(info: engine_lib.StreamInfo, options: Mapping[str, Any], dtype: str
   def gen():
     balanced = opts['weighting'] == 'balanced'
     known = info.label_counts
-    if balanced and known is not None and not face_lib._equal_populated(known):
+    if balanced and known is not None and not face_lib.equal_populated(known):
       w = face_lib.balanced_weights(known)
       req = engine_lib.Request(stats_lib.Moments, spec,
                                {'shift': engine_lib.FIRST_BATCH_SHIFT, 'weight': w})
       fin = (yield {'moments': req})['moments']
     else:
       fin = (yield {'moments': _unit_moments_request(info, dtype)})['moments']
-      if balanced and known is None and not face_lib._equal_populated(fin.counts):
+      if balanced and known is None and not face_lib.equal_populated(fin.counts):
         w = face_lib.balanced_weights(fin.counts)
         req = engine_lib.Request(stats_lib.Moments, spec, {'shift': fin.means, 'weight': w})
         fin = (yield {'balanced': req})['balanced']
