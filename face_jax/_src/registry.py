@@ -62,3 +62,4 @@ def names() -> list[str]:
 def _ensure_loaded():
   # Importing the metric modules registers them.
   from face_jax._src import metrics  # noqa: F401
+  from face_jax._src.baselines import register_b  # noqa: F401
