@@ -180,6 +180,19 @@ def _lda_eigen(mu_f, sw_f, st_f, counts, shrinkage):
   return a, bias, e.T @ st_f @ e
 
 
+def null_variance_tol(lam_max: float, dim: int, dtype: str) -> float:
+  """Eigenvalues of a streamed D×D scatter at or below this are rounding noise.
+
+  ``sqrt(D) · eps(dtype) · λ_max`` (see ``sfda.denoise_scatter``).  NCTI's
+  PCA components with such a variance are set to exactly zero columns, their
+  exact-arithmetic value when rank(S_T) < p: scikit-learn's LDA then gives
+  them std 1 and singular value 0 and drops them.  (The reference instead
+  divides the rounding noise of those columns by its own std, which makes its
+  value depend on that noise; on full-rank features nothing changes.)
+  """
+  return math.sqrt(dim) * float(np.finfo(np.dtype(dtype)).eps) * max(float(lam_max), 0.0)
+
+
 def resolve_pca_dim(requested: int, n: int, d: int, policy: str, metric: str,
                     what: str = 'PCA') -> int:
   """min(requested, N, D) under ``policy`` ('clip': warn; 'error': raise)."""
@@ -208,10 +221,15 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
   evals, vecs = np.linalg.eigh(0.5 * (s_t + s_t.T))
   order = np.argsort(evals)[::-1][:p]
   v = vecs[:, order]                                   # [D, p]
-  explained = np.clip(evals[order], 0.0, None) / (n - 1)
+  lam = evals[order]
+  # Components whose variance is rounding noise (rank(S_T) < p) are exactly
+  # zero columns of F in exact arithmetic; make them so (see null_components).
+  null = lam <= null_variance_tol(lam[0], info.dim, dtype)
+  v[:, null] = 0.0
+  explained = np.where(null, 0.0, lam) / (n - 1)
   temp = max(math.exp(-float(explained[:_TOP_VAR].sum())), _SHRINK_FLOOR)
   mu_f = (fin.means[present] - g) @ v
-  sw_f = v.T @ fin.within_scatter @ v
+  sw_f = sfda_lib.denoise_scatter(v.T @ fin.within_scatter @ v, dtype)
   st_f = v.T @ s_t @ v
   if temp == _SHRINK_FLOOR:
     a_f, bias, h_gram = _lda_svd(mu_f, sw_f, st_f, counts)
