@@ -143,8 +143,8 @@ def test_float64_in_memory_matches_reference_fixture(case, metric):
       if metric == 'parc':
         # Exact-tie label RDM (face_jax's documented default) = the generator's
         # `exact_label_ties` alternative, bit for bit the dense value.
-        assert float(r) == pytest.approx(entry['alternatives_fixture_generator']['exact_label_ties'],
-                                         rel=1e-12)
+        alt = entry['alternatives_fixture_generator']['exact_label_ties']
+        assert float(r) == pytest.approx(alt, rel=1e-12)
     else:   # many_classes PARC: N = 4000 > 3000 (the reference was not run: O(N^2))
       # (the value on the selected rows is checked against dense in
       # test_subsample_is_seeded_deterministic_and_reported)
@@ -262,7 +262,8 @@ def test_ncti_pca_dim_policy_error_and_explicit_dim():
   x2, y2, _ = _case('gauss_small')
   r = face_jax.score(x2, y2, metrics=('ncti',), pca_dim=16)['ncti']
   assert r.pca_dim == 16
-  np.testing.assert_allclose(r.astuple(), dense.ncti_components(x2, y2, pca_dim=16), rtol=DENSE_RTOL)
+  np.testing.assert_allclose(r.astuple(), dense.ncti_components(x2, y2, pca_dim=16),
+                             rtol=DENSE_RTOL)
 
 
 def test_etran_exact_selection_needs_more_passes_in_float64():
@@ -318,7 +319,8 @@ def test_ncti_and_etran_pools_from_results():
   vc = norm({m: c.vc for m, c in ncti.items()})
   want = {m: ncc[m] + seli[m] - vc[m] for m in models}
   assert pool_lib.ncti_pool(ncti) == pytest.approx(want, abs=1e-12)
-  assert dense.ncti_pool({m: c.astuple() for m, c in ncti.items()}) == pytest.approx(want, abs=1e-12)
+  tuples = {m: c.astuple() for m, c in ncti.items()}
+  assert dense.ncti_pool(tuples) == pytest.approx(want, abs=1e-12)
   en = norm({m: c.s_en for m, c in etran.items()})
   cls = norm({m: c.s_cls for m, c in etran.items()})
   want = {m: 0.15 * en[m] + 0.85 * cls[m] for m in models}

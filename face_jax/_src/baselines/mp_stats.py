@@ -54,7 +54,7 @@ def _dt(spec):
 
 
 def _centred_rows(spec, params, batch: stats_lib.Batch):
-  """(x − center) [B, D] with padding rows zeroed, labels [B] (clipped), mask [B] (accum dtype)."""
+  """(x − center) [B, D] (padding rows zeroed), labels [B] (clipped), mask [B] (accum dtype)."""
   dt = _dt(spec)
   y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
   xc = batch.features.astype(dt) - params['center'].astype(dt)[None, :]

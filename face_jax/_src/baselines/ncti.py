@@ -65,6 +65,8 @@ _TOP_VAR = dense._NCTI_TOP_VAR            # pylint: disable=protected-access
 _SHRINK_FLOOR = dense._NCTI_SHRINK_FLOOR  # pylint: disable=protected-access
 _LDA_TOL = dense._LDA_SVD_TOL             # pylint: disable=protected-access
 PCA_DIM_POLICIES = ('clip', 'error')
+# A FaceJaxWarning states the memory of pass 2 above this many Gram elements (K ≈ 465).
+GRAM_WARN_ELEMENTS = 10 ** 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _lda_svd(mu_f, sw_f, st_f, counts):
 
 
 def _lda_eigen(mu_f, sw_f, st_f, counts, shrinkage):
-  """scikit-learn's 'eigen' LDA solver with fixed shrinkage from moments (cf. ``dense._lda_eigen``)."""
+  """scikit-learn's 'eigen' LDA solver, fixed shrinkage, from moments (cf. ``dense._lda_eigen``)."""
   n = counts.sum()
   c, p = mu_f.shape
   priors = counts / n
@@ -239,6 +241,11 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
     solver = 'eigen'
   s_seli = _sqrt_eig_sum(h_gram)
 
+  if k ** 3 > GRAM_WARN_ELEMENTS:
+    gib = 2 * k ** 3 * np.dtype(dtype).itemsize / 2 ** 30
+    warnings.warn(f'ncti: the per-class posterior Grams hold K^3 = {k ** 3:.3g} elements '
+                  f'(~{gib:.1f} GiB per device with compensated sums) for K = {k}',
+                  FaceJaxWarning, stacklevel=3)
   spec = mp_stats.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, gram=True)
   params = {'center': g, 'coef': mp_stats.embed_classes(v @ a_f, present, 1),
             'bias': mp_stats.embed_classes(bias, present, 0),

@@ -84,8 +84,10 @@ def shrunk_lda(mu: np.ndarray, within: np.ndarray, counts: np.ndarray,
   d = mu.shape[1]
   sw = within / n
   if shrinkage is None:
-    lam = dense._power_largest_eig(sw, dense._SFDA_POWER_ITERS)   # pylint: disable=protected-access
-    shrinkage = max(math.exp(-5.0 * lam), dense._SFDA_SHRINK_FLOOR)  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    lam = dense._power_largest_eig(sw, dense._SFDA_POWER_ITERS)
+    shrinkage = max(math.exp(-5.0 * lam), dense._SFDA_SHRINK_FLOOR)
+    # pylint: enable=protected-access
   sw_s = (1.0 - shrinkage) * sw
   sw_s[np.diag_indices(d)] += shrinkage * float(np.trace(sw)) / d
   a_mu = dense._solve_spd(sw_s, mu.T)                        # pylint: disable=protected-access

@@ -169,7 +169,8 @@ def _compact_labels(y: np.ndarray, metric: str) -> np.ndarray:
   """Re-indexes labels to 0..C-1 over the classes present (warning if any is left out)."""
   classes, inv = np.unique(y, return_inverse=True)
   if classes.size < 2:
-    raise InputError(f'{metric}: the rows used hold {classes.size} class(es); at least 2 are needed')
+    raise InputError(f'{metric}: the rows used hold {classes.size} class(es); '
+                     'at least 2 are needed')
   if classes.size != int(y.max()) + 1:
     missing = np.setdiff1d(np.arange(int(y.max()) + 1), classes)
     warnings.warn(f'{metric}: {missing.size} class(es) have no sample among the rows used and are '
