@@ -9,6 +9,9 @@ Synopsis::
 """
 
 from face_jax._src.api import face_score
+from face_jax._src.baselines.etran import EtranComponents
+from face_jax._src.baselines.ncti import NctiComponents
+from face_jax._src.baselines.subsample import SubsampleResult
 from face_jax._src.api import score
 from face_jax._src.engine import Engine
 from face_jax._src.engine import PassProgress
@@ -21,6 +24,8 @@ from face_jax._src.face import FaCeResult
 from face_jax._src.face import FaceOptions
 from face_jax._src.face import face_from_moments
 from face_jax._src.face import face_pool
+from face_jax._src.pool import etran_pool
+from face_jax._src.pool import ncti_pool
 from face_jax._src.pool import pool_minmax
 from face_jax._src.registry import names as metric_names
 from face_jax._src.sources import ArraySource
@@ -43,22 +48,27 @@ __all__ = (
     'ClassScatter',
     'ClassScatterSpec',
     'Engine',
+    'EtranComponents',
     'FaCeResult',
     'FaceJaxWarning',
     'FaceOptions',
     'InputError',
     'IterableSource',
     'Moments',
+    'NctiComponents',
     'MomentsSpec',
     'PassProgress',
     'Request',
     'Statistic',
+    'SubsampleResult',
     'StreamInfo',
     'default_mesh',
+    'etran_pool',
     'face_from_moments',
     'face_pool',
     'face_score',
     'metric_names',
+    'ncti_pool',
     'pool_minmax',
     'score',
     'score_model',

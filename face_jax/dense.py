@@ -44,6 +44,8 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 
+from face_jax._src import pool as _pool
+
 __all__ = [
     "PROBS_SUM_ATOL",
     "logme",
@@ -1232,6 +1234,9 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
   a pool of one model) maps to 0 for every model. The score of model m is
   sum_k weights[k] * normalised v_m[k].
 
+  This is ``face_jax.pool_minmax`` (one implementation, in
+  ``face_jax._src.pool``), re-exported here.
+
   Args:
     components: model name -> {component name -> raw value}.
     weights: component name -> weight (sign included).
@@ -1240,76 +1245,36 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
     model name -> pooled score (same keys and order as ``components``).
 
   Raises:
-    ValueError: on an empty pool or weights, a model missing a weighted
-      component, or a non-finite value (the message names the model and the
-      component).
+    ValueError (``face_jax.InputError``): on an empty pool or weights, a model
+      missing a weighted component, or a non-finite value (the message names
+      the model and the component).
   """
-  if not components:
-    raise ValueError("pool_minmax: the model pool is empty.")
-  if not weights:
-    raise ValueError("pool_minmax: no component weights given.")
-  for k, w in weights.items():
-    if not np.isfinite(w):
-      raise ValueError(f"pool_minmax: weight of component {k!r} is not finite ({w}).")
-  models = list(components)
-  table = {}
-  for k in weights:
-    vals = []
-    for m in models:
-      comp = components[m]
-      if k not in comp:
-        raise ValueError(f"pool_minmax: model {m!r} has no component {k!r} "
-                         f"(has {sorted(comp)}).")
-      v = float(comp[k])
-      if not math.isfinite(v):
-        raise ValueError(
-            f"pool_minmax: component {k!r} of model {m!r} is not finite ({v}).")
-      vals.append(v)
-    vals = np.asarray(vals)
-    lo, hi = vals.min(), vals.max()
-    table[k] = np.zeros_like(vals) if hi == lo else (vals - lo) / (hi - lo)
-  return {m: float(sum(weights[k] * table[k][i] for k in weights))
-          for i, m in enumerate(models)}
+  return _pool.pool_minmax(components, weights)
 
 
-NCTI_WEIGHTS = {"s_ncc": 1.0, "s_seli": 1.0, "vc": -1.0}
-ETRAN_WEIGHTS = {"s_en": 0.15, "s_cls": 0.85}
-
-
-def _as_named(components: Mapping[str, Sequence[float]], names: tuple[str, ...],
-              fn: str) -> dict[str, dict[str, float]]:
-  out = {}
-  for m, vals in components.items():
-    if isinstance(vals, Mapping):
-      out[m] = dict(vals)
-      continue
-    vals = tuple(vals)
-    if len(vals) != len(names):
-      raise ValueError(f"{fn}: model {m!r} has {len(vals)} components, expected "
-                       f"{len(names)} {names}.")
-    out[m] = dict(zip(names, vals))
-  return out
+NCTI_WEIGHTS = dict(_pool.NCTI_WEIGHTS)
+ETRAN_WEIGHTS = dict(_pool.ETRAN_WEIGHTS)
 
 
 def ncti_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
   """Published NCTI score over a pool: ncc_n + seli_n - vc_n.
 
   Each model's value is the 3-tuple ``(s_seli, s_ncc, vc)`` returned by
-  :func:`ncti_components` (or a mapping with those keys); every component is
-  min-max normalised over the pool (:func:`pool_minmax`). Orientation: higher
-  = better. Wang et al., ICCV 2023 (BUserName/NCTI).
+  :func:`ncti_components` (or a mapping with those keys, or an
+  ``NctiComponents`` result); every component is min-max normalised over the
+  pool (:func:`pool_minmax`). Orientation: higher = better. Wang et al., ICCV
+  2023 (BUserName/NCTI). Delegates to ``face_jax.ncti_pool``.
   """
-  named = _as_named(components, ("s_seli", "s_ncc", "vc"), "ncti_pool")
-  return pool_minmax(named, NCTI_WEIGHTS)
+  return _pool.ncti_pool(components)
 
 
 def etran_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
   """Published ETran score over a pool: 0.15 s_en_n + 0.85 s_cls_n.
 
   Each model's value is the pair ``(s_cls, s_en)`` returned by
-  :func:`etran_components` (or a mapping with those keys); every component is
-  min-max normalised over the pool (:func:`pool_minmax`). Orientation: higher
-  = better. Gholami et al., ICCV 2023 (mgholamikn/ETran).
+  :func:`etran_components` (or a mapping with those keys, or an
+  ``EtranComponents`` result); every component is min-max normalised over the
+  pool (:func:`pool_minmax`). Orientation: higher = better. Gholami et al.,
+  ICCV 2023 (mgholamikn/ETran). Delegates to ``face_jax.etran_pool``.
   """
-  named = _as_named(components, ("s_cls", "s_en"), "etran_pool")
-  return pool_minmax(named, ETRAN_WEIGHTS)
+  return _pool.etran_pool(components)

@@ -63,3 +63,4 @@ def _ensure_loaded():
   # Importing the metric modules registers them.
   from face_jax._src import metrics  # noqa: F401
   from face_jax._src.baselines import register_a  # noqa: F401
+  from face_jax._src.baselines import register_b  # noqa: F401
