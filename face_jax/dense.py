@@ -17,7 +17,7 @@ Conventions shared by all functions:
 
 * Labels are integers ``0..C-1`` with ``C = max(y) + 1``; every class in that
   range must occur at least once and there must be at least two classes
-  (``ValueError`` otherwise).
+  (``face_jax.InputError``, a ``ValueError``, otherwise).
 * ``X`` must be a finite 2-D real array with the same number of rows as ``y``.
   Inputs are never modified (``sfda`` in particular works on its own copy).
 * ``probs`` rows must be non-negative, finite and sum to 1 within an absolute
@@ -43,6 +43,8 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 import scipy.stats
+
+from face_jax._src.errors import InputError
 
 from face_jax._src import pool as _pool
 
@@ -82,25 +84,25 @@ def _check_labels(y, n: int | None, fn: str) -> tuple[np.ndarray, int, np.ndarra
   """Validates integer labels; returns (y int64 [N], C, counts [C])."""
   y = np.asarray(y)
   if y.ndim != 1:
-    raise ValueError(f"{fn}: y must be 1-D [N], got shape {y.shape}.")
+    raise InputError(f"{fn}: y must be 1-D [N], got shape {y.shape}.")
   if y.size == 0:
-    raise ValueError(f"{fn}: y is empty.")
+    raise InputError(f"{fn}: y is empty.")
   if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-    raise ValueError(
+    raise InputError(
         f"{fn}: y must hold integer class labels, got dtype {y.dtype}.")
   if n is not None and y.shape[0] != n:
-    raise ValueError(
+    raise InputError(
         f"{fn}: y has {y.shape[0]} labels but the data has {n} rows.")
   y = y.astype(np.int64)
   if y.min() < 0:
-    raise ValueError(f"{fn}: labels must be >= 0, found {int(y.min())}.")
+    raise InputError(f"{fn}: labels must be >= 0, found {int(y.min())}.")
   num_classes = int(y.max()) + 1
   if num_classes < 2:
-    raise ValueError(f"{fn}: needs at least two classes (labels 0 and 1).")
+    raise InputError(f"{fn}: needs at least two classes (labels 0 and 1).")
   counts = np.bincount(y, minlength=num_classes)
   missing = np.flatnonzero(counts == 0)
   if missing.size:
-    raise ValueError(
+    raise InputError(
         f"{fn}: labels must cover 0..C-1 (C = max(y)+1 = {num_classes}); "
         f"classes without samples: {missing[:10].tolist()}"
         f"{' ...' if missing.size > 10 else ''}.")
@@ -111,15 +113,15 @@ def _check_features(X, fn: str, name: str = "X") -> np.ndarray:
   """Validates a finite real 2-D array; returns it as float64 (no copy if possible)."""
   X = np.asarray(X)
   if X.ndim != 2:
-    raise ValueError(f"{fn}: {name} must be 2-D [N, D], got shape {X.shape}.")
+    raise InputError(f"{fn}: {name} must be 2-D [N, D], got shape {X.shape}.")
   if X.shape[0] < 2 or X.shape[1] < 1:
-    raise ValueError(
+    raise InputError(
         f"{fn}: {name} needs at least 2 rows and 1 column, got {X.shape}.")
   if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-    raise ValueError(f"{fn}: {name} must be real-valued, got dtype {X.dtype}.")
+    raise InputError(f"{fn}: {name} must be real-valued, got dtype {X.dtype}.")
   X = X.astype(np.float64, copy=False)
   if not np.all(np.isfinite(X)):
-    raise ValueError(f"{fn}: {name} contains NaN or infinite values.")
+    raise InputError(f"{fn}: {name} contains NaN or infinite values.")
   return X
 
 
@@ -132,15 +134,15 @@ def _check_xy(X, y, fn: str):
 def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   """Validates source probabilities [N, Cs]: finite, >= 0, rows sum to 1."""
   if probs is None:
-    raise ValueError(
+    raise InputError(
         f"{fn}: needs source-model probabilities `probs` [N, Cs]; got None.")
   in_dtype = np.asarray(probs).dtype
   probs = _check_features(probs, fn, name="probs")
   if n is not None and probs.shape[0] != n:
-    raise ValueError(
+    raise InputError(
         f"{fn}: probs has {probs.shape[0]} rows but there are {n} labels.")
   if np.any(probs < 0):
-    raise ValueError(f"{fn}: probs contains negative entries.")
+    raise InputError(f"{fn}: probs contains negative entries.")
   atol = PROBS_SUM_ATOL
   if np.issubdtype(in_dtype, np.floating) and np.finfo(in_dtype).eps > _EPS64:
     # float32/float16 rows cannot sum more accurately than ~Cs ulps.
@@ -148,7 +150,7 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   dev = np.abs(probs.sum(axis=1) - 1.0)
   if np.any(dev > atol):
     i = int(np.argmax(dev))
-    raise ValueError(
+    raise InputError(
         f"{fn}: every row of probs must sum to 1 (abs tol {atol:g}); "
         f"row {i} sums to {probs[i].sum():.9g}.")
   return probs
@@ -337,14 +339,14 @@ def logme(X, y, *, variant: str = "thuml") -> float:
     The LogME score. Orientation: higher = better.
 
   Raises:
-    ValueError: on invalid inputs or an unknown ``variant``.
+    InputError: on invalid inputs or an unknown ``variant``.
   """
   X, y, num_classes, _ = _check_xy(X, y, "logme")
   if variant == "thuml":
     return _logme_fixed_point(X, y, num_classes)
   if variant == "tllib_icml":
     return _logme_icml(X, y, num_classes)
-  raise ValueError(
+  raise InputError(
       f"logme: unknown variant {variant!r}; use 'thuml' or 'tllib_icml'.")
 
 
@@ -378,7 +380,7 @@ def leep(probs, y) -> float:
     LEEP (<= 0). Orientation: higher = better.
 
   Raises:
-    ValueError: if ``probs`` is None or inputs are invalid.
+    InputError: if ``probs`` is None or inputs are invalid.
   """
   probs = _check_probs(probs, None, "leep")
   y, _, counts = _check_labels(y, probs.shape[0], "leep")
@@ -415,7 +417,7 @@ def nce(probs, y) -> float:
     NCE (<= 0). Orientation: higher = better.
 
   Raises:
-    ValueError: if ``probs`` is None or inputs are invalid.
+    InputError: if ``probs`` is None or inputs are invalid.
   """
   probs = _check_probs(probs, None, "nce")
   y, num_classes, _ = _check_labels(y, probs.shape[0], "nce")
@@ -561,7 +563,7 @@ def transrate(X, y, *, eps: float = 1e-4) -> float:
   """
   X, y, num_classes, _ = _check_xy(X, y, "transrate")
   if not eps > 0:
-    raise ValueError(f"transrate: eps must be > 0, got {eps}.")
+    raise InputError(f"transrate: eps must be > 0, got {eps}.")
   z = X - X.mean(axis=0)
   rz = _coding_rate(z, eps)
   rzy = sum(_coding_rate(z[y == c], eps) for c in range(num_classes))
@@ -621,12 +623,12 @@ def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -
   """
   X, y, num_classes, counts = _check_xy(X, y, "gbc")
   if gaussian_type not in ("spherical", "diagonal"):
-    raise ValueError(
+    raise InputError(
         f"gbc: gaussian_type must be 'spherical' or 'diagonal', got {gaussian_type!r}.")
   if pca_dim is not None:
     pca_dim = int(pca_dim)
     if not 1 <= pca_dim <= min(X.shape):
-      raise ValueError(
+      raise InputError(
           f"gbc: pca_dim={pca_dim} needs 1 <= pca_dim <= min(N, D) = "
           f"{min(X.shape)} (N={X.shape[0]}, D={X.shape[1]}); the PCA-{pca_dim} "
           "reduction of the google pipeline is not defined here. Use "
@@ -867,7 +869,7 @@ def ncti_components(X, y, *, pca_dim: int = 64,
   X, y, num_classes, counts = _check_xy(X, y, "ncti_components")
   pca_dim = int(pca_dim)
   if not 1 <= pca_dim <= min(X.shape):
-    raise ValueError(
+    raise InputError(
         f"ncti_components: PCA to pca_dim={pca_dim} components needs "
         f"1 <= pca_dim <= min(N, D) = {min(X.shape)} "
         f"(N={X.shape[0]}, D={X.shape[1]}); the NCTI recipe (PCA-64) is not "
@@ -919,14 +921,14 @@ def etran_components(X, y, *, percent: float = 0.5) -> tuple[float, float]:
     (s_cls, s_en). Orientation: both higher = better.
 
   Raises:
-    ValueError: if k == 0 (N < 200 at percent 0.5), where the reference
+    InputError: if k == 0 (N < 200 at percent 0.5), where the reference
       returns the mean of an empty set (nan).
   """
   X, y, num_classes, counts = _check_xy(X, y, "etran_components")
   n = X.shape[0]
   k = int(percent * 10) * n // 1000
   if k < 1:
-    raise ValueError(
+    raise InputError(
         f"etran_components: the energy tail has k = int(percent*10)*N//1000 = {k} "
         f"samples (N={n}, percent={percent}); s_en is undefined (the reference "
         "returns nan). ETran needs N >= 200 at percent=0.5.")
@@ -1000,7 +1002,7 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
     NLEEP (<= 0). Orientation: higher = better.
 
   Raises:
-    ValueError: if scikit-learn cannot fit the mixture (e.g. "ill-defined
+    InputError: if scikit-learn cannot fit the mixture (e.g. "ill-defined
       empirical covariance" with too few samples per component), re-raised
       with the shapes involved.
   """
@@ -1010,10 +1012,10 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
 
   X, y, num_classes, _ = _check_xy(X, y, "nleep")
   if not 0.0 < pca_variance < 1.0:
-    raise ValueError(f"nleep: pca_variance must be in (0, 1), got {pca_variance}.")
+    raise InputError(f"nleep: pca_variance must be in (0, 1), got {pca_variance}.")
   k = int(n_components_factor) * num_classes
   if k < 1 or k > X.shape[0]:
-    raise ValueError(
+    raise InputError(
         f"nleep: {k} mixture components for N={X.shape[0]} samples is not possible.")
   feats = PCA(n_components=pca_variance, svd_solver="full").fit_transform(X)
   feats = feats.astype(np.float32)
@@ -1021,7 +1023,7 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
     try:
       gmm = GaussianMixture(n_components=k, random_state=random_state).fit(feats)
     except ValueError as e:
-      raise ValueError(
+      raise InputError(
           f"nleep: scikit-learn GaussianMixture with {k} full-covariance "
           f"components on N={feats.shape[0]} float32 samples of dimension "
           f"{feats.shape[1]} failed (the reference fails identically): {e}") from e
@@ -1086,7 +1088,7 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
     PARC on the x100 scale, in [-100, 100]. Orientation: higher = better.
 
   Raises:
-    ValueError: on invalid inputs, or if the PCA dimension exceeds D (the
+    InputError: on invalid inputs, or if the PCA dimension exceeds D (the
       reference's PCA raises then too).
   """
   from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
@@ -1095,17 +1097,17 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
   if probs is not None:
     _check_probs(probs, X.shape[0], "parc")
   if pca_solver not in ("randomized", "full"):
-    raise ValueError(
+    raise InputError(
         f"parc: pca_solver must be 'randomized' or 'full', got {pca_solver!r}.")
   if label_rdm not in ("exact", "corrcoef"):
-    raise ValueError(
+    raise InputError(
         f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
   n = X.shape[0]
   feats = X
   if n_dims is not None:
     f = min(int(n_dims), n)
     if f < 1 or f > X.shape[1]:
-      raise ValueError(
+      raise InputError(
           f"parc: PCA to {f} dimensions needs 1 <= {f} <= D = {X.shape[1]}.")
     if pca_solver == "randomized":
       pca = PCA(n_components=f, svd_solver="randomized", random_state=_PARC_PCA_SEED,
@@ -1166,7 +1168,7 @@ def nc1(X, y, *, centering: str = "class_mean") -> float:
   """
   X, y, num_classes, counts = _check_xy(X, y, "nc1")
   if centering not in ("class_mean", "sample_mean"):
-    raise ValueError(
+    raise InputError(
         f"nc1: centering must be 'class_mean' or 'sample_mean', got {centering!r}.")
   n, d = X.shape
   mu = _class_sums_means(X, y, num_classes, counts)
@@ -1202,7 +1204,7 @@ def vci(X, y) -> float:
     lower = better).
 
   Raises:
-    ValueError: if all class means coincide (rank(Sigma_B) = 0).
+    InputError: if all class means coincide (rank(Sigma_B) = 0).
   """
   X, y, num_classes, counts = _check_xy(X, y, "vci")
   n, d = X.shape
@@ -1213,7 +1215,7 @@ def vci(X, y) -> float:
   wb = np.abs(np.linalg.eigvalsh(sigma_b))
   rank_b = int(np.sum(wb > d * _EPS64 * wb.max())) if wb.max() > 0 else 0
   if rank_b == 0:
-    raise ValueError("vci: the between-class covariance is zero (all class means "
+    raise InputError("vci: the between-class covariance is zero (all class means "
                      "coincide); VCI is undefined.")
   tr, _ = _pinv_trace(sigma_t, sigma_b, d * _EPS64)
   return 1.0 - tr / rank_b
