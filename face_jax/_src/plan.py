@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Generator, Mapping
 
+import numpy as np
+
 from face_jax._src.engine import Engine, Request
 from face_jax._src.errors import InputError
 
@@ -81,12 +83,46 @@ def run_plans(engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *
   return PlanRun(results=results, passes=passes)
 
 
+# Numerical failures of a metric's host-side maths on degenerate data (constant
+# features, no within-class variance, classes collapsed to points, ...).
+_NUMERICAL_ERRORS = (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError,
+                     IndexError)
+
+
 def _advance(results, active, stream, name, gen, got):
+  where = name if stream == 'features' else f'{name} (layer {stream!r})'
   try:
     reqs = gen.send(got) if got is not None else next(gen)
   except StopIteration as stop:
+    if _has_nan(stop.value):
+      raise InputError(f'{where} is undefined on these features (its computation gave NaN); '
+                       'typical causes: constant features, no within-class variance, or every '
+                       'class collapsed to a point') from None
     results[stream][name] = stop.value
     return
+  except InputError:
+    raise
+  except _NUMERICAL_ERRORS as e:
+    raise InputError(f'{where} cannot be computed on these features ({type(e).__name__}: {e}); '
+                     'typical causes: constant features, no within-class variance, or every '
+                     'class collapsed to a point') from e
   if not reqs:
     raise RuntimeError(f'plan {name!r} yielded no requests')
   active[(stream, name)] = (gen, dict(reqs))
+
+
+def _has_nan(value) -> bool:
+  """True if a metric's value (float, array, tuple, dataclass, dict) holds a NaN."""
+  if value is None or isinstance(value, (str, bool)):
+    return False
+  if isinstance(value, (float, int, np.floating, np.integer)):
+    return bool(np.isnan(value))
+  if isinstance(value, np.ndarray):
+    return bool(np.issubdtype(value.dtype, np.floating) and np.isnan(value).any())
+  if isinstance(value, dict):
+    return any(_has_nan(v) for v in value.values())
+  if isinstance(value, (tuple, list)):
+    return any(_has_nan(v) for v in value)
+  if dataclasses.is_dataclass(value):
+    return any(_has_nan(getattr(value, f.name)) for f in dataclasses.fields(value))
+  return False
