@@ -160,8 +160,10 @@ def _health(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
   """[3] int32 counts of bad unmasked data in one device's batch (``HEALTH_FIELDS``)."""
   m = batch.mask
   f = batch.features
-  nonfinite = jnp.sum(jnp.where(m[:, None], ~jnp.isfinite(f), False).reshape(f.shape[0], -1),
-                      dtype=jnp.int32)
+  # Per-row counts first, then the mask on [B] (not a masked [B, D] int32
+  # array): one read of the features, about half the time of the step's part.
+  per_row = jnp.sum(~jnp.isfinite(f.reshape(f.shape[0], -1)), axis=1, dtype=jnp.int32)
+  nonfinite = jnp.sum(jnp.where(m, per_row, 0), dtype=jnp.int32)
   y = batch.labels
   bad_labels = jnp.sum(m & ((y < 0) | (y >= num_classes)), dtype=jnp.int32)
   bad_probs = jnp.zeros((), jnp.int32)

@@ -1,0 +1,163 @@
+"""One prepared GPU check: the statistics step against the card's own matmul rate.
+
+Run on a machine with a GPU (a few minutes)::
+
+    python benchmarks/gpu_check.py                 # grid below, writes benchmarks/results/gpu_check.json
+    python benchmarks/gpu_check.py --quick         # two configurations (~1 minute)
+    python benchmarks/gpu_check.py --quick --cpu_smoke --out /tmp/g.json   # tiny, on CPU (tests)
+
+What it measures, per (D, K, batch size):
+
+* the card's float32 matmul rate on the same data, ``jnp.dot(X.T, X)`` jitted,
+  at ``precision=HIGHEST`` (true float32, what the statistics use) and at the
+  default precision (on recent NVIDIA cards XLA may use TF32 there);
+* the engine's compiled statistics step (``Moments``: class counts, sums,
+  squares and the upper block triangle of the scatter, HIGHEST precision,
+  compensated float32 sums) on a device-resident batch: samples/s and FLOP/s
+  counting 2·B·D², as a ratio against both matmul rates (same rounds);
+* a whole pass (host batches -> device -> step -> one psum -> host finalise)
+  for the largest configuration: the end-to-end rate including the host to
+  device copies.
+
+The ResNet-50 forward + statistics overhead is a hook (``resnet50_overhead``)
+to fill once ``face_jax.models`` exists; until then the JSON records it as
+not run, with the reason.
+
+Timing: interleaved rounds, minima (see benchmarks/_bench_util.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import sys
+import time
+
+if '--cpu_smoke' in sys.argv:
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import _bench_util as bu  # noqa: E402
+
+SCHEMA = 'face_jax.benchmarks.gpu_check/1'
+
+FULL_GRID = tuple((d, k, b) for d in (512, 1024, 2048, 4096) for k in (100, 1000)
+                  for b in (16384, 65536))
+QUICK_GRID = ((1024, 1000, 65536), (4096, 1000, 65536))
+SMOKE_GRID = ((64, 4, 256),)
+
+
+def measure(d, k, b, *, min_rounds, max_rounds, budget_s) -> dict:
+  """Step vs HIGHEST and default-precision matmul of the same [b, d] float32 batch."""
+  import jax
+  import jax.numpy as jnp
+  import face_jax
+  from benchmarks import throughput as tp
+  from face_jax._src import stats as stats_lib
+  engine = face_jax.Engine()
+  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  x, raw, params = tp._step_inputs(d, k, b)
+  xj = jax.device_put(x, jax.devices()[0])
+  hi = jax.jit(lambda a: jnp.dot(a.T, a, precision=jax.lax.Precision.HIGHEST))
+  de = jax.jit(lambda a: jnp.dot(a.T, a))
+  fns = {'matmul_highest': lambda: hi(xj).block_until_ready(),
+         'matmul_default': lambda: de(xj).block_until_ready(),
+         'step': tp._engine_step(engine, spec, params, raw, True)}
+  t = bu.interleaved(fns, min_rounds=min_rounds, max_rounds=max_rounds, budget_s=budget_s, warmup=2)
+  flops = 2.0 * b * d * d
+  th, td, ts = t['matmul_highest'], t['matmul_default'], t['step']
+  return {'D': d, 'K': k, 'batch_size': b, 'devices': jax.device_count(),
+          'scatter_blocks': spec.blocks, 'rounds': int(len(ts)),
+          'step_s': float(ts.min()), 'step_s_median': float(np.median(ts)),
+          'samples_per_s': b / float(ts.min()), 'flops_per_s': flops / float(ts.min()),
+          'matmul_highest_flops_per_s': flops / float(th.min()),
+          'matmul_default_flops_per_s': flops / float(td.min()),
+          'ratio_highest': bu.ratio_min(th, ts), 'ratio_default': bu.ratio_min(td, ts),
+          'ratio_highest_paired_median': bu.ratio_paired_median(th, ts)}
+
+
+def measure_pass(d, k, b, steps) -> dict:
+  """A whole pass of ``steps`` host batches (transfers included)."""
+  import face_jax
+  from benchmarks import throughput as tp
+  from face_jax._src import stats as stats_lib
+  x, raw, params = tp._step_inputs(d, k, b)
+  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  req = face_jax.Request(stats_lib.Moments, spec, params)
+  src = face_jax.IterableSource([(raw['features'], raw['label'])] * steps, num_classes=k, batch_size=b)
+  engine = face_jax.Engine()
+  engine.run_pass(src, {'features': {'m': req}})
+  ts = []
+  for _ in range(3):
+    t = time.perf_counter()
+    engine.run_pass(src, {'features': {'m': req}})
+    ts.append(time.perf_counter() - t)
+  return {'D': d, 'K': k, 'batch_size': b, 'steps': steps, 'pass_s': min(ts),
+          'samples_per_s': b * steps / min(ts)}
+
+
+def resnet50_overhead(quick: bool) -> dict:
+  """TODO(lead): ResNet-50 forward alone vs forward + statistics step, same batch.
+
+  To fill once ``face_jax.models`` exists: build the ResNet-50 featurizer
+  (random weights are enough for timing), time (a) the jitted forward on a
+  device-resident image batch and (b) ``Engine.run_pass``'s step with that
+  featurizer (forward + Moments of the 2048-d pooled features), interleaved,
+  and report ``overhead = t(b) / t(a) - 1``.  Until then nothing is measured.
+  """
+  del quick
+  try:
+    import face_jax.models  # noqa: F401
+  except ImportError:
+    return {'status': 'not_run', 'reason': 'face_jax.models does not exist yet; '
+                                           'benchmarks/gpu_check.py:resnet50_overhead is the hook'}
+  return {'status': 'not_run', 'reason': 'face_jax.models exists but the hook '
+                                         'benchmarks/gpu_check.py:resnet50_overhead is not written yet'}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--quick', action='store_true', help='two configurations')
+  ap.add_argument('--cpu_smoke', action='store_true',
+                  help='run a tiny configuration on CPU (exercises the script without a GPU)')
+  ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'gpu_check.json'))
+  a = ap.parse_args(argv)
+
+  import jax
+  backend = jax.default_backend()
+  if backend != 'gpu' and not a.cpu_smoke:
+    bu.log(f'gpu_check: no GPU (JAX backend {backend!r}); use --cpu_smoke to exercise the script')
+    return 2
+  grid = SMOKE_GRID if a.cpu_smoke else QUICK_GRID if a.quick else FULL_GRID
+  rounds = (dict(min_rounds=2, max_rounds=2, budget_s=0.0) if a.cpu_smoke
+            else dict(min_rounds=5, max_rounds=30, budget_s=3.0))
+  res = {'schema': SCHEMA, 'mode': 'cpu_smoke' if a.cpu_smoke else 'quick' if a.quick else 'full',
+         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+         'host': bu.host_info(), 'step': [], 'pass': None, 'resnet50': None}
+  t0 = time.perf_counter()
+  for d, k, b in grid:
+    rec = measure(d, k, b, **rounds)
+    bu.log(f'D={d} K={k} B={b}: {rec["samples_per_s"]:.3g} samples/s, '
+           f'{rec["flops_per_s"] / 1e12:.2f} TFLOP/s; ratio vs HIGHEST matmul '
+           f'{rec["ratio_highest"]:.2f}, vs default precision {rec["ratio_default"]:.2f}')
+    res['step'].append(rec)
+    bu.write_json(a.out, res)
+  d, k, b = grid[-1]
+  res['pass'] = measure_pass(d, k, b, steps=4 if a.cpu_smoke else 20)
+  bu.log(f'pass D={d} K={k} B={b}: {res["pass"]["samples_per_s"]:.3g} samples/s end to end')
+  res['resnet50'] = resnet50_overhead(a.quick)
+  res['total_seconds'] = time.perf_counter() - t0
+  bu.write_json(a.out, res)
+  bu.log(f'wrote {a.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
