@@ -19,9 +19,8 @@ What it measures, per (D, K, batch size):
   for the largest configuration: the end-to-end rate including the host to
   device copies.
 
-The ResNet-50 forward + statistics overhead is a hook (``resnet50_overhead``)
-to fill once ``face_jax.models`` exists; until then the JSON records it as
-not run, with the reason.
+* the ResNet-50 forward pass alone vs forward + statistics (``resnet50_overhead``:
+  random weights, 224 px, D = 2048, K = 100).
 
 Timing: interleaved rounds, minima (see benchmarks/_bench_util.py).
 """
@@ -103,23 +102,70 @@ def measure_pass(d, k, b, steps) -> dict:
           'samples_per_s': b * steps / min(ts)}
 
 
-def resnet50_overhead(quick: bool) -> dict:
-  """TODO(lead): ResNet-50 forward alone vs forward + statistics step, same batch.
+def resnet50_overhead(quick: bool, cpu_smoke: bool = False) -> dict:
+  """ResNet-50 forward alone vs forward + statistics step on the same device batches.
 
-  To fill once ``face_jax.models`` exists: build the ResNet-50 featurizer
-  (random weights are enough for timing), time (a) the jitted forward on a
-  device-resident image batch and (b) ``Engine.run_pass``'s step with that
-  featurizer (forward + Moments of the 2048-d pooled features), interleaved,
-  and report ``overhead = t(b) / t(a) - 1``.  Until then nothing is measured.
+  Random weights (timing only), 224×224×3 uint8 images, K = 100 classes, the
+  2048-d pooled features: (a) the jitted forward, (b) the engine's step with
+  the model featurizer (forward fused with the Moments accumulation),
+  interleaved rounds, ``overhead = t(b) / t(a) − 1`` (issue target ≤ 10%).
+  ``cpu_smoke`` uses ``resnet_mini`` at 32 px to exercise the code on CPU.
   """
-  del quick
-  try:
-    import face_jax.models  # noqa: F401
-  except ImportError:
-    return {'status': 'not_run', 'reason': 'face_jax.models does not exist yet; '
-                                           'benchmarks/gpu_check.py:resnet50_overhead is the hook'}
-  return {'status': 'not_run', 'reason': 'face_jax.models exists but the hook '
-                                         'benchmarks/gpu_check.py:resnet50_overhead is not written yet'}
+  import jax
+
+  from face_jax import models
+  from face_jax._src import engine as engine_lib
+  from face_jax._src import featurize
+  from face_jax._src import stats as stats_lib
+  import face_jax
+
+  preset, opts, size, batch, steps = (('resnet_mini', dict(depth=8), 32, 64, 2) if cpu_smoke
+                                      else ('resnet50', {}, 224, 128, 4 if quick else 10))
+  k = 100
+  ex = models.get(preset, image_size=size, **opts)
+  layer = ex.default_layer
+  d = ex.feature_dim(layer)
+  eng = face_jax.Engine()
+  rng = np.random.default_rng(0)
+  batches = []
+  for _ in range(steps):
+    raw = {'image': rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+           'label': rng.integers(0, k, batch).astype(np.int32), '_mask': np.ones(batch, bool),
+           '_index': np.arange(batch, dtype=np.int32)}
+    batches.append(eng.to_global(raw))
+  params = jax.device_put(ex.params, eng._replicated)
+  fwd = jax.jit(ex.feature_fn((layer,)))
+  feat = featurize.ModelFeaturizer(ex.feature_fn((layer,)), (layer,))
+  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  layout = ((layer, k, ((stats_lib.Moments, spec),)),)
+  step = engine_lib._build_step(feat, eng.mesh, layout, eng.compensated)
+  pdev = jax.device_put({layer: ({'shift': np.zeros((k, d), np.float32),
+                                  'weight': np.ones((k,), np.float32)},)}, eng._replicated)
+
+  def forward():
+    out = None
+    for b in batches:
+      out = fwd(params, b)
+    jax.block_until_ready(out)
+
+  def forward_stats():
+    states = eng._init_states(layout)
+    for b in batches:
+      states, _ = step(states, b, pdev, params)
+    jax.block_until_ready(states)
+
+  forward()
+  forward_stats()
+  tf, ts = [], []
+  for _ in range(2 if cpu_smoke else 5):
+    t = time.perf_counter(); forward(); tf.append(time.perf_counter() - t)
+    t = time.perf_counter(); forward_stats(); ts.append(time.perf_counter() - t)
+  t_f, t_s = min(tf), min(ts)
+  n = batch * steps
+  return {'status': 'ok', 'model': preset, 'image_size': size, 'batch_size': batch,
+          'steps': steps, 'feature_dim': d, 'num_classes': k,
+          'forward_images_per_s': n / t_f, 'forward_stats_images_per_s': n / t_s,
+          'overhead': t_s / t_f - 1.0}
 
 
 def main(argv=None):
@@ -152,7 +198,11 @@ def main(argv=None):
   d, k, b = grid[-1]
   res['pass'] = measure_pass(d, k, b, steps=4 if a.cpu_smoke else 20)
   bu.log(f'pass D={d} K={k} B={b}: {res["pass"]["samples_per_s"]:.3g} samples/s end to end')
-  res['resnet50'] = resnet50_overhead(a.quick)
+  res['resnet50'] = resnet50_overhead(a.quick, a.cpu_smoke)
+  if res['resnet50'].get('status') == 'ok':
+    bu.log(f"{res['resnet50']['model']}: forward {res['resnet50']['forward_images_per_s']:.1f} img/s, "
+           f"forward + statistics {res['resnet50']['forward_stats_images_per_s']:.1f} img/s, "
+           f"overhead {100 * res['resnet50']['overhead']:+.1f}%")
   res['total_seconds'] = time.perf_counter() - t0
   bu.write_json(a.out, res)
   bu.log(f'wrote {a.out}')
