@@ -38,6 +38,9 @@ parts = np.array_split(idx[:cut], 7) if pid == 0 else np.array_split(idx[cut:], 
 batches = [(x[p], y[p]) for p in parts]
 r = face_jax.face_score(batches, num_classes=8, batch_size=128)
 out['streams'] = [r.score, r.nc1, r.diagnostics['N'], r.diagnostics['passes']]
+# A row subsample of a stream (count pass, then rows addressed by their global _index).
+pr = face_jax.score(batches, num_classes=8, batch_size=128, metrics=('parc',), subsample=200)['parc']
+out['parc'] = [pr.value, pr.n_used, pr.n_total]
 # A tfds pipeline: each process reads its own slice of digits.
 pipe = data.get('digits', 'all', data_dir=data_dir, batch_size=64)
 res = face_jax.score_model(models.get('cnn_tiny', image_size=16, seed=0), pipe)

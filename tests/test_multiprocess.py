@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import face_jax
 from face_jax import data, models
@@ -57,6 +58,11 @@ def test_two_processes_equal_one(tmp_path):
     assert n == len(y)
     np.testing.assert_allclose([score, nc1], [ref.score, ref.nc1], rtol=1e-5)
   assert p0['arrays'][3] == 1 and p0['streams'][3] == 2   # counts known / unknown up front
+  with pytest.warns(face_jax.FaceJaxWarning, match='PCA to 32 dimensions'):   # D = 16
+    parc = face_jax.score([(x, y)], num_classes=8, metrics=('parc',), subsample=200)['parc']
+  assert p0['parc'] == p1['parc']
+  assert p0['parc'][1:] == [200, len(y)]
+  np.testing.assert_allclose(p0['parc'][0], parc.value, rtol=1e-4)   # the same 200 rows
 
   one = face_jax.score_model(models.get('cnn_tiny', image_size=16, seed=0), pipe)['pool']['face']
   assert p0['pipeline'][:3] == p1['pipeline'][:3]

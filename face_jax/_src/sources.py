@@ -257,6 +257,7 @@ class IterableSource(_SourceBase):
       raise InputError(f'features must be an array, an iterable of batches or a callable, '
                        f'got {type(batches).__name__}')
     self._used = False
+    self._local_rows = None
     first_iter = self._fresh()
     try:
       first = next(first_iter)
@@ -269,6 +270,21 @@ class IterableSource(_SourceBase):
                      local_batch_size=round_up(size, _local_devices()), dim=feats.shape[1],
                      num_classes=int(num_classes),
                      extras_shapes={k: v.shape[1:] for k, v in extras.items()})
+
+  def _index_offset(self) -> int:
+    """Global row number of this process's first row.
+
+    On several processes the offsets need every process's row count, known
+    after one full pass: from the second pass on, ``_index`` numbers the rows
+    of all processes uniquely (process 0's rows first); during the first pass
+    it is process-local.  (Metrics that address rows of a stream with unknown
+    counts, the subsample ones, count the rows in a first pass anyway.)
+    """
+    if jax.process_count() == 1 or self._local_rows is None:
+      return 0
+    from jax.experimental import multihost_utils
+    counts = np.asarray(multihost_utils.process_allgather(np.array(self._local_rows))).reshape(-1)
+    return int(counts[:jax.process_index()].sum())
 
   def _fresh(self) -> Iterator:
     if self._factory is not None:
@@ -288,6 +304,7 @@ class IterableSource(_SourceBase):
     else:
       it = self._fresh()
     seen = 0
+    offset = self._index_offset()
     for i, item in enumerate(it):
       feats, labels, extras = _unpack(item, i)
       _check_features(feats, f'batch {i}', self.dim)
@@ -295,5 +312,6 @@ class IterableSource(_SourceBase):
         raise InputError(f'batch {i}: extras {sorted(extras)} differ from the first batch\'s '
                          f'{sorted(self.extras_shapes)}')
       yield from _steps(feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}',
-                        seen)
+                        offset + seen)
       seen += feats.shape[0]
+    self._local_rows = seen
