@@ -162,9 +162,15 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
     n_boot: resamples (0: no intervals).
     seed: resampling seed.
 
+  Every variant × combination is also compared with the default score (the
+  default variant as C + F): ``delta_vs_default`` (difference of the means),
+  its paired bootstrap interval and ``p_better_than_default`` (the fraction of
+  resamples in which it is higher).
+
   Returns:
     ``{'targets': [...], 'variants': [{'key', axes..., 'per_target': {t: {combo: τ}},
-    'mean': {combo: τ}, 'mean_low': {...}, 'mean_high': {...}}], 'n_boot', 'seed'}``.
+    'mean': {combo: τ}, 'mean_low', 'mean_high', 'delta_vs_default', 'delta_low',
+    'delta_high', 'p_better_than_default': {combo: ...}}], 'n_boot', 'seed'}``.
   """
   targets = list(variants)
   rng = np.random.default_rng(seed)
@@ -173,6 +179,7 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
   idx = {t: rng.integers(0, len(models[t]), size=(n_boot, len(models[t]))) for t in targets}
   keys = list(next(iter(next(iter(variants.values())).values())))
   out = []
+  store = {}
   for key in keys:
     axes = dict(zip(harness.ABLATION_AXES, key.split('/')))
     entry: dict[str, Any] = {'key': key, **axes, 'per_target': {}, 'mean': {}, 'mean_low': {},
@@ -211,8 +218,29 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
       else:
         entry['mean_low'][c] = entry['mean_high'][c] = None
     out.append(entry)
+    store[key] = (boots, valid)
+  # Paired differences to the default variant's C + F (the same resamples for every variant).
+  ref_boot, ref_valid = store[DEFAULT_KEY][0]['C+F'], store[DEFAULT_KEY][1]['C+F']
+  ref_mean = next(e for e in out if e['key'] == DEFAULT_KEY)['mean']['C+F']
+  for entry in out:
+    entry['delta_vs_default'], entry['delta_low'], entry['delta_high'] = {}, {}, {}
+    entry['p_better_than_default'] = {}
+    for c in COMBOS:
+      boots, valid = store[entry['key']][0][c], store[entry['key']][1][c]
+      both = valid & ref_valid
+      ok = entry['mean'][c] is not None and ref_mean is not None
+      entry['delta_vs_default'][c] = entry['mean'][c] - ref_mean if ok else None
+      if ok and both.sum() >= 2:
+        d = boots[both] - ref_boot[both]
+        lo, hi = np.quantile(d, [0.025, 0.975])
+        entry['delta_low'][c], entry['delta_high'][c] = float(lo), float(hi)
+        entry['p_better_than_default'][c] = float(np.mean(d > 0))
+      else:
+        entry['delta_low'][c] = entry['delta_high'][c] = entry['p_better_than_default'][c] = None
   return {'targets': targets, 'n_models': {t: len(models[t]) for t in targets},
-          'n_boot': n_boot, 'seed': seed, 'default': DEFAULT_KEY, 'variants': out}
+          'n_boot': n_boot, 'seed': seed, 'default': DEFAULT_KEY,
+          'reference_for_deltas': f'{DEFAULT_KEY} as C + F (the default FaCe score)',
+          'variants': out}
 
 
 def ablation_rows(abl: Mapping) -> list[dict]:
@@ -225,6 +253,10 @@ def ablation_rows(abl: Mapping) -> list[dict]:
       row[f'{c}:mean'] = v['mean'][c]
       row[f'{c}:mean_low'] = v['mean_low'][c]
       row[f'{c}:mean_high'] = v['mean_high'][c]
+      row[f'{c}:delta_vs_default'] = v['delta_vs_default'][c]
+      row[f'{c}:delta_low'] = v['delta_low'][c]
+      row[f'{c}:delta_high'] = v['delta_high'][c]
+      row[f'{c}:p_better_than_default'] = v['p_better_than_default'][c]
     rows.append(row)
   return rows
 
@@ -237,14 +269,18 @@ def ablation_markdown(abl: Mapping) -> str:
   """Markdown: every variant sorted by mean weighted τ of C + F, with C, F and pool columns."""
   ts = abl['targets']
   head = (['variant (weighting/vc/bc_cov/fairness)'] + [f'C+F {t}' for t in ts]
-          + ['C+F mean [95% CI]', 'C alone mean', 'F alone mean', 'pool mean'])
+          + ['C+F mean [95% CI]', 'C+F − default [95% CI]', 'C alone mean', 'F alone mean',
+             'pool mean', 'pool − default [95% CI]'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   key = lambda v: -math.inf if v['mean']['C+F'] is None else v['mean']['C+F']
   for v in sorted(abl['variants'], key=key, reverse=True):
     name = v['key'] + (' (default)' if v['key'] == abl['default'] else '')
     ci = (f"{_f(v['mean']['C+F'])} [{_f(v['mean_low']['C+F'])}, {_f(v['mean_high']['C+F'])}]")
-    cells = ([name] + [_f(v['per_target'][t]['C+F']) for t in ts] + [ci, _f(v['mean']['C']),
-             _f(v['mean']['F']), _f(v['mean']['pool'])])
+    delta = lambda c: (f"{_f(v['delta_vs_default'][c])} [{_f(v['delta_low'][c])}, "
+                       f"{_f(v['delta_high'][c])}]")
+    cells = ([name] + [_f(v['per_target'][t]['C+F']) for t in ts]
+             + [ci, delta('C+F'), _f(v['mean']['C']), _f(v['mean']['F']), _f(v['mean']['pool']),
+                delta('pool')])
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

@@ -130,14 +130,15 @@ def main(argv=None) -> int:
   total0 = time.perf_counter()
   for stage in want:
     t0, c0 = time.perf_counter(), time.process_time()
+    counts: dict = {}
     if stage == 'pretrain':
-      stages.pretrain(specs, data, args.weights_dir, force=args.force)
+      stages.pretrain(specs, data, args.weights_dir, force=args.force, counts=counts)
     elif stage == 'finetune':
       stages.finetune(specs, data, args.weights_dir, args.ground_truth, targets=targets,
-                      force=args.force)
+                      force=args.force, counts=counts)
     elif stage == 'score':
       stages.score(specs, data, args.weights_dir, scores_path, targets=targets, metrics=metrics,
-                   force=args.force)
+                   force=args.force, counts=counts)
     else:
       scores = stages.read_json(scores_path)
       if not scores:
@@ -154,11 +155,16 @@ def main(argv=None) -> int:
       log.info('wrote %s', ', '.join(os.path.relpath(f, out_dir) for f in out['files']))
       _print_summary(out['evaluation'])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    timings[stage] = {'seconds': round(wall, 1), 'cpu_seconds': round(cpu, 1),
-                      'models': len(specs), 'targets': targets,
-                      'finished': time.strftime('%Y-%m-%d %H:%M:%S'),
-                      'load_average_1min_at_end': round(os.getloadavg()[0], 2)}
-    log.info('stage %s done in %.1fs (cpu %.1fs)', stage, wall, cpu)
+    log.info('stage %s done in %.1fs (cpu %.1fs)%s', stage, wall, cpu,
+             f' {counts}' if counts else '')
+    if counts and not counts.get('computed') and stage in timings:
+      # Everything was cached: keep the measurement of the run that did the work.
+      timings[stage]['last_cached_run_seconds'] = round(wall, 1)
+    else:
+      timings[stage] = {'seconds': round(wall, 1), 'cpu_seconds': round(cpu, 1),
+                        'models': len(specs), 'targets': targets, **counts,
+                        'finished': time.strftime('%Y-%m-%d %H:%M:%S'),
+                        'load_average_1min_at_end': round(os.getloadavg()[0], 2)}
     reports.write_json(timings_path, timings)
   log.info('all requested stages done in %.1fs; outputs in %s', time.perf_counter() - total0,
            out_dir)

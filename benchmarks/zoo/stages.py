@@ -39,6 +39,9 @@ log = logging.getLogger('zoo')
 
 # Which split of a target the pre-trained models are scored on (and the NC1s are measured on).
 SCORE_SPLIT = 'train'
+BUDGET_TEXT = (f'a long-tailed subset of the target train split, {zoo.TARGET_TRAIN_MAX} down to '
+               f'{zoo.TARGET_TRAIN_MIN} examples per class (zoo.target_budget, seed '
+               f'{zoo.TARGET_SUBSET_SEED}); val and test: the full splits')
 
 
 class Data:
@@ -58,30 +61,45 @@ class Data:
     return self._splits[name]
 
 
-def per_class_subset(ds: datasets.Dataset, per_class: int, seed: int) -> datasets.Dataset:
-  """The first ``per_class`` examples of every class after a seeded permutation (dataset order kept).
+def per_class_subset(ds: datasets.Dataset, per_class: int | Sequence[int],
+                     seed: int) -> datasets.Dataset:
+  """A seeded random subset of ``per_class[k]`` examples of every class k (dataset order kept).
+
+  Args:
+    ds: the dataset.
+    per_class: examples per class, one int for every class or [K] ints.
+    seed: the permutation seed.
 
   Raises:
-    ValueError: a class has fewer than ``per_class`` examples.
+    ValueError: a class has fewer examples than asked, or ``per_class`` has the wrong length.
   """
+  k_all = len(ds.class_names)
+  counts = [int(per_class)] * k_all if np.ndim(per_class) == 0 else [int(c) for c in per_class]
+  if len(counts) != k_all:
+    raise ValueError(f'per_class has {len(counts)} entries for {k_all} classes')
   rng = np.random.default_rng(seed)
   idx = []
-  for k in range(len(ds.class_names)):
+  for k in range(k_all):
     members = np.flatnonzero(ds.labels == k)
-    if members.size < per_class:
-      raise ValueError(f'class {ds.class_names[k]!r} has {members.size} < {per_class} examples')
-    idx.append(rng.permutation(members)[:per_class])
+    if members.size < counts[k]:
+      raise ValueError(f'class {ds.class_names[k]!r} has {members.size} < {counts[k]} examples')
+    idx.append(rng.permutation(members)[:counts[k]])
   idx = np.sort(np.concatenate(idx))
   return datasets.Dataset(ds.images[idx], ds.labels[idx], ds.class_names)
 
 
 def target_splits(data: Data, name: str) -> dict[str, datasets.Dataset]:
-  """A target task: ``train`` = the labelled budget (``zoo.TARGET_TRAIN_PER_CLASS`` per class of
-  the dataset's train split), ``val`` and ``test`` = the full splits."""
+  """A target task: ``train`` = the labelled budget (``zoo.target_budget``: a long-tailed subset
+  of the dataset's train split), ``val`` and ``test`` = the full splits."""
   splits = data[name]
-  return {'train': per_class_subset(splits['train'], zoo.TARGET_TRAIN_PER_CLASS,
-                                    zoo.TARGET_SUBSET_SEED),
+  budget = zoo.target_budget(len(splits['train'].class_names))
+  return {'train': per_class_subset(splits['train'], budget, zoo.TARGET_SUBSET_SEED),
           'val': splits['val'], 'test': splits['test']}
+
+
+def _count(counts: dict | None, key: str) -> None:
+  if counts is not None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 def read_json(path: str) -> dict:
@@ -110,8 +128,10 @@ def num_params(extractor) -> int:
 # Pre-training.
 
 def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
-             force: bool = False) -> dict:
+             force: bool = False, counts: dict | None = None) -> dict:
   """Pre-trains every model on its source; writes ``<name>.msgpack`` and ``manifest.json``.
+
+  ``counts`` (optional) receives ``{'computed': n, 'cached': m}``.
 
   Returns:
     The manifest ``{'models': {name: entry}, ...}``.
@@ -135,7 +155,9 @@ def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
     entry = manifest['models'].get(spec.name)
     if not force and entry and os.path.exists(wpath) and entry.get('sha256') == sha256(wpath):
       log.info('[pretrain %d/%d] %s: cached', i + 1, len(specs), spec.name)
+      _count(counts, 'cached')
       continue
+    _count(counts, 'computed')
     src = data[spec.source]
     tr, va = src['train'], src['val']
     ex = zoo.new_model(spec, len(tr.class_names))
@@ -239,8 +261,12 @@ def finetune_one(spec: zoo.ModelSpec, target: Mapping[str, datasets.Dataset], we
 
 
 def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: str, *,
-             targets: Sequence[str] = datasets.TARGETS, force: bool = False) -> dict:
-  """Ground truth of every (model, target); writes ``path`` (JSON) after every model."""
+             targets: Sequence[str] = datasets.TARGETS, force: bool = False,
+             counts: dict | None = None) -> dict:
+  """Ground truth of every (model, target); writes ``path`` (JSON) after every model.
+
+  ``counts`` (optional) receives ``{'computed': n, 'cached': m}``.
+  """
   gt = read_json(path) or {}
   gt['protocol'] = {
       'what': 'full fine-tuning of every parameter, fresh linear head, cross-entropy',
@@ -250,8 +276,7 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
       'selection': 'best val accuracy, mean over seeds (ties: lower val cross-entropy, then '
                    'smaller LR)',
       'ground_truth': 'test accuracy of the chosen LR (mean over seeds)',
-      'train_split': f'{zoo.TARGET_TRAIN_PER_CLASS} examples per class of the target train split '
-                     f'(seed {zoo.TARGET_SUBSET_SEED}); val and test: the full splits',
+      'train_split': BUDGET_TEXT,
       'nc1': 'NC1 = Tr(Sigma_W Sigma_B^+)/K (balanced) of the fine-tuned default-layer features '
              'on the target train subset (nc1_train; the data it was fine-tuned and scored on) '
              'and on the test split (nc1_test)',
@@ -271,8 +296,10 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
       if (not force and entry and entry.get('weights_sha256') == wsha
           and entry.get('protocol') == proto):
         log.info('[finetune %d/%d] %s -> %s: cached', i, n, spec.name, t)
+        _count(counts, 'cached')
         continue
       log.info('[finetune %d/%d] %s -> %s', i, n, spec.name, t)
+      _count(counts, 'computed')
       entry = finetune_one(spec, target_splits(data, t), weights_dir,
                            label=f'{spec.name} -> {t}')
       entry['weights_sha256'] = wsha
@@ -290,18 +317,19 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
 
 def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: str, *,
           targets: Sequence[str] = datasets.TARGETS, metrics: Sequence[str] | None = None,
-          force: bool = False) -> dict:
+          force: bool = False, counts: dict | None = None) -> dict:
   """Every metric (default: every registered one) and every FaCe variant's terms, per (model, target).
 
   The pre-trained models (with their source heads, for metrics that need
   source probabilities) are scored on the target's ``SCORE_SPLIT`` split.
-  Writes ``path`` (JSON) after every model.
+  Writes ``path`` (JSON) after every model.  ``counts`` (optional) receives
+  ``{'computed': n, 'cached': m}``.
   """
   infos = harness.metric_infos(metrics)
   out = read_json(path) or {}
-  out['split'] = (f'{SCORE_SPLIT}: {zoo.TARGET_TRAIN_PER_CLASS} examples per class of the '
-                  f'target train split (seed {zoo.TARGET_SUBSET_SEED}), the fine-tuning data')
-  data_key = fingerprint([SCORE_SPLIT, zoo.TARGET_TRAIN_PER_CLASS, zoo.TARGET_SUBSET_SEED])
+  out['split'] = f'{SCORE_SPLIT}: {BUDGET_TEXT} (the fine-tuning data)'
+  data_key = fingerprint([SCORE_SPLIT, zoo.TARGET_TRAIN_MAX, zoo.TARGET_TRAIN_MIN,
+                          zoo.TARGET_SUBSET_SEED])
   out['metrics'] = {n: {'higher_is_better': i.higher_is_better, 'pool_relative': i.pool_relative,
                         'summary': i.summary} for n, i in infos.items()}
   scores = out.setdefault('scores', {})
@@ -320,7 +348,9 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
       if (not force and old and old.get('weights_sha256') == wsha and all(m in old for m in infos)
           and old.get('data') == data_key and spec.name in variants.get(t, {})):
         log.info('[score %d/%d] %s on %s: cached', i, n, spec.name, t)
+        _count(counts, 'cached')
         continue
+      _count(counts, 'computed')
       if ex is None:
         ex = zoo.load_pretrained(spec, weights_dir)
       split = target_splits(data, t)[SCORE_SPLIT]

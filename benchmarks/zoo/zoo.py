@@ -31,6 +31,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+import numpy as np
+
 from face_jax import models
 from face_jax.models import weights as weights_lib
 
@@ -53,12 +55,24 @@ PRETRAIN_EPOCHS = 6
 PRETRAIN_BATCH = 128
 PRETRAIN_WEIGHT_DECAY = 1e-4
 
-# Target tasks: the labelled budget.  Fine-tuning and scoring both use the first
-# TARGET_TRAIN_PER_CLASS examples per class of the target's train split (a fixed random
-# subset, seed TARGET_SUBSET_SEED); validation (LR selection) and test (ground truth) are
-# the full splits.
-TARGET_TRAIN_PER_CLASS = 10
+# Target tasks: the labelled budget.  Fine-tuning and scoring both use a long-tailed subset of
+# the target's train split: class k gets n_k = round(MAX * (MIN / MAX) ** (r_k / (K - 1)))
+# examples, r_k the rank of class k in a seeded permutation (so which classes are rare is
+# random, not the label order), i.e. 20 down to 5 per class, imbalance ratio 4; the
+# examples of each class are a seeded random subset.  Validation (LR selection) and test
+# (ground truth) are the full splits.  Unequal class counts make FaCe's two weightings
+# (balanced / sample) differ, which the ablation needs.
+TARGET_TRAIN_MAX = 20
+TARGET_TRAIN_MIN = 5
 TARGET_SUBSET_SEED = 0
+
+
+def target_budget(num_classes: int, seed: int = TARGET_SUBSET_SEED) -> list[int]:
+  """[K] examples per class of the labelled budget (see above)."""
+  rank = np.random.default_rng(seed).permutation(num_classes)
+  ratio = TARGET_TRAIN_MIN / TARGET_TRAIN_MAX
+  return [int(round(TARGET_TRAIN_MAX * ratio ** (r / max(num_classes - 1, 1)))) for r in rank]
+
 
 # Fine-tuning: every parameter is trained, with a freshly initialised head.
 FINETUNE_LRS = (1e-3, 3e-3, 1e-2)
