@@ -32,6 +32,7 @@ the ranked table.  Progress and throughput go to the absl log.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -179,12 +180,13 @@ def _zoo_main():
   logging.info('zoo: %d models on %s (%d labelled images, %d classes), metrics %s', len(zoo.ZOO),
                target, n, k, list(infos))
   records = {}
+  suspects: set = set()   # metrics that failed on an earlier model run on their own
   for spec in zoo.ZOO:
     t0 = time.perf_counter()
     ex = zoo.load_pretrained(spec, weights_dir)
     recs = harness.score_extractor(ex, split.images, split.labels, infos, num_classes=k,
                                    metric_options={'face': face_opts} if 'face' in infos else None,
-                                   log=lambda m: logging.warning('%s: %s', spec.name, m))
+                                   suspects=suspects, log=lambda m: logging.warning('%s: %s', spec.name, m))
     dt = time.perf_counter() - t0
     errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
     logging.info('%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s', spec.name, len(infos), n,
@@ -193,12 +195,19 @@ def _zoo_main():
   truth = analysis.truth_of(gt, target, list(records))
   # Every score over the zoo, oriented (higher = predicted better) and as displayed.
   names = list(infos) + ([harness.FACE_POOL] if 'face' in infos else [])
-  oriented, errors = {}, {}
+  oriented, errors, missing = {}, {}, {}
   for m in names:
     try:
-      oriented[m] = harness.oriented_scores(records, m)
+      s, miss = harness.available_scores(records, m)
     except ValueError as e:
       errors[m] = str(e)
+      continue
+    if miss:
+      missing[m] = miss
+      errors[m] = (f'no value for {len(miss)} model(s): '
+                   + '; '.join(f'{k}: {v}' for k, v in sorted(miss.items())[:2]))
+    if s:
+      oriented[m] = s
   if rank_by not in oriented:
     raise app.UsageError(f'cannot rank by {rank_by!r}: {errors.get(rank_by, "not computed")}')
   truth_rank = {m: i + 1 for i, m in enumerate(sorted(truth, key=lambda m: -truth[m]))}
@@ -209,7 +218,7 @@ def _zoo_main():
     for m in names:
       rec = records[model].get(m, {})
       if m in oriented and (m == harness.FACE_POOL or rec.get('pool_relative')):
-        row[m] = oriented[m][model]
+        row[m] = oriented[m].get(model)
       else:
         row[m] = rec.get('value')
       if rec.get('terms'):
@@ -219,7 +228,7 @@ def _zoo_main():
     row['finetuned_test_acc'] = truth[model]
     row['truth_rank'] = truth_rank[model]
     rows.append(row)
-  rows.sort(key=lambda r: -oriented[rank_by][r['model']])
+  rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))   # no value: last
   for i, r in enumerate(rows, 1):
     r['rank'] = i
   cols = (['rank', 'model', 'finetuned_test_acc', 'truth_rank'] + names
@@ -233,10 +242,11 @@ def _zoo_main():
                              [header[c] for c in cols]))
   evals = {}
   for m, s in oriented.items():
-    try:
-      evals[m] = evaluation.evaluate_ranking(s, truth, n_boot=_N_BOOT.value, seed=0)
+    try:   # on the models that have a value (errors list the others)
+      evals[m] = evaluation.evaluate_ranking(s, {k: truth[k] for k in s}, n_boot=_N_BOOT.value,
+                                             seed=0)
     except (evaluation.EvaluationInputError, evaluation.UndefinedStatisticError) as e:
-      errors[m] = str(e)
+      errors[m] = (errors[m] + '; ' if m in errors else '') + str(e)
   table = evaluation.ranking_table(evals, ('weighted_tau', 'kendall_tau', 'pearson',
                                            'top1_relative_accuracy'))
   print(f'\nHow well each score ranks the zoo on {target} (vs fine-tuned test accuracy; '
@@ -244,7 +254,7 @@ def _zoo_main():
   print(evaluation.format_markdown_table(table, ('weighted_tau', 'kendall_tau', 'pearson',
                                                  'top1_relative_accuracy'), digits=3))
   for m, e in errors.items():
-    print(f'{m}: error: {e}')
+    print(f'{m}: {e}')
   out_dir = _OUTPUT_DIR.value
   payload = {
       'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
@@ -253,6 +263,7 @@ def _zoo_main():
       'ground_truth_protocol': gt.get('protocol'),
       'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
       'ranking': rows, 'records': records, 'evaluation': evals, 'errors': errors,
+      'missing': missing,
   }
   written = [reports.write_json(os.path.join(out_dir, 'results.json'), payload),
              reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
@@ -262,7 +273,8 @@ def _zoo_main():
         rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by,
         title=f'{rank_by} ranking of the bundled zoo on {target} (higher = predicted better)'))
     written.append(evaluation.plot_scores_vs_truth(
-        oriented[rank_by], truth, os.path.join(out_dir, 'score_vs_truth.png'),
+        oriented[rank_by], {k: truth[k] for k in oriented[rank_by]},
+        os.path.join(out_dir, 'score_vs_truth.png'),
         score_name=f'{rank_by} score', truth_name=f'{target}: fine-tuned test accuracy',
         title=f'{rank_by} vs fine-tuned accuracy ({target})'))
   print('\nwrote ' + ', '.join(written))

@@ -44,6 +44,9 @@ COMBOS = ('C', 'F', 'C+F', 'pool')
 COMBO_NAMES = {'C': 'C alone', 'F': 'F alone', 'C+F': 'C + F (λ=1)',
                'pool': 'C̃ + F̃ (pool min–max)'}
 DEFAULT_KEY = harness.variant_key(harness.DEFAULT_VARIANT)
+# A score is evaluated on the models that have a value for it when some do not (marked
+# "partial"), as long as at least MIN_MODELS remain.
+MIN_MODELS = 5
 
 
 def truth_of(gt: Mapping, target: str, models: Sequence[str]) -> dict[str, float]:
@@ -63,10 +66,11 @@ def score_names(scores: Mapping) -> list[str]:
   return names + [REFERENCE]
 
 
-def _scores_for(name: str, records: Mapping, manifest: Mapping) -> dict[str, float]:
+def _scores_for(name: str, records: Mapping, manifest: Mapping):
+  """(scores of the models with a value, {model: reason} of the others)."""
   if name == REFERENCE:
-    return {m: float(manifest[m]['source_val_accuracy']) for m in records}
-  return harness.oriented_scores(records, name)
+    return {m: float(manifest[m]['source_val_accuracy']) for m in records}, {}
+  return harness.available_scores(records, name)
 
 
 def _report(scores: Mapping[str, float], truth: Mapping[str, float], n_boot: int, seed: int):
@@ -86,13 +90,20 @@ def evaluate_scores(scores: Mapping, gt: Mapping, manifest: Mapping, *, n_boot: 
     per = {}
     for name in score_names(scores):
       try:
-        s = _scores_for(name, records, manifest)
+        s, missing = _scores_for(name, records, manifest)
       except (ValueError, KeyError) as e:
         per[name] = {'error': f'{type(e).__name__}: {e}'}
         continue
-      rep = _report(s, truth, n_boot, seed)
+      if len(s) < MIN_MODELS:
+        reasons = '; '.join(f'{m}: {r}' for m, r in sorted(missing.items())[:3])
+        per[name] = {'error': f'{len(missing)} of {len(records)} models have no value '
+                              f'({reasons})', 'missing': missing}
+        continue
+      rep = _report(s, {m: truth[m] for m in s}, n_boot, seed)
       if 'error' not in rep:
         rep['scores'] = s
+      if missing:
+        rep['missing'] = missing   # evaluated on the other models only
       per[name] = rep
     out[t] = {'truth': truth, 'scores': per}
   return out
@@ -107,7 +118,9 @@ def evaluation_rows(evals: Mapping) -> list[dict]:
       if name not in names:
         names.append(name)
       row: dict[str, Any] = {'target': t, 'score': name,
-                             'n_models': rep.get('n_models'), 'error': rep.get('error', '')}
+                             'n_models': rep.get('n_models'),
+                             'n_missing': len(rep.get('missing', {})),
+                             'error': rep.get('error', '')}
       for s in STATS:
         st = rep.get(s) or {}
         row[s] = st.get('estimate')
@@ -117,7 +130,7 @@ def evaluation_rows(evals: Mapping) -> list[dict]:
   for name in names:
     vals = [e['scores'][name]['weighted_tau']['estimate'] for e in evals.values()
             if 'weighted_tau' in e['scores'].get(name, {})]
-    row = {'target': 'mean', 'score': name, 'n_models': None,
+    row = {'target': 'mean', 'score': name, 'n_models': None, 'n_missing': None,
            'error': '' if len(vals) == len(evals) else f'defined on {len(vals)}/{len(evals)} targets'}
     for s in STATS:
       row[s] = float(np.mean(vals)) if (s == 'weighted_tau' and vals) else None
@@ -498,7 +511,8 @@ def weighted_tau_table(evals: Mapping) -> str:
         continue
       w = rep['weighted_tau']
       ci = '' if w['low'] is None else f" [{w['low']:+.2f}, {w['high']:+.2f}]"
-      cells.append(f"{w['estimate']:+.3f}{ci}")
+      mark = f" (n={rep['n_models']})" if rep.get('missing') else ''
+      cells.append(f"{w['estimate']:+.3f}{ci}{mark}")
       wt.append(w['estimate'])
       kt.append(rep['kendall_tau']['estimate'])
       pr.append(rep['pearson']['estimate'])

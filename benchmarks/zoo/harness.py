@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-import traceback
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -112,11 +111,15 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
                     infos: Mapping[str, registry.MetricInfo], *, batch_size: int = 512,
                     num_classes: int | None = None,
                     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+                    suspects: set | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, dict]:
   """Every metric of ``infos`` on a model's default-layer features, via ``face_jax.score_model``.
 
-  All metrics run together (shared passes); if that raises, each metric is run
-  on its own so that one failing metric only costs its own record.  Metrics
+  The metrics run together (shared passes).  When that raises, the group is
+  split in halves and each half retried (recursively), so a failing metric
+  costs only its own record and about 2·log2(#metrics) extra calls.  Metrics
+  in ``suspects`` (e.g. those that failed on the previous model) run on their
+  own from the start, and newly failing metrics are added to it.  Metrics
   that need ``source_probs`` get the softmax of the model's ``logits`` layer
   (its source classifier head); a model without a head records an error for them.
 
@@ -128,13 +131,14 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
     batch_size: examples per streamed step.
     num_classes: K (default ``labels.max() + 1``).
     metric_options: ``{metric: {option: value}}`` (as in ``face_jax.score``).
+    suspects: optional mutable set of metric names to run separately (updated).
     log: optional progress callback.
 
   Returns:
     ``{metric: record}`` (see the module docstring), plus ``'_seconds'``.
   """
   t0 = time.perf_counter()
-  names = list(infos)
+  suspects = set() if suspects is None else suspects
 
   def run(ms):
     opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
@@ -144,20 +148,31 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
     return out[extractor.default_layer]
 
   records: dict[str, Any] = {}
-  try:
-    values = run(names)
-    for n in names:
-      records[n] = _record(infos[n], values[n])
-  except Exception as e:  # fall back to one metric at a time
-    if log:
-      log(f'joint scoring failed ({_error(e)}); scoring metrics one by one')
-    for n in names:
-      try:
-        records[n] = _record(infos[n], run([n])[n])
-      except Exception as e1:  # recorded, not raised: one metric must not stop the zoo
-        records[n] = _record(infos[n], error=_error(e1))
+
+  def group(ms):
+    try:
+      values = run(ms)
+    except Exception as e:  # recorded, not raised: one metric must not stop the zoo
+      if len(ms) == 1:
+        records[ms[0]] = _record(infos[ms[0]], error=_error(e))
+        suspects.add(ms[0])
         if log:
-          log(f'{n}: {_error(e1)}\n{traceback.format_exc(limit=3)}')
+          log(f'{ms[0]}: {_error(e)}')
+        return
+      half = len(ms) // 2
+      group(ms[:half])
+      group(ms[half:])
+      return
+    for n in ms:
+      records[n] = _record(infos[n], values[n])
+
+  names = [n for n in infos if n not in suspects]
+  if names:
+    group(names)
+  for n in infos:
+    if n in suspects and n not in records:
+      group([n])
+  records = {n: records[n] for n in infos}
   records['_seconds'] = time.perf_counter() - t0
   return records
 
@@ -218,48 +233,75 @@ def pool_function(name: str) -> Callable | None:
   return fn
 
 
-def oriented_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                    metric: str) -> dict[str, float]:
-  """``{model: score}`` of one metric over a pool, oriented so that higher = better.
+def available_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                     metric: str) -> tuple[dict[str, float], dict[str, str]]:
+  """Oriented scores (higher = better) of the models that have a finite value for ``metric``.
 
   Args:
     records: ``{model: {metric: record}}`` for the models of one target.
     metric: a metric name, or ``FACE_POOL``.
 
   Returns:
-    Scores of every model (pool-relative metrics combined over exactly these
-    models; metrics with ``higher_is_better=False`` negated).
+    ``(scores, missing)``: ``{model: score}`` of the models with a value
+    (pool-relative metrics combined over exactly those models; metrics with
+    ``higher_is_better=False`` negated) and ``{model: reason}`` of the others.
+
+  Raises:
+    ValueError: a pool-relative metric without a pool function.
+  """
+  missing: dict[str, str] = {}
+  if metric == FACE_POOL:
+    comps = {}
+    for m, recs in records.items():
+      rec = recs.get('face') or {}
+      t = rec.get('terms')
+      if rec.get('error') or not t:
+        missing[m] = rec.get('error') or 'no FaCe terms'
+      elif not (math.isfinite(t['variance_collapse']) and math.isfinite(t['class_fairness'])):
+        missing[m] = f'non-finite FaCe terms {t}'
+      else:
+        comps[m] = {'variance_collapse': t['variance_collapse'],
+                    'class_fairness': t['class_fairness']}
+    scores = face_jax.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0}) \
+        if comps else {}
+    return scores, missing
+  good = {}
+  for m, recs in records.items():
+    rec = recs.get(metric)
+    if rec is None or rec.get('error'):
+      missing[m] = (rec or {}).get('error') or 'not scored'
+      continue
+    vals = rec.get('components') if rec['pool_relative'] else {'value': rec['value']}
+    if vals is None or not all(v is not None and math.isfinite(float(v)) for v in vals.values()):
+      missing[m] = f'non-finite value {vals}'
+      continue
+    good[m] = rec
+  if not good:
+    return {}, missing
+  first = next(iter(good.values()))
+  if first['pool_relative']:
+    fn = pool_function(metric)
+    if fn is None:
+      raise ValueError(f'{metric} is pool-relative but the library has no {metric}_pool function')
+    out = {m: float(v) for m, v in fn({m: r['components'] for m, r in good.items()}).items()}
+  else:
+    out = {m: float(r['value']) for m, r in good.items()}
+  sign = 1.0 if first['higher_is_better'] else -1.0
+  return {m: sign * v for m, v in out.items()}, missing
+
+
+def oriented_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                    metric: str) -> dict[str, float]:
+  """``{model: score}`` of one metric over a pool, oriented so that higher = better.
+
+  Like ``available_scores``, but every model must have a value.
 
   Raises:
     ValueError: a model has an error or no finite value for the metric (the
       message names them), or a pool-relative metric has no pool function.
   """
-  if metric == FACE_POOL:
-    comps = {}
-    for m, recs in records.items():
-      rec = recs.get('face')
-      if rec is None or rec.get('error') or 'terms' not in rec:
-        raise ValueError(f'{FACE_POOL}: model {m!r} has no FaCe terms')
-      t = rec['terms']
-      comps[m] = {'variance_collapse': t['variance_collapse'], 'class_fairness': t['class_fairness']}
-    return face_jax.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0})
-  bad = {m: (recs.get(metric) or {}).get('error') or 'missing'
-         for m, recs in records.items()
-         if metric not in recs or recs[metric].get('error')}
-  if bad:
-    raise ValueError(f'{metric}: no value for {len(bad)} model(s): '
-                     + '; '.join(f'{m}: {e}' for m, e in sorted(bad.items())[:3]))
-  first = next(iter(records.values()))[metric]
-  if first['pool_relative']:
-    fn = pool_function(metric)
-    if fn is None:
-      raise ValueError(f'{metric} is pool-relative but the library has no {metric}_pool function')
-    out = {m: float(v) for m, v in fn({m: recs[metric]['components']
-                                       for m, recs in records.items()}).items()}
-  else:
-    out = {m: float(recs[metric]['value']) for m, recs in records.items()}
-  nonfinite = [m for m, v in out.items() if not math.isfinite(v)]
-  if nonfinite:
-    raise ValueError(f'{metric}: non-finite value for {sorted(nonfinite)}')
-  sign = 1.0 if first['higher_is_better'] else -1.0
-  return {m: sign * v for m, v in out.items()}
+  scores, missing = available_scores(records, metric)
+  if missing:
+    raise ValueError(f'{metric}: no value for {len(missing)} model(s): '
+                     + '; '.join(f'{m}: {e}' for m, e in sorted(missing.items())[:3]))
+  return scores

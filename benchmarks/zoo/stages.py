@@ -337,6 +337,7 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
   manifest = read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
   n = len(specs) * len(targets)
   i = 0
+  suspects = {t: set() for t in targets}   # metrics that failed on this target: run them alone
   for spec in specs:
     if spec.name not in manifest:
       raise FileNotFoundError(f'{spec.name} is not pre-trained (run the pretrain stage)')
@@ -356,7 +357,7 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
       split = target_splits(data, t)[SCORE_SPLIT]
       t0 = time.perf_counter()
       recs = harness.score_extractor(ex, split.images, split.labels, infos,
-                                     num_classes=len(split.class_names),
+                                     num_classes=len(split.class_names), suspects=suspects[t],
                                      log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m))
       recs['weights_sha256'] = wsha
       recs['data'] = data_key
