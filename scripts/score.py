@@ -231,8 +231,8 @@ def _zoo_main():
   rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))   # no value: last
   for i, r in enumerate(rows, 1):
     r['rank'] = i
-  cols = (['rank', 'model', 'finetuned_test_acc', 'truth_rank'] + names
-          + [c for c in rows[0] if '.' in c])
+  cols = (['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by]
+          + [m for m in names if m != rank_by] + [c for c in rows[0] if '.' in c])
   print(f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher = '
         f'predicted more transferable; metrics marked (-) are lower-is-better).\n'
         f'finetuned_test_acc = test accuracy after full fine-tuning (the ground truth).\n')
