@@ -1,25 +1,38 @@
-r"""Rank models by transferability from their features on a target dataset (absl batch job).
+r"""Rank models by transferability on a target dataset (absl batch job).
 
-Each model is a features file: an ``.npz`` with ``features`` [N, D] (float),
-``labels`` [N] (int) and optionally ``source_probs`` [N, Ks].  Without
-``--features`` the job runs on the embedded default: scikit-learn's real
-handwritten digits as raw pixels and as a few simple feature maps
-(``face_jax.demo``), fully offline.
+Default (no flags): the bundled model zoo on the digits target, offline.  The
+16 small pre-trained Flax models of ``benchmarks/zoo`` (weights shipped in
+``benchmarks/zoo/weights``) are scored on the labelled budget of
+scikit-learn's real handwritten digits (10 images per class, the data they are
+fine-tuned on) with every registered metric (``face_jax.metric_names()``);
+the ranking is printed with every score next to the fine-tuned ground truth
+(``benchmarks/zoo/results/ground_truth.json``: test accuracy after full
+fine-tuning), together with how well each score ranks the zoo (weighted τ,
+Kendall τ, Pearson, top-1 relative accuracy).
+
+With ``--features`` each model is a features file: an ``.npz`` with
+``features`` [N, D] (float), ``labels`` [N] (int) and optionally
+``source_probs`` [N, Ks].  ``--demo=digits_features`` ranks a few simple
+feature maps of the digits images (``face_jax.demo``).
 
 Examples::
 
-    python scripts/score.py                                  # embedded default
+    python scripts/score.py                                  # the bundled zoo on digits
+    python scripts/score.py --target=greek --metrics=face    # another zoo target
     python scripts/score.py --features=a=feats_a.npz,b=feats_b.npz \
         --metrics=face --bc_cov=diagonal --output_dir=out/run1
+    python scripts/score.py --demo=digits_features
 
 Writes ``results.json`` (every metric, every FaCe term and diagnostic, the
-options and the command), ``ranking.csv`` and ``ranking.png`` to
-``--output_dir`` and prints the ranked table.  Progress and throughput go to
-the absl log.
+options, the command; for the zoo also the ground truth and the ranking
+evaluation), ``ranking.csv`` and ``ranking.png`` (for the zoo also
+``evaluation.csv`` and ``score_vs_truth.png``) to ``--output_dir`` and prints
+the ranked table.  Progress and throughput go to the absl log.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -38,8 +51,16 @@ from face_jax import reports  # noqa: E402
 
 _FEATURES = flags.DEFINE_list(
     'features', [], 'Models to score, as name=path.npz (or path.npz: the file stem is the name). '
-    'Empty: the embedded digits default.')
-_METRICS = flags.DEFINE_list('metrics', ['face'], 'Metrics to compute (face_jax.metric_names()).')
+    'Empty: the --demo.')
+_DEMO = flags.DEFINE_enum('demo', 'zoo', ['zoo', 'digits_features'],
+                          'Without --features: "zoo" ranks the bundled model zoo on --target '
+                          'against its fine-tuned ground truth; "digits_features" ranks simple '
+                          'feature maps of the digits images.')
+_TARGET = flags.DEFINE_enum('target', 'digits', ['digits', 'greek', 'textures'],
+                            'Zoo target task (--demo=zoo).')
+_METRICS = flags.DEFINE_list('metrics', [], 'Metrics to compute (face_jax.metric_names()). Empty: '
+                             'every registered metric for the zoo, face otherwise.')
+_N_BOOT = flags.DEFINE_integer('n_boot', 200, 'Bootstrap resamples of the zoo ranking evaluation.')
 _RANK_BY = flags.DEFINE_string('rank_by', None, 'Metric to rank by (default: the first of --metrics).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'out/score', 'Where results are written.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 4096, 'Rows per streamed step.')
@@ -57,7 +78,7 @@ _PLOT = flags.DEFINE_bool('plot', True, 'Write ranking.png.')
 
 def _load_models() -> dict[str, dict[str, np.ndarray]]:
   if not _FEATURES.value:
-    logging.info('no --features: using the embedded digits feature sets (scikit-learn, offline)')
+    logging.info('--demo=digits_features: the embedded digits feature sets (scikit-learn, offline)')
     return {name: {'features': f, 'labels': y} for name, (f, y) in demo.digits_feature_sets().items()}
   models = {}
   for item in _FEATURES.value:
@@ -83,14 +104,20 @@ def _progress(model):
   return report
 
 
+def _face_options() -> dict:
+  return dict(weighting=_WEIGHTING.value, vc_transform=_VC.value, bc_cov=_BC.value,
+              fairness=_FAIRNESS.value, temperature=_TEMPERATURE.value,
+              fairness_weight=_LAMBDA.value, ridge=_RIDGE.value)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  metrics = tuple(_METRICS.value)
+  if not _FEATURES.value and _DEMO.value == 'zoo':
+    return _zoo_main()
+  metrics = tuple(_METRICS.value) or ('face',)
   rank_by = _RANK_BY.value or metrics[0]
-  face_opts = dict(weighting=_WEIGHTING.value, vc_transform=_VC.value, bc_cov=_BC.value,
-                   fairness=_FAIRNESS.value, temperature=_TEMPERATURE.value,
-                   fairness_weight=_LAMBDA.value, ridge=_RIDGE.value)
+  face_opts = _face_options()
   models = _load_models()
   results = {}
   for name, arrays in models.items():
@@ -123,6 +150,133 @@ def main(argv):
              reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows)]
   if _PLOT.value:
     written.append(reports.plot_ranking(rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by))
+  print('\nwrote ' + ', '.join(written))
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled zoo.
+
+def _zoo_main():
+  from benchmarks.zoo import analysis
+  from benchmarks.zoo import harness
+  from benchmarks.zoo import stages
+  from benchmarks.zoo import zoo
+  from face_jax import evaluation
+
+  zoo_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'benchmarks', 'zoo')
+  weights_dir = os.path.join(zoo_dir, 'weights')
+  manifest = stages.read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
+  gt = stages.read_json(os.path.join(zoo_dir, 'results', 'ground_truth.json'))
+  if not manifest or not gt:
+    raise app.UsageError(f'the bundled zoo is missing under {zoo_dir} (weights/manifest.json, '
+                         'results/ground_truth.json)')
+  target = _TARGET.value
+  infos = harness.metric_infos(_METRICS.value or None)
+  rank_by = _RANK_BY.value or ('face' if 'face' in infos else next(iter(infos)))
+  face_opts = _face_options()
+  split = stages.target_splits(stages.Data(None), target)['train']
+  n, k = split.images.shape[0], len(split.class_names)
+  logging.info('zoo: %d models on %s (%d labelled images, %d classes), metrics %s', len(zoo.ZOO),
+               target, n, k, list(infos))
+  records = {}
+  suspects: set = set()   # metrics that failed on an earlier model run on their own
+  for spec in zoo.ZOO:
+    t0 = time.perf_counter()
+    ex = zoo.load_pretrained(spec, weights_dir)
+    recs = harness.score_extractor(ex, split.images, split.labels, infos, num_classes=k,
+                                   metric_options={'face': face_opts} if 'face' in infos else None,
+                                   suspects=suspects, log=lambda m: logging.warning('%s: %s', spec.name, m))
+    dt = time.perf_counter() - t0
+    errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
+    logging.info('%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s', spec.name, len(infos), n,
+                 dt, n / dt, f'; errors: {errors}' if errors else '')
+    records[spec.name] = {m: r for m, r in recs.items() if m in infos}
+  truth = analysis.truth_of(gt, target, list(records))
+  # Every score over the zoo, oriented (higher = predicted better) and as displayed.
+  names = list(infos) + ([harness.FACE_POOL] if 'face' in infos else [])
+  oriented, errors, missing = {}, {}, {}
+  for m in names:
+    try:
+      s, miss = harness.available_scores(records, m)
+    except ValueError as e:
+      errors[m] = str(e)
+      continue
+    if miss:
+      missing[m] = miss
+      errors[m] = (f'no value for {len(miss)} model(s): '
+                   + '; '.join(f'{k}: {v}' for k, v in sorted(miss.items())[:2]))
+    if s:
+      oriented[m] = s
+  if rank_by not in oriented:
+    raise app.UsageError(f'cannot rank by {rank_by!r}: {errors.get(rank_by, "not computed")}')
+  truth_rank = {m: i + 1 for i, m in enumerate(sorted(truth, key=lambda m: -truth[m]))}
+  rows = []
+  for model in records:
+    e = manifest[model]
+    row = {'model': model, 'arch': e['arch'], 'source': e['source'], 'loss': e['loss']}
+    for m in names:
+      rec = records[model].get(m, {})
+      if m in oriented and (m == harness.FACE_POOL or rec.get('pool_relative')):
+        row[m] = oriented[m].get(model)
+      else:
+        row[m] = rec.get('value')
+      if rec.get('terms'):
+        row[f'{m}.C'] = rec['terms']['variance_collapse']
+        row[f'{m}.F'] = rec['terms']['class_fairness']
+        row[f'{m}.nc1'] = rec['terms']['nc1']
+    row['finetuned_test_acc'] = truth[model]
+    row['truth_rank'] = truth_rank[model]
+    rows.append(row)
+  rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))   # no value: last
+  for i, r in enumerate(rows, 1):
+    r['rank'] = i
+  cols = (['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by]
+          + [m for m in names if m != rank_by] + [c for c in rows[0] if '.' in c])
+  print(f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher = '
+        f'predicted more transferable; metrics marked (-) are lower-is-better).\n'
+        f'finetuned_test_acc = test accuracy after full fine-tuning (the ground truth).\n')
+  header = {m: (m + ('(-)' if not infos[m].higher_is_better else '')) if m in infos else m
+            for m in cols}
+  print(reports.format_table([{header[c]: r.get(c) for c in cols} for r in rows],
+                             [header[c] for c in cols]))
+  evals = {}
+  for m, s in oriented.items():
+    try:   # on the models that have a value (errors list the others)
+      evals[m] = evaluation.evaluate_ranking(s, {k: truth[k] for k in s}, n_boot=_N_BOOT.value,
+                                             seed=0)
+    except (evaluation.EvaluationInputError, evaluation.UndefinedStatisticError) as e:
+      errors[m] = (errors[m] + '; ' if m in errors else '') + str(e)
+  table = evaluation.ranking_table(evals, ('weighted_tau', 'kendall_tau', 'pearson',
+                                           'top1_relative_accuracy'))
+  print(f'\nHow well each score ranks the zoo on {target} (vs fine-tuned test accuracy; '
+        f'95% bootstrap CI over models):\n')
+  print(evaluation.format_markdown_table(table, ('weighted_tau', 'kendall_tau', 'pearson',
+                                                 'top1_relative_accuracy'), digits=3))
+  for m, e in errors.items():
+    print(f'{m}: {e}')
+  out_dir = _OUTPUT_DIR.value
+  payload = {
+      'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+      'target': target, 'labelled_images': n, 'metrics': list(infos), 'rank_by': rank_by,
+      'face_options': face_opts, 'ground_truth': 'benchmarks/zoo/results/ground_truth.json',
+      'ground_truth_protocol': gt.get('protocol'),
+      'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
+      'ranking': rows, 'records': records, 'evaluation': evals, 'errors': errors,
+      'missing': missing,
+  }
+  written = [reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+             reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+             evaluation.write_csv(os.path.join(out_dir, 'evaluation.csv'), table)]
+  if _PLOT.value:
+    written.append(reports.plot_ranking(
+        rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by,
+        title=f'{rank_by} ranking of the bundled zoo on {target} (higher = predicted better)'))
+    written.append(evaluation.plot_scores_vs_truth(
+        oriented[rank_by], {k: truth[k] for k in oriented[rank_by]},
+        os.path.join(out_dir, 'score_vs_truth.png'),
+        score_name=f'{rank_by} score', truth_name=f'{target}: fine-tuned test accuracy',
+        title=f'{rank_by} vs fine-tuned accuracy ({target})'))
   print('\nwrote ' + ', '.join(written))
 
 

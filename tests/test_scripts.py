@@ -20,8 +20,42 @@ def _run(args, tmp_path):
   return proc
 
 
-def test_embedded_default(tmp_path):
+def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   proc = _run([], tmp_path)
+  assert 'The bundled zoo on digits' in proc.stdout and 'How well each score ranks' in proc.stdout
+  res = json.loads((tmp_path / 'results.json').read_text())
+  manifest = json.loads((ROOT / 'benchmarks/zoo/weights/manifest.json').read_text())['models']
+  gt = json.loads((ROOT / 'benchmarks/zoo/results/ground_truth.json').read_text())['results']
+  names = [r['model'] for r in res['ranking']]
+  assert sorted(names) == sorted(manifest) and len(names) >= 12
+  # Ranked by FaCe, every registered metric scored (a value or a recorded error), truth alongside.
+  assert res['rank_by'] == 'face' and res['target'] == 'digits'
+  scores = [r['face'] for r in res['ranking']]
+  assert scores == sorted(scores, reverse=True)
+  import face_jax
+  assert res['metrics'] == face_jax.metric_names()
+  for r in res['ranking']:
+    assert r['finetuned_test_acc'] == gt['digits'][r['model']]['test_accuracy']
+    for m in res['metrics']:
+      rec = res['records'][r['model']][m]
+      assert rec['error'] is not None or rec['value'] is not None or 'components' in rec
+  from benchmarks.zoo import zoo
+  assert res['labelled_images'] == sum(zoo.target_budget(10))
+  top = res['records'][names[0]]['face']
+  assert np.isfinite(top['terms']['nc1']) and top['terms']['nc1'] > 0
+  wt = res['evaluation']['face']['weighted_tau']
+  assert -1.0 <= wt['low'] <= wt['estimate'] <= wt['high'] <= 1.0
+  rows = list(csv.DictReader(open(tmp_path / 'ranking.csv')))
+  assert [r['model'] for r in rows] == names
+  ev_rows = list(csv.DictReader(open(tmp_path / 'evaluation.csv')))
+  assert 'face' in [r['name'] for r in ev_rows]
+  assert (tmp_path / 'ranking.png').stat().st_size > 10_000
+  assert (tmp_path / 'score_vs_truth.png').stat().st_size > 10_000
+  assert 'examples/s' in proc.stderr   # progress and throughput are logged
+
+
+def test_digits_features_demo(tmp_path):
+  proc = _run(['--demo=digits_features'], tmp_path)
   assert 'Ranking by face' in proc.stdout
   res = json.loads((tmp_path / 'results.json').read_text())
   names = [r['model'] for r in res['ranking']]
