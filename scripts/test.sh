@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
-exec .venv/bin/python -m pytest tests -q "$@"
+# Two workers: the suite takes about half the time on 2 cores (subprocess tests included).
+exec .venv/bin/python -m pytest tests -q -n 2 "$@"

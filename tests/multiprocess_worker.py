@@ -30,13 +30,13 @@ x = x.astype(np.float32)
 # Arrays: an uneven split of the rows between the two processes.
 cut = 500
 rows = slice(0, cut) if pid == 0 else slice(cut, None)
-r = face_jax.face_score(x[rows], y[rows], batch_size=50)
+r = face_jax.face_score(x[rows], y[rows], batch_size=50, weighting='balanced')
 out['arrays'] = [r.score, r.nc1, r.diagnostics['N'], r.diagnostics['passes']]
 # Streams: process 0 has 7 batches, process 1 has 3 (the shorter one is padded with masked steps).
 idx = np.arange(len(y))
 parts = np.array_split(idx[:cut], 7) if pid == 0 else np.array_split(idx[cut:], 3)
 batches = [(x[p], y[p]) for p in parts]
-r = face_jax.face_score(batches, num_classes=8, batch_size=128)
+r = face_jax.face_score(batches, num_classes=8, batch_size=128, weighting='balanced')
 out['streams'] = [r.score, r.nc1, r.diagnostics['N'], r.diagnostics['passes']]
 # A row subsample of a stream (count pass, then rows addressed by their global _index).
 pr = face_jax.score(batches, num_classes=8, batch_size=128, metrics=('parc',), subsample=200)['parc']

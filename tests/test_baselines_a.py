@@ -143,7 +143,7 @@ def test_nc1_default_is_facespec_and_vci_matches_float64_oracle(case, path):
   x64 = x.astype(np.float64)
   out = _scored(case, path, 'default')
   rtol = 1e-9 if path == 'f64' else F32_RTOL
-  face_nc1 = oracles.face_oracle(x64, y)['nc1']          # FACE_SPEC, balanced weighting
+  face_nc1 = oracles.face_oracle(x64, y, weighting='balanced')['nc1']   # FACE_SPEC's default
   assert out['nc1'] == pytest.approx(face_nc1, rel=rtol)
   # VCI is exactly 0 on `wide` (N < D: Σ_T^† Σ_B = projector): absolute floor.
   assert out['vci'] == pytest.approx(dense.vci(x64, y), rel=rtol,
@@ -171,10 +171,12 @@ def test_one_pass_metrics_share_one_pass_and_leep_adds_one():
   a, _ = _case('imbalanced_offset')
   x, y, p = a['X'], a['y'], a['probs']
   eng = face_jax.Engine(dtype='float64')
-  out = face_jax.score(x, y, source_probs=p, metrics=ONE_PASS + ('face',), engine=eng)
+  out = face_jax.score(x, y, source_probs=p, metrics=ONE_PASS + ('face',), engine=eng,
+                       metric_options={'face': {'weighting': 'balanced'}})
   assert eng.passes_run == 1
   assert set(out) == set(ONE_PASS) | {'face'}
-  assert out['nc1'] == pytest.approx(out['face'].nc1, rel=1e-12)   # the same NC1 as FaCe's
+  # The nc1 metric (FACE_SPEC's balanced default) is FaCe's NC1 at the same weighting.
+  assert out['nc1'] == pytest.approx(out['face'].nc1, rel=1e-12)
   eng = face_jax.Engine(dtype='float64')
   out2 = face_jax.score(x, y, source_probs=p, metrics=ONE_PASS + ('face', 'leep'), engine=eng)
   assert eng.passes_run == 2

@@ -103,16 +103,20 @@ def test_class_scatter_matches_numpy():
   np.testing.assert_allclose(about[1], (x[y == 1] - g).T @ (x[y == 1] - g), rtol=1e-10)
 
 
+SPEC_DEFAULTS = dict(weighting='balanced', vc_transform='neg', bc_cov='pooled', fairness='std')
+
+
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
-def test_streaming_invariance(dtype):
+@pytest.mark.parametrize('opts', [{}, SPEC_DEFAULTS], ids=['defaults', 'spec_defaults'])
+def test_streaming_invariance(dtype, opts):
   x, y = cases.make('imbalanced')
   x = x.astype(dtype)
-  whole = face_jax.face_score(x, y)
-  b37 = face_jax.face_score(x, y, batch_size=37)                # padded last batch
+  whole = face_jax.face_score(x, y, **opts)
+  b37 = face_jax.face_score(x, y, batch_size=37, **opts)        # padded last batch
   assert len(y) % 37 != 0
   batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, len(y), 50)]
-  it = face_jax.face_score(batches, num_classes=8)
-  gen = face_jax.face_score(lambda: iter(batches), num_classes=8, batch_size=64)
+  it = face_jax.face_score(batches, num_classes=8, **opts)       # balanced: 2 passes
+  gen = face_jax.face_score(lambda: iter(batches), num_classes=8, batch_size=64, **opts)
   for r in (b37, it, gen):
     for f in ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap'):
       np.testing.assert_allclose(getattr(r, f), getattr(whole, f), rtol=1e-6)
@@ -201,11 +205,12 @@ def test_one_pass_for_equal_counts_two_for_unequal_streams():
   x, y = cases.make('imbalanced')
   batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, len(y), 64)]
   eng = face_jax.Engine(dtype='float64')
-  r = face_jax.face_score(batches, num_classes=8, engine=eng, dtype='float64')
+  bal = dict(weighting='balanced')
+  r = face_jax.face_score(batches, num_classes=8, engine=eng, dtype='float64', **bal)
   assert eng.passes_run == 2 and r.diagnostics['passes'] == 2
-  np.testing.assert_allclose(r.score, face_oracle(x, y)['score'], rtol=1e-9)
+  np.testing.assert_allclose(r.score, face_oracle(x, y, **bal)['score'], rtol=1e-9)
   eng = face_jax.Engine(dtype='float64')
-  face_jax.face_score(x, y, engine=eng)                     # counts known up front
+  face_jax.face_score(x, y, engine=eng, **bal)              # counts known up front
   assert eng.passes_run == 1
   eng = face_jax.Engine(dtype='float64')
   face_jax.face_score(batches, num_classes=8, engine=eng, dtype='float64', weighting='sample')
@@ -213,7 +218,7 @@ def test_one_pass_for_equal_counts_two_for_unequal_streams():
   yb = np.repeat(np.arange(4), 25)
   xb = np.random.default_rng(0).normal(size=(100, 5)) + yb[:, None]
   eng = face_jax.Engine(dtype='float64')
-  face_jax.face_score([(xb[:50], yb[:50]), (xb[50:], yb[50:])], num_classes=4, engine=eng,
+  face_jax.face_score([(xb[:50], yb[:50]), (xb[50:], yb[50:])], num_classes=4, engine=eng, **bal,
                       dtype='float64')
   assert eng.passes_run == 1                               # balanced == sample for equal counts
 

@@ -54,9 +54,21 @@ def test_options_temperature_weight_ridge():
     _compare(res, face_oracle(x, y, **opts), rtol=1e-8)
 
 
+def test_defaults_are_the_ablation_choice():
+  assert face_jax.FaceOptions() == face_jax.FaceOptions(
+      weighting='sample', vc_transform='neglog', bc_cov='spherical', fairness='range',
+      temperature=0.1, fairness_weight=1.0, ridge=1e-3, combine='sum')
+  x, y = cases.make('imbalanced')
+  r = face_jax.face_score(x, y)
+  assert r.options == face_jax.FaceOptions()
+  assert r.variance_collapse == pytest.approx(-np.log(r.nc1))
+  assert 'cond_sigma_reg' not in r.diagnostics          # only for bc_cov='pooled'
+
+
 def test_result_fields_and_diagnostics():
   x, y = cases.make('imbalanced')
-  res = face_jax.face_score(x, y)
+  res = face_jax.face_score(x, y, weighting='balanced', vc_transform='neg', bc_cov='pooled',
+                            fairness='std')
   k = len(np.unique(y))
   assert res.overlap.shape == (k,)
   np.testing.assert_array_equal(res.class_counts, np.bincount(y))
@@ -75,7 +87,7 @@ def test_perfect_collapse_and_coincident_means():
   x = mu[y]
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    r = face_jax.face_score(x, y)
+    r = face_jax.face_score(x, y, vc_transform='neg', bc_cov='pooled')
     assert r.nc1 == 0.0 and r.variance_collapse == 0.0
     assert face_jax.face_score(x, y, vc_transform='neglog').variance_collapse == np.inf
     # Tr Σ_W = 0 with distinct means: every D_B is +inf, so every overlap is 0.
@@ -87,6 +99,7 @@ def test_perfect_collapse_and_coincident_means():
   x[y == 1] -= x[y == 1].mean(0) - x[y == 0].mean(0)
   r = face_jax.face_score(x, y)
   assert r.nc1 == np.inf and r.variance_collapse == -np.inf and r.diagnostics['rank_sigma_b'] == 0
+  assert face_jax.face_score(x, y, vc_transform='neg').variance_collapse == -np.inf
 
 
 def test_face_pool_minmax():

@@ -135,14 +135,15 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
 
 def face_score(features, labels=None, *, num_classes: int | None = None,
                batch_size: int | None = None, dtype: str | None = None,
-               weighting: str = 'balanced', vc_transform: str = 'neg', bc_cov: str = 'pooled',
-               fairness: str = 'std', temperature: float = 0.1, fairness_weight: float = 1.0,
+               weighting: str = 'sample', vc_transform: str = 'neglog', bc_cov: str = 'spherical',
+               fairness: str = 'range', temperature: float = 0.1, fairness_weight: float = 1.0,
                ridge: float = 1e-3, combine: str = 'sum', mesh=None,
                engine: engine_lib.Engine | None = None,
                progress: Callable[[engine_lib.PassProgress], None] | None = None):
   """FaCe (Fair Collapse) of one model's features on a target dataset.
 
   See ``face_jax.FaceOptions`` for the variants and docs/face.md for the maths.
+  The defaults are the variant the zoo ablation selected (docs/face_ablation.md).
 
   Args:
     features: [N, D] float array with ``labels`` [N], or an iterable of
@@ -161,8 +162,8 @@ def face_score(features, labels=None, *, num_classes: int | None = None,
     >>> y = np.arange(200) % 4
     >>> x = rng.normal(size=(200, 16)) + 3.0 * np.eye(16)[y]
     >>> r = face_jax.face_score(x, y)
-    >>> r.score < 0, r.nc1 > 0
-    (True, True)
+    >>> bool(r.nc1 > 0), bool(r.variance_collapse == -np.log(r.nc1)), -1 <= r.class_fairness <= 0
+    (True, True, True)
   """
   out = score(features, labels, metrics=('face',), batch_size=batch_size,
               num_classes=num_classes, dtype=dtype, mesh=mesh, engine=engine, progress=progress,

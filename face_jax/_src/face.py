@@ -41,7 +41,11 @@ COMBINES = ('sum', 'pool_minmax')
 
 @dataclasses.dataclass(frozen=True)
 class FaceOptions:
-  """The FaCe variant (hashable).  Defaults are the specification's defaults.
+  """The FaCe variant (hashable).
+
+  The defaults (sample / neglog / spherical / range) are the variant that ranked
+  the model zoo of benchmarks/zoo best (docs/face_ablation.md); the
+  specification's own defaults are balanced / neg / pooled / std.
 
   Attributes:
     weighting: "balanced" (μ_G = mean of class means, Σ_W = mean of class
@@ -56,10 +60,10 @@ class FaceOptions:
     combine: "sum" or "pool_minmax" (pool-relative: see ``face_pool``).
   """
 
-  weighting: str = 'balanced'
-  vc_transform: str = 'neg'
-  bc_cov: str = 'pooled'
-  fairness: str = 'std'
+  weighting: str = 'sample'
+  vc_transform: str = 'neglog'
+  bc_cov: str = 'spherical'
+  fairness: str = 'range'
   temperature: float = 0.1
   fairness_weight: float = 1.0
   ridge: float = 1e-3

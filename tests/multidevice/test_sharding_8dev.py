@@ -47,8 +47,9 @@ def test_streams_on_eight_devices():
   x, y = cases.make('imbalanced')
   x = x.astype(np.float32)
   batches = [(x[i:i + 29], y[i:i + 29]) for i in range(0, len(y), 29)]
-  r8 = face_jax.face_score(batches, num_classes=8)
-  r1 = face_jax.face_score(x, y, engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])))
+  r8 = face_jax.face_score(batches, num_classes=8, weighting='balanced')
+  r1 = face_jax.face_score(x, y, engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])),
+                           weighting='balanced')
   _close(r8, r1, 1e-6)
   assert r8.diagnostics['passes'] == 2
 
