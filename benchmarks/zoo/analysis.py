@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+import face_jax
 from face_jax import evaluation as ev
 from face_jax import reports
 
@@ -44,6 +45,8 @@ COMBOS = ('C', 'F', 'C+F', 'pool')
 COMBO_NAMES = {'C': 'C alone', 'F': 'F alone', 'C+F': 'C + F (λ=1)',
                'pool': 'C̃ + F̃ (pool min–max)'}
 DEFAULT_KEY = harness.variant_key(harness.DEFAULT_VARIANT)
+FACE_JAX_DEFAULT = {f: getattr(face_jax.FaceOptions(), f)
+                    for f in ('weighting', 'vc_transform', 'bc_cov', 'fairness')}
 # A score is evaluated on the models that have a value for it when some do not (marked
 # "partial"), as long as at least MIN_MODELS remain.
 MIN_MODELS = 5
@@ -252,7 +255,7 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
         entry['delta_low'][c] = entry['delta_high'][c] = entry['p_better_than_default'][c] = None
   return {'targets': targets, 'n_models': {t: len(models[t]) for t in targets},
           'n_boot': n_boot, 'seed': seed, 'default': DEFAULT_KEY,
-          'reference_for_deltas': f'{DEFAULT_KEY} as C + F (the default FaCe score)',
+          'reference_for_deltas': f'{DEFAULT_KEY} as C + F (the specification\'s default FaCe score)',
           'variants': out}
 
 
@@ -282,12 +285,13 @@ def ablation_markdown(abl: Mapping) -> str:
   """Markdown: every variant sorted by mean weighted τ of C + F, with C, F and pool columns."""
   ts = abl['targets']
   head = (['variant (weighting/vc/bc_cov/fairness)'] + [f'C+F {t}' for t in ts]
-          + ['C+F mean [95% CI]', 'C+F − default [95% CI]', 'C alone mean', 'F alone mean',
-             'pool mean', 'pool − default [95% CI]'])
+          + ['C+F mean [95% CI]', 'C+F − spec default [95% CI]', 'C alone mean', 'F alone mean',
+             'pool mean', 'pool − spec default [95% CI]'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   key = lambda v: -math.inf if v['mean']['C+F'] is None else v['mean']['C+F']
   for v in sorted(abl['variants'], key=key, reverse=True):
-    name = v['key'] + (' (default)' if v['key'] == abl['default'] else '')
+    name = v['key'] + (' (spec default)' if v['key'] == abl['default'] else '') + (
+        ' (face_jax default)' if v['key'] == harness.variant_key(FACE_JAX_DEFAULT) else '')
     ci = (f"{_f(v['mean']['C+F'])} [{_f(v['mean_low']['C+F'])}, {_f(v['mean_high']['C+F'])}]")
     delta = lambda c: (f"{_f(v['delta_vs_default'][c])} [{_f(v['delta_low'][c])}, "
                        f"{_f(v['delta_high'][c])}]")

@@ -52,6 +52,8 @@ ABLATION_AXES = {
     'bc_cov': face_lib.BC_COVS,
     'fairness': face_lib.FAIRNESSES,
 }
+# The specification's default variant: the reference of the ablation's paired differences
+# (face_jax's own default, FaceOptions(), is the variant this ablation selected).
 DEFAULT_VARIANT = {'weighting': 'balanced', 'vc_transform': 'neg', 'bc_cov': 'pooled',
                    'fairness': 'std'}
 
