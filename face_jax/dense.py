@@ -47,6 +47,7 @@ import scipy.stats
 from face_jax._src.errors import InputError
 
 from face_jax._src import pool as _pool
+from face_jax._src.baselines import metrics_a as _metrics_a
 
 __all__ = [
     "PROBS_SUM_ATOL",
@@ -229,8 +230,8 @@ def _nuclear_norm(a: np.ndarray) -> float:
 # ----------------------------------------------------------------------------
 
 _LOGME_FP_SV_CUTOFF = 1e-10   # thuml fixed point (N > D): keep singular values > 1e-10
-_LOGME_FP_EPS = 1e-5          # thuml fixed point: added to ||m||^2 and res^2 in updates
-_LOGME_FP_TOL = 1e-3          # thuml fixed point: stop when |t' - t| / t <= 1e-3
+# (The fixed point's 1e-5 update epsilon and 1e-3 stopping tolerance live with the shared
+# iteration, face_jax._src.baselines.metrics_a.)
 _LOGME_ICML_TOL = 1e-2        # tllib ICML: stop when |lam' - lam| / lam < 1e-2
 _LOGME_MAX_ITERS = 11
 
@@ -249,27 +250,9 @@ def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
   else:
     u, s, _ = np.linalg.svd(X, full_matrices=False)     # all min(N, D) kept
     proj = u.T @ onehot                                  # [k, C]
-  sigma = s**2
-  evidences = []
-  for c in range(num_classes):
-    x2 = proj[:, c]**2
-    res_x2 = onehot[:, c].sum() - x2.sum()
-    alpha, beta = 1.0, 1.0
-    for _ in range(_LOGME_MAX_ITERS):
-      t = alpha / beta
-      gamma = np.sum(sigma / (sigma + t))
-      m2 = np.sum(sigma * x2 / (t + sigma)**2)
-      res2 = np.sum(x2 / (1.0 + sigma / t)**2) + res_x2
-      alpha = gamma / (m2 + _LOGME_FP_EPS)
-      beta = (n - gamma) / (res2 + _LOGME_FP_EPS)
-      if abs(alpha / beta - t) / t <= _LOGME_FP_TOL:
-        break
-    evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-                - 0.5 * np.sum(np.log(alpha + beta * sigma))
-                - beta / 2.0 * res2 - alpha / 2.0 * m2
-                - n / 2.0 * math.log(2.0 * math.pi))
-    evidences.append(evidence / n)
-  return float(np.mean(evidences))
+  # The fixed-point iteration itself is shared with the streamed metric, which reaches the
+  # same eigenbasis quantities from its sufficient statistics.
+  return _metrics_a.logme_fixed_point_iteration(s**2, proj**2, onehot.sum(0), n, d)
 
 
 def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:

@@ -359,11 +359,24 @@ def logme_from_moments(moments: stats_lib.ClassMoments, *, variant: str = 'thuml
       keep = np.sqrt(w) > LOGME_FP_SV_CUTOFF
     else:
       keep = np.arange(d) < rank_bound                   # all N singular values of X
-    return _logme_fixed_point(w[keep], x2_all[keep], counts[present], n, d)
+    return logme_fixed_point_iteration(w[keep], x2_all[keep], counts[present], n, d)
   return _logme_icml(w, x2_all, counts[present], n, d)
 
 
-def _logme_fixed_point(sigma, x2, n_c, n, d) -> float:
+def logme_fixed_point_iteration(sigma, x2, n_c, n, d) -> float:
+  """thuml LogME's fixed-point evidence maximisation in the eigenbasis of XᵀX.
+
+  Args:
+    sigma: [k] the kept eigenvalues of XᵀX (squared singular values of X).
+    x2: [k, C] (u_iᵀ t_c)², t_c = 1[y = c], u_i the left singular vectors.
+    n_c: [C] class counts (‖t_c‖²).
+    n, d: N and D.
+
+  Returns:
+    The mean over classes of the per-sample log evidence (alpha = beta = 1 start,
+    at most ``LOGME_MAX_ITERS`` updates with ``LOGME_FP_EPS`` added to ‖m‖² and
+    the residual, stop at ``LOGME_FP_TOL`` relative change of alpha/beta).
+  """
   evidences = []
   for c in range(x2.shape[1]):
     xc = x2[:, c]

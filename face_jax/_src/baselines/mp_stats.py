@@ -195,18 +195,8 @@ def _class_grams(p: Array, y: Array, k: int) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConfMixSpec:
-  """Static configuration of ``ConfMixMoments`` (the fields of ``stats.MomentsSpec``)."""
-
-  num_classes: int
-  dim: int
-  dtype: str = 'float32'
-  scatter: bool = True
-  scatter_blocks: int | None = None
-
-  @property
-  def blocks(self) -> int:
-    return self.scatter_blocks or stats_lib.auto_scatter_blocks(self.dim)
+class ConfMixSpec(stats_lib.MomentsSpec):
+  """Static configuration of ``ConfMixMoments``: ``stats.MomentsSpec``'s fields (a distinct type)."""
 
 
 class ConfMixMoments(stats_lib.Moments):
