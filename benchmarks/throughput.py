@@ -192,12 +192,20 @@ SMOKE = Config(
 
 MODES = {'full': FULL, 'quick': QUICK, 'smoke': SMOKE}
 
-# FaCe variants timed in ``finalise``: the default and every single-option change.
-FACE_VARIANTS = (
-    {}, {'weighting': 'sample'}, {'vc_transform': 'neglog'}, {'bc_cov': 'diagonal'},
-    {'bc_cov': 'spherical'}, {'fairness': 'range'}, {'fairness': 'entropy'},
-    {'combine': 'pool_minmax'},
-)
+# FaCe variants timed in ``finalise``: the default and every single-option change
+# away from it (every other value of every option of face.FaceOptions).
+def _face_variants() -> tuple:
+  from face_jax._src import face as face_lib  # pylint: disable=g-import-not-at-top
+  d = face_lib.FaceOptions()
+  out = [{}]
+  for name, allowed in (('weighting', face_lib.WEIGHTINGS), ('vc_transform', face_lib.VC_TRANSFORMS),
+                        ('bc_cov', face_lib.BC_COVS), ('fairness', face_lib.FAIRNESSES),
+                        ('combine', face_lib.COMBINES)):
+    out += [{name: v} for v in allowed if v != getattr(d, name)]
+  return tuple(out)
+
+
+FACE_VARIANTS = _face_variants()
 METRIC_VARIANTS = {'face': FACE_VARIANTS}
 
 # ``finalise``: the one-pass metrics (the "all one-pass metrics").  TransRate's
