@@ -232,8 +232,8 @@ def _nuclear_norm(a: np.ndarray) -> float:
 _LOGME_FP_SV_CUTOFF = 1e-10   # thuml fixed point (N > D): keep singular values > 1e-10
 # (The fixed point's 1e-5 update epsilon and 1e-3 stopping tolerance live with the shared
 # iteration, face_jax._src.baselines.metrics_a.)
-_LOGME_ICML_TOL = 1e-2        # tllib ICML: stop when |lam' - lam| / lam < 1e-2
-_LOGME_MAX_ITERS = 11
+# The ICML variant's 1e-2 stopping tolerance and the 11-update cap are the shared
+# LOGME_ICML_TOL / LOGME_MAX_ITERS of metrics_a.
 
 
 def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
@@ -265,7 +265,7 @@ def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     tmp = v.T @ (X.T @ t)
     alpha, beta = 1.0, 1.0
     lam = alpha / beta
-    for _ in range(_LOGME_MAX_ITERS):
+    for _ in range(_metrics_a.LOGME_MAX_ITERS):
       gamma = np.sum(s / (s + lam))
       m = v @ (tmp * beta / (alpha + beta * s))
       alpha_de = float(m @ m)
@@ -274,14 +274,10 @@ def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
       beta_de = float(r @ r)
       beta = (n - gamma) / beta_de
       new_lam = alpha / beta
-      if abs(new_lam - lam) / lam < _LOGME_ICML_TOL:
+      if abs(new_lam - lam) / lam < _metrics_a.LOGME_ICML_TOL:
         break
       lam = new_lam
-    evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-                - 0.5 * np.sum(np.log(alpha + beta * s))
-                - beta / 2.0 * beta_de - alpha / 2.0 * alpha_de
-                - n / 2.0 * math.log(2.0 * math.pi))
-    evidences.append(evidence / n)
+    evidences.append(_metrics_a.logme_evidence(alpha, beta, s, alpha_de, beta_de, n, d))
   return float(np.mean(evidences))
 
 

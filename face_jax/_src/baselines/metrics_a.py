@@ -363,6 +363,18 @@ def logme_from_moments(moments: stats_lib.ClassMoments, *, variant: str = 'thuml
   return _logme_icml(w, x2_all, counts[present], n, d)
 
 
+def logme_evidence(alpha, beta, sigma, m2, res2, n, d) -> float:
+  """Per-sample log evidence of the Bayesian linear model at (alpha, beta).
+
+  ``sigma`` [k] eigenvalues of XᵀX, ``m2`` = ‖m‖², ``res2`` = ‖t − X m‖²
+  (shared by both LogME iterations and by face_jax.dense).
+  """
+  evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
+              - 0.5 * np.sum(np.log(alpha + beta * sigma))
+              - beta / 2.0 * res2 - alpha / 2.0 * m2 - n / 2.0 * math.log(2.0 * math.pi))
+  return float(evidence / n)
+
+
 def logme_fixed_point_iteration(sigma, x2, n_c, n, d) -> float:
   """thuml LogME's fixed-point evidence maximisation in the eigenbasis of XᵀX.
 
@@ -392,10 +404,7 @@ def logme_fixed_point_iteration(sigma, x2, n_c, n, d) -> float:
       beta = (n - gamma) / (res2 + LOGME_FP_EPS)
       if abs(alpha / beta - t) / t <= LOGME_FP_TOL:
         break
-    evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-                - 0.5 * np.sum(np.log(alpha + beta * sigma))
-                - beta / 2.0 * res2 - alpha / 2.0 * m2 - n / 2.0 * math.log(2.0 * math.pi))
-    evidences.append(evidence / n)
+    evidences.append(logme_evidence(alpha, beta, sigma, m2, res2, n, d))
   return float(np.mean(evidences))
 
 
@@ -420,10 +429,7 @@ def _logme_icml(s, x2, n_c, n, d) -> float:
       if abs(new_lam - lam) / lam < LOGME_ICML_TOL:
         break
       lam = new_lam
-    evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-                - 0.5 * np.sum(np.log(alpha + beta * s))
-                - beta / 2.0 * beta_de - alpha / 2.0 * alpha_de - n / 2.0 * math.log(2.0 * math.pi))
-    evidences.append(evidence / n)
+    evidences.append(logme_evidence(alpha, beta, s, alpha_de, beta_de, n, d))
   return float(np.mean(evidences))
 
 
