@@ -114,9 +114,6 @@ def resnet50_overhead(quick: bool, cpu_smoke: bool = False) -> dict:
   import jax
 
   from face_jax import models
-  from face_jax._src import engine as engine_lib
-  from face_jax._src import featurize
-  from face_jax._src import stats as stats_lib
   import face_jax
 
   preset, opts, size, batch, steps = (('resnet_mini', dict(depth=8), 32, 64, 2) if cpu_smoke
@@ -133,26 +130,7 @@ def resnet50_overhead(quick: bool, cpu_smoke: bool = False) -> dict:
            'label': rng.integers(0, k, batch).astype(np.int32), '_mask': np.ones(batch, bool),
            '_index': np.arange(batch, dtype=np.int32)}
     batches.append(eng.to_global(raw))
-  params = jax.device_put(ex.params, eng._replicated)
-  fwd = jax.jit(ex.feature_fn((layer,)))
-  feat = featurize.ModelFeaturizer(ex.feature_fn((layer,)), (layer,))
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-  layout = ((layer, k, ((stats_lib.Moments, spec),)),)
-  step = engine_lib._build_step(feat, eng.mesh, layout, eng.compensated)
-  pdev = jax.device_put({layer: ({'shift': np.zeros((k, d), np.float32),
-                                  'weight': np.ones((k,), np.float32)},)}, eng._replicated)
-
-  def forward():
-    out = None
-    for b in batches:
-      out = fwd(params, b)
-    jax.block_until_ready(out)
-
-  def forward_stats():
-    states = eng._init_states(layout)
-    for b in batches:
-      states, _ = step(states, b, pdev, params)
-    jax.block_until_ready(states)
+  forward, forward_stats = bu.forward_and_stats(ex, layer, eng, batches, k)
 
   forward()
   forward_stats()

@@ -44,9 +44,7 @@ import numpy as np  # noqa: E402
 
 import face_jax  # noqa: E402
 from face_jax import data, models  # noqa: E402
-from face_jax._src import engine as engine_lib  # noqa: E402
-from face_jax._src import featurize  # noqa: E402
-from face_jax._src import stats as stats_lib  # noqa: E402
+from benchmarks import _bench_util as bu  # noqa: E402
 
 CONFIGS = {
     # name: (preset, options, stored image size, channels, K, batch, N full, N quick)
@@ -94,28 +92,7 @@ def bench_model(name, quick, repeats, data_dir):
                          num_batches=pipe.num_batches)
   for raw, _ in src:
     src_batches.append(eng.to_global(raw))
-  params = jax.device_put(ex.params, eng._replicated)
-
-  fwd = jax.jit(ex.feature_fn((layer,)))
-
-  def forward():
-    out = None
-    for b in src_batches:
-      out = fwd(params, b)
-    jax.block_until_ready(out)
-
-  feat = featurize.ModelFeaturizer(ex.feature_fn((layer,)), (layer,))
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-  layout = ((layer, k, ((stats_lib.Moments, spec),)),)
-  step = engine_lib._build_step(feat, eng.mesh, layout, eng.compensated)
-  pdev = jax.device_put({layer: ({'shift': np.zeros((k, d), np.float32),
-                                  'weight': np.ones((k,), np.float32)},)}, eng._replicated)
-
-  def forward_stats():
-    states = eng._init_states(layout)
-    for b in src_batches:
-      states, _ = step(states, b, pdev, params)
-    jax.block_until_ready(states)
+  forward, forward_stats = bu.forward_and_stats(ex, layer, eng, src_batches, k)
 
   forward()
   forward_stats()
