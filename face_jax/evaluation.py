@@ -813,7 +813,8 @@ def plot_scores_vs_truth(
     score_name: x-axis label.
     truth_name: y-axis label.
     title: figure title.
-    annotate_models: write each model's name next to its point.
+    annotate_models: write each model's name next to its point where there is room
+      (a name that would overlap another name, a point or the statistics box is left out).
     dpi: resolution.
 
   Returns:
@@ -834,9 +835,6 @@ def plot_scores_vs_truth(
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
   ax.scatter(x, y, s=28, color="tab:blue", zorder=3)
-  if annotate_models:
-    for name, xi, yi in zip(names, x, y):
-      ax.annotate(str(name), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7)
   ax.set_xlabel(score_name)
   ax.set_ylabel(truth_name)
   if title:
@@ -848,9 +846,51 @@ def plot_scores_vs_truth(
       f"Spearman $\\rho$ = {fmt(spearman)}\n"
       f"n = {x.size}"
   )
-  ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", ha="left", fontsize=8,
-          bbox=dict(boxstyle="round", facecolor="white", alpha=0.8))
+  # The statistics box goes to the corner with the fewest points.
+  span = lambda v: (v - v.min()) / (np.ptp(v) or 1.0)
+  u, w = span(x), span(y)
+  corners = [(0.02, 0.98, "left", "top"), (0.98, 0.02, "right", "bottom"),
+             (0.02, 0.02, "left", "bottom"), (0.98, 0.98, "right", "top")]
+  crowd = [np.sum((np.abs(u - cx) < 0.4) & (np.abs(w - cy) < 0.35)) for cx, cy, _, _ in corners]
+  cx, cy, ha, va = corners[int(np.argmin(crowd))]
+  box = ax.text(cx, cy, text, transform=ax.transAxes, va=va, ha=ha, multialignment="left",
+                fontsize=8, zorder=5,
+                bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
   fig.tight_layout()
+  if annotate_models:
+    _place_labels(fig, ax, names, x, y, avoid=[box])
   path = os.fspath(path)
   fig.savefig(path, format="png")
   return path
+
+
+def _place_labels(fig, ax, names, x, y, *, avoid=(), fontsize: int = 7) -> None:
+  """Writes each model's name next to its point without overlapping other names.
+
+  Greedy, in display space: each label tries a few offsets around its point and
+  takes the first whose box overlaps no placed label, no point and nothing in
+  ``avoid``; a label with no free spot is left out of the plot rather than
+  printed over another (the scores themselves are in the CSV/JSON next to it).
+  """
+  renderer = fig.canvas.get_renderer()
+  taken = [a.get_window_extent(renderer).expanded(1.02, 1.05) for a in avoid]
+  pts = ax.transData.transform(np.column_stack([x, y]))
+  r = 3.0 * fig.dpi / 72.0                       # marker radius, pixels
+  dots = [(px - r, py - r, px + r, py + r) for px, py in pts]
+  axbox = ax.get_window_extent(renderer)
+  offsets = [(4, 2), (4, -9), (-4, 2), (-4, -9), (4, 10), (4, -17), (-4, 10), (-4, -17)]
+  order = np.argsort(-np.asarray(y), kind="stable")
+  for i in order:
+    for dx, dy in offsets:
+      ann = ax.annotate(str(names[i]), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
+                        fontsize=fontsize, ha="left" if dx > 0 else "right", va="bottom")
+      bb = ann.get_window_extent(renderer)
+      inside = (bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and
+                bb.y1 <= axbox.y1)
+      clash = any(bb.overlaps(t) for t in taken) or any(
+          bb.x0 < d[2] and bb.x1 > d[0] and bb.y0 < d[3] and bb.y1 > d[1]
+          for j, d in enumerate(dots) if j != i)
+      if inside and not clash:
+        taken.append(bb)
+        break
+      ann.remove()

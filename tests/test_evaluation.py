@@ -329,3 +329,29 @@ def test_plot_scores_vs_truth(tmp_path):
 def test_doctests():
   failures, attempted = doctest.testmod(ev)
   assert attempted >= 5 and failures == 0
+
+
+def test_plot_labels_never_overlap():
+  """Crowded points: every name written is clear of the others, of the points and of the box."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal(0, 0.02, 12), [1.0, 2.0, 3.0]])
+  y = np.concatenate([rng.normal(0.9, 0.01, 12), [0.5, 0.6, 0.7]])
+  names = [f"model-number-{i}" for i in range(x.size)]
+  fig = Figure(figsize=(5, 4), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  ax.scatter(x, y)
+  box = ax.text(0.98, 0.02, "stats", transform=ax.transAxes, ha="right", va="bottom")
+  fig.tight_layout()
+  ev._place_labels(fig, ax, names, x, y, avoid=[box])
+  r = fig.canvas.get_renderer()
+  labels = [t for t in ax.texts if t is not box]
+  boxes = [t.get_window_extent(r) for t in labels]
+  assert 3 <= len(labels) < x.size          # the isolated ones fit, the cluster cannot all fit
+  assert {"model-number-12", "model-number-13", "model-number-14"} <= {t.get_text() for t in labels}
+  for i, a in enumerate(boxes):
+    assert not a.overlaps(box.get_window_extent(r))
+    for b in boxes[i + 1:]:
+      assert not a.overlaps(b)
