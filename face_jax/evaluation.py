@@ -814,7 +814,7 @@ def plot_scores_vs_truth(
     truth_name: y-axis label.
     title: figure title.
     annotate_models: write each model's name next to its point where there is room
-      (a name that would overlap another name, a point or the statistics box is left out).
+      (a name that would overlap another name or a point is left out).
     dpi: resolution.
 
   Returns:
@@ -837,28 +837,16 @@ def plot_scores_vs_truth(
   ax.scatter(x, y, s=28, color="tab:blue", zorder=3)
   ax.set_xlabel(score_name)
   ax.set_ylabel(truth_name)
-  if title:
-    ax.set_title(title)
   ax.grid(True, alpha=0.3)
-  text = (
-      f"weighted $\\tau$ = {fmt(weighted_tau)}\n"
-      f"Kendall $\\tau_b$ = {fmt(kendall_tau)}\n"
-      f"Spearman $\\rho$ = {fmt(spearman)}\n"
-      f"n = {x.size}"
-  )
-  # The statistics box goes to the corner with the fewest points.
-  span = lambda v: (v - v.min()) / (np.ptp(v) or 1.0)
-  u, w = span(x), span(y)
-  corners = [(0.02, 0.98, "left", "top"), (0.98, 0.02, "right", "bottom"),
-             (0.02, 0.02, "left", "bottom"), (0.98, 0.98, "right", "top")]
-  crowd = [np.sum((np.abs(u - cx) < 0.4) & (np.abs(w - cy) < 0.35)) for cx, cy, _, _ in corners]
-  cx, cy, ha, va = corners[int(np.argmin(crowd))]
-  box = ax.text(cx, cy, text, transform=ax.transAxes, va=va, ha=ha, multialignment="left",
-                fontsize=8, zorder=5,
-                bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
+  # The statistics go above the axes (a box inside would cover points).
+  stats_line = (f"weighted $\\tau$ = {fmt(weighted_tau)}   Kendall $\\tau_b$ = {fmt(kendall_tau)}   "
+                f"Spearman $\\rho$ = {fmt(spearman)}   n = {x.size}")
+  ax.set_title(stats_line, fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=11)
   fig.tight_layout()
   if annotate_models:
-    _place_labels(fig, ax, names, x, y, avoid=[box])
+    _place_labels(fig, ax, names, x, y)
   path = os.fspath(path)
   fig.savefig(path, format="png")
   return path
