@@ -152,17 +152,35 @@ def plot_ranking(rows: Sequence[Mapping[str, Any]], path: str, *, metric: str = 
   if rows and f'{metric}.C' in rows[0]:
     c = [float(r[f'{metric}.C']) for r in rows][::-1]
     f = [v - ci for v, ci in zip(vals, c)]
-    ax.barh(ypos, c, color='#4C72B0', label='variance collapse C = −NC1')
+    ax.barh(ypos, c, color='#4C72B0', label=_collapse_label(rows, metric))
     ax.barh(ypos, f, left=c, color='#DD8452', label='λ·class fairness F')
     ax.plot(vals, ypos, 'k|', markersize=14, label='score S')
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc='lower center', bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    title_pad = 22.0
   else:
     ax.barh(ypos, vals, color='#4C72B0')
+    title_pad = 6.0
   ax.set_yticks(ypos, names)
   ax.axvline(0.0, color='grey', lw=0.8)
   ax.set_xlabel(metric)
-  ax.set_title(title or f'{metric} ranking (higher = predicted more transferable)', fontsize=10)
+  ax.set_title(title or f'{metric} ranking (higher = predicted more transferable)', fontsize=10,
+               pad=title_pad)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches='tight')
   return path
+
+
+def _collapse_label(rows, metric: str) -> str:
+  """Legend text of FaCe's C term: which transform of NC1 the rows were scored with."""
+  try:
+    c = np.array([float(r[f'{metric}.C']) for r in rows])
+    nc1 = np.array([float(r[f'{metric}.nc1']) for r in rows])
+  except (KeyError, TypeError, ValueError):
+    return 'variance collapse C'
+  if np.allclose(c, -nc1, rtol=1e-6, atol=1e-12):
+    return 'variance collapse C = −NC1'
+  with np.errstate(divide='ignore', invalid='ignore'):
+    if np.all(nc1 > 0) and np.allclose(c, -np.log(nc1), rtol=1e-6, atol=1e-12):
+      return 'variance collapse C = −ln NC1'
+  return 'variance collapse C'
