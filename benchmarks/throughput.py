@@ -67,7 +67,7 @@ TARGET_FINALISE_S = 10.0         # FaCe finalisation, D = 2048, K = 1000, CPU
 _F, _I, _S, _B, _L, _D = float, int, str, bool, list, dict
 STEP_FIELDS = {
     'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'dtype': _S, 'compensated': _B,
-    'scatter_blocks': _I, 'rounds': _I, 'step_s': _F, 'step_s_median': _F, 'numpy_matmul_s': _F,
+    'scatter_blocks': _I, 'scatter_kernel': _S, 'rounds': _I, 'step_s': _F, 'step_s_median': _F, 'numpy_matmul_s': _F,
     'jax_matmul_s': _F, 'samples_per_s': _F, 'flops_per_s': _F, 'numpy_matmul_flops_per_s': _F,
     'jax_matmul_flops_per_s': _F, 'matmul_flops_per_s': _F, 'matmul_baseline': _S, 'ratio': _F,
     'ratio_numpy': _F, 'ratio_jax': _F, 'ratio_paired_median': _F, 'peak_rss_mb': _F,
@@ -324,8 +324,10 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   with bu.RssSampler() as rss:
     times = bu.interleaved(fns, min_rounds=rounds.min_rounds, max_rounds=rounds.max_rounds,
                            budget_s=rounds.budget_s)
+  from face_jax._src import cpu_gram
   rec = {'D': d, 'K': k, 'batch_size': b, 'devices': ndev, 'dtype': 'float32',
-         'compensated': compensated, 'scatter_blocks': spec.blocks}
+         'compensated': compensated, 'scatter_blocks': spec.blocks,
+         'scatter_kernel': cpu_gram.status() if jax.default_backend() == 'cpu' else 'xla'}
   rec.update(_rates(times, 2.0 * b * d * d, b))
   rec['peak_rss_mb'] = rss.peak_mb
   return rec

@@ -35,12 +35,15 @@ with the number of batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
+from face_jax._src import cpu_gram
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -128,7 +131,10 @@ def block_bounds(dim: int, blocks: int) -> tuple[int, ...]:
 
 
 def auto_scatter_blocks(dim: int) -> int:
-  """Default number of column blocks for the upper-triangular scatter product.
+  """Default number of column blocks for the XLA upper-triangular scatter product.
+
+  (On CPU in float32 the product normally comes from BLAS ssyrk instead; see
+  ``cpu_gram`` and ``MomentsSpec.scatter_kernel``.)
 
   Only the upper block triangle of ``Zᵀ Z`` is computed: with ``b`` blocks this
   costs ``(b + 1) / (2 b)`` of a full matmul.  Blocks narrower than 128 columns
@@ -171,9 +177,24 @@ def upper_scatter_tiles(zs) -> Array:
   return jnp.concatenate(rows, axis=0)
 
 
+def _like_varying(out: Array, like: Array) -> Array:
+  """Marks a custom call's output as varying over the same shard_map axes as ``like``."""
+  want = tuple(sorted(jax.typeof(like).manual_axis_type.varying))
+  have = set(jax.typeof(out).manual_axis_type.varying)
+  missing = tuple(a for a in want if a not in have)
+  return jax.lax.pcast(out, missing, to='varying') if missing else out
+
+
 def symmetrize_upper(u: np.ndarray) -> np.ndarray:
   """Symmetric matrix from its upper triangle (the lower triangle of ``u`` is ignored)."""
   return np.triu(u) + np.triu(u, 1).T
+
+
+# Below this D the XLA block product is used on CPU too: at D = 512 the whole step
+# measured slower with the BLAS call (its OpenBLAS threads and XLA's own contend for
+# the cores around the call, and the O(B·D) work is a larger share), at D >= 1024
+# faster (benchmarks/README.md, "The BLAS scatter kernel").
+CPU_GRAM_MIN_DIM = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +208,9 @@ class MomentsSpec:
     scatter: accumulate the pooled scatter [D, D] (D²·4 bytes in float32).
     scatter_blocks: column blocks for the upper-triangular scatter product
       (None: ``auto_scatter_blocks(dim)``).
+    scatter_kernel: "auto" (on CPU, float32, D >= ``CPU_GRAM_MIN_DIM``: BLAS
+      ``ssyrk`` through an XLA FFI call when ``cpu_gram.available()``; elsewhere
+      the XLA block product) or "xla" (always the XLA block product).
   """
 
   num_classes: int
@@ -194,6 +218,11 @@ class MomentsSpec:
   dtype: str = 'float32'
   scatter: bool = True
   scatter_blocks: int | None = None
+  scatter_kernel: str = 'auto'
+
+  def __post_init__(self):
+    if self.scatter_kernel not in ('auto', 'xla'):
+      raise ValueError(f"scatter_kernel must be 'auto' or 'xla', got {self.scatter_kernel!r}")
 
   @property
   def blocks(self) -> int:
@@ -282,7 +311,7 @@ class Moments(Statistic):
   count: Array     # [K]
   sum: Array       # [K, D]  Σ_{i∈k} z_i
   sq_sum: Array    # [K, D]  Σ_{i∈k} z_i²
-  scatter: Array   # [D, D]  upper block triangle of Σ_i w_{y_i} z_i z_iᵀ ([1, 1] zeros if disabled)
+  scatter: Array   # [D, D]  Σ_i w_{y_i} z_i z_iᵀ, upper triangle valid (lower: zeros or tile spill; [1, 1] if disabled)
 
   @classmethod
   def empty(cls, spec: MomentsSpec) -> 'Moments':
@@ -299,19 +328,29 @@ class Moments(Statistic):
 
   @classmethod
   def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
+    dt = _accum_dtype(spec)
+    # Labels of padding rows (and out-of-range labels, which the engine reports
+    # as an error) are clamped so gathers stay in bounds.
+    y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
+    args = (batch.features.astype(dt), y, batch.mask, params['shift'].astype(dt),
+            params['weight'].astype(dt))
+    if (spec.scatter and spec.scatter_kernel == 'auto' and dt == jnp.float32
+        and spec.dim >= CPU_GRAM_MIN_DIM and cpu_gram.available()):
+      # CPU lowering: BLAS ssyrk on the whole centred batch; other platforms: XLA tiles.
+      return jax.lax.platform_dependent(
+          *args, cpu=functools.partial(cls._from_batch_gram, spec),
+          default=functools.partial(cls._from_batch_blocks, spec))
+    return cls._from_batch_blocks(spec, *args)
+
+  @classmethod
+  def _from_batch_blocks(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
     # Computed per column block of the scatter: z_j = x[:, j] − c_y[:, j] is
     # produced once per block and consumed whole by the tile matmuls and the
     # class sums.  (Centring the whole [B, D] first and slicing it per block
     # made XLA:CPU re-compute z in every slice: the step ran at ~0.5 of the
     # bare product at D = 512; see benchmarks/README.md.)
-    dt = _accum_dtype(spec)
+    dt = x.dtype
     k = spec.num_classes
-    m = batch.mask
-    # Labels of padding rows (and out-of-range labels, which the engine reports
-    # as an error) are clamped so gathers stay in bounds.
-    y = jnp.clip(batch.labels.astype(jnp.int32), 0, k - 1)
-    x = batch.features.astype(dt)
-    shift = params['shift'].astype(dt)
     bounds = block_bounds(spec.dim, spec.blocks if spec.scatter else 1)
     zs = [jnp.where(m[:, None], x[:, lo:hi] - shift[:, lo:hi][y], jnp.zeros((), dt))
           for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -319,11 +358,23 @@ class Moments(Statistic):
     s = jnp.concatenate([jax.ops.segment_sum(z, y, num_segments=k) for z in zs], axis=1)
     sq = jnp.concatenate([jax.ops.segment_sum(z * z, y, num_segments=k) for z in zs], axis=1)
     if spec.scatter:
-      sw = jnp.sqrt(params['weight'].astype(dt))[y][:, None]
+      sw = jnp.sqrt(weight)[y][:, None]
       scatter = upper_scatter_tiles([z * sw for z in zs])
     else:
       scatter = jnp.zeros((1, 1), dt)
     return cls(count=count, sum=s, sq_sum=sq, scatter=scatter)
+
+  @classmethod
+  def _from_batch_gram(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
+    """CPU: the same sums, the scatter's upper triangle from BLAS ssyrk (cpu_gram)."""
+    dt = x.dtype
+    k = spec.num_classes
+    z = jnp.where(m[:, None], x - shift[y], jnp.zeros((), dt))
+    count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
+    s = jax.ops.segment_sum(z, y, num_segments=k)
+    sq = jax.ops.segment_sum(z * z, y, num_segments=k)
+    scatter = cpu_gram.upper_gram(z * jnp.sqrt(weight)[y][:, None])
+    return cls(count=count, sum=s, sq_sum=sq, scatter=_like_varying(scatter, z))
 
   def finalize(self, spec: MomentsSpec, params) -> ClassMoments:
     h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)

@@ -67,3 +67,20 @@ def test_bad_batch_named_on_eight_devices():
   x[250, 3] = np.nan
   with pytest.raises(face_jax.InputError, match=r'batch 2 \(rows 200:300\)'):
     face_jax.face_score(x, y, batch_size=100)
+
+
+def test_blas_scatter_kernel_on_eight_devices():
+  """D >= CPU_GRAM_MIN_DIM: the BLAS ssyrk custom call runs on every device, as on one."""
+  from face_jax._src import cpu_gram
+  from face_jax._src import stats as stats_lib
+  assert cpu_gram.available(), cpu_gram.status()
+  d = stats_lib.CPU_GRAM_MIN_DIM + 6
+  x, y = cases.gaussian_classes(400, d, 3, seed=5, offset=100.0)
+  x = x.astype(np.float32)
+  one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]))
+  r1 = face_jax.face_score(x, y, batch_size=64, engine=one, weighting='sample')
+  r8 = face_jax.face_score(x, y, batch_size=64, weighting='sample')   # 64 -> 8 rows per device
+  _close(r8, r1, 1e-5)
+  ref = face_oracle(x.astype(np.float64), y, weighting='sample')
+  for f in FIELDS:
+    np.testing.assert_allclose(getattr(r8, f), ref[f], rtol=1e-4)
