@@ -327,7 +327,8 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   from face_jax._src import cpu_gram
   rec = {'D': d, 'K': k, 'batch_size': b, 'devices': ndev, 'dtype': 'float32',
          'compensated': compensated, 'scatter_blocks': spec.blocks,
-         'scatter_kernel': cpu_gram.status() if jax.default_backend() == 'cpu' else 'xla'}
+         'scatter_kernel': ('blas' if jax.default_backend() == 'cpu' and cpu_gram.available()
+                            and d >= stats_lib.CPU_GRAM_MIN_DIM else 'xla')}
   rec.update(_rates(times, 2.0 * b * d * d, b))
   rec['peak_rss_mb'] = rss.peak_mb
   return rec
