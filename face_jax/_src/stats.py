@@ -338,43 +338,35 @@ class Moments(Statistic):
         and spec.dim >= CPU_GRAM_MIN_DIM and cpu_gram.available()):
       # CPU lowering: BLAS ssyrk on the whole centred batch; other platforms: XLA tiles.
       return jax.lax.platform_dependent(
-          *args, cpu=functools.partial(cls._from_batch_gram, spec),
+          *args, cpu=functools.partial(cls._from_batch_blocks, spec, gram=True),
           default=functools.partial(cls._from_batch_blocks, spec))
     return cls._from_batch_blocks(spec, *args)
 
   @classmethod
-  def _from_batch_blocks(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
+  def _from_batch_blocks(cls, spec: MomentsSpec, x, y, m, shift, weight, *,
+                         gram: bool = False) -> 'Moments':
     # Computed per column block of the scatter: z_j = x[:, j] − c_y[:, j] is
     # produced once per block and consumed whole by the tile matmuls and the
     # class sums.  (Centring the whole [B, D] first and slicing it per block
     # made XLA:CPU re-compute z in every slice: the step ran at ~0.5 of the
-    # bare product at D = 512; see benchmarks/README.md.)
+    # bare product at D = 512; see benchmarks/README.md.)  With ``gram`` (CPU)
+    # z is one block and the scatter's upper triangle comes from BLAS ssyrk.
     dt = x.dtype
     k = spec.num_classes
-    bounds = block_bounds(spec.dim, spec.blocks if spec.scatter else 1)
+    bounds = block_bounds(spec.dim, spec.blocks if spec.scatter and not gram else 1)
     zs = [jnp.where(m[:, None], x[:, lo:hi] - shift[:, lo:hi][y], jnp.zeros((), dt))
           for lo, hi in zip(bounds[:-1], bounds[1:])]
     count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
     s = jnp.concatenate([jax.ops.segment_sum(z, y, num_segments=k) for z in zs], axis=1)
     sq = jnp.concatenate([jax.ops.segment_sum(z * z, y, num_segments=k) for z in zs], axis=1)
-    if spec.scatter:
+    if not spec.scatter:
+      scatter = jnp.zeros((1, 1), dt)
+    elif gram:
+      scatter = _like_varying(cpu_gram.upper_gram(zs[0] * jnp.sqrt(weight)[y][:, None]), zs[0])
+    else:
       sw = jnp.sqrt(weight)[y][:, None]
       scatter = upper_scatter_tiles([z * sw for z in zs])
-    else:
-      scatter = jnp.zeros((1, 1), dt)
     return cls(count=count, sum=s, sq_sum=sq, scatter=scatter)
-
-  @classmethod
-  def _from_batch_gram(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
-    """CPU: the same sums, the scatter's upper triangle from BLAS ssyrk (cpu_gram)."""
-    dt = x.dtype
-    k = spec.num_classes
-    z = jnp.where(m[:, None], x - shift[y], jnp.zeros((), dt))
-    count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
-    s = jax.ops.segment_sum(z, y, num_segments=k)
-    sq = jax.ops.segment_sum(z * z, y, num_segments=k)
-    scatter = cpu_gram.upper_gram(z * jnp.sqrt(weight)[y][:, None])
-    return cls(count=count, sum=s, sq_sum=sq, scatter=_like_varying(scatter, z))
 
   def finalize(self, spec: MomentsSpec, params) -> ClassMoments:
     h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)
