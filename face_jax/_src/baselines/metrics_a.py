@@ -50,7 +50,6 @@ pseudo-inverses with the references' tiny cut-offs and out of log-determinants.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -58,8 +57,9 @@ import numpy as np
 from face_jax._src import engine as engine_lib
 from face_jax._src import face as face_lib
 from face_jax._src import stats as stats_lib
+from face_jax._src.baselines import mp_stats
 from face_jax._src.baselines import stats_a
-from face_jax._src.errors import FaceJaxWarning, InputError
+from face_jax._src.errors import InputError
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -86,20 +86,7 @@ NC1_CENTERINGS = (None, 'class_mean', 'sample_mean')
 # ---------------------------------------------------------------------------------
 
 
-def _populated(counts: np.ndarray, metric: str) -> np.ndarray:
-  """[K] bool mask of populated classes; warns about empty ones, needs >= 2."""
-  counts = np.asarray(counts, np.float64)
-  present = counts > 0
-  k = int(present.sum())
-  if k < 2:
-    raise InputError(f'{metric} needs at least 2 populated classes, got {k} '
-                     f'(class counts: {counts.astype(np.int64).tolist()})')
-  empty = np.flatnonzero(~present)
-  if empty.size:
-    warnings.warn(f'{metric}: {empty.size} class(es) have no sample and are left out: '
-                  f'{empty[:20].tolist()}' + (' ...' if empty.size > 20 else ''),
-                  FaceJaxWarning, stacklevel=3)
-  return present
+_populated = mp_stats.populated_classes   # [K] populated-class mask; warns, needs >= 2
 
 
 def _sym_eig_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -237,8 +237,9 @@ def populated_classes(counts: np.ndarray, metric: str) -> np.ndarray:
   counts = np.asarray(counts, np.float64)
   present = counts > 0
   if int(present.sum()) < 2:
+    shown = counts[:20].astype(np.int64).tolist()
     raise InputError(f'{metric} needs at least 2 populated classes, got {int(present.sum())} '
-                     f'(class counts: {counts.astype(np.int64).tolist()[:20]})')
+                     f'(class counts: {shown}' + (' ...)' if counts.size > 20 else ')'))
   absent = np.flatnonzero(~present)
   if absent.size:
     warnings.warn(f'{metric}: {absent.size} class(es) have no sample and are left out: '
