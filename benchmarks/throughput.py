@@ -73,7 +73,7 @@ STEP_FIELDS = {
     'ratio_numpy': _F, 'ratio_jax': _F, 'ratio_paired_median': _F, 'peak_rss_mb': _F,
 }
 BREAKDOWN_FIELDS = {'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'auto_scatter_blocks': _I,
-                    'rounds': _I, 'parts': _D}
+                    'scatter_kernel': _S, 'rounds': _I, 'parts': _D}
 BREAKDOWN_PART_FIELDS = {'time_s': _F, 'time_s_median': _F, 'ratio_numpy': _F, 'ratio_jax': _F,
                          'fraction_of_step': _F}
 MEMORY_FIELDS = {
@@ -310,6 +310,14 @@ def _rates(times, flops, rows):
   }
 
 
+def _kernel_name(spec) -> str:
+  """Which code a ``Moments`` step runs here: ``cpu_kernel`` (cpu_moments) or ``xla``."""
+  import jax
+  from face_jax._src import stats as stats_lib
+  cpu = jax.default_backend() == 'cpu' and stats_lib.Moments.uses_cpu_kernel(spec)
+  return 'cpu_kernel' if cpu else 'xla'
+
+
 def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> dict:
   """One configuration of the ``step`` section (also run by the ``devices`` workers)."""
   import jax
@@ -324,11 +332,9 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   with bu.RssSampler() as rss:
     times = bu.interleaved(fns, min_rounds=rounds.min_rounds, max_rounds=rounds.max_rounds,
                            budget_s=rounds.budget_s)
-  from face_jax._src import cpu_gram
   rec = {'D': d, 'K': k, 'batch_size': b, 'devices': ndev, 'dtype': 'float32',
          'compensated': compensated, 'scatter_blocks': spec.blocks,
-         'scatter_kernel': ('blas' if jax.default_backend() == 'cpu' and cpu_gram.available()
-                            and d >= stats_lib.CPU_GRAM_MIN_DIM else 'xla')}
+         'scatter_kernel': _kernel_name(spec)}
   rec.update(_rates(times, 2.0 * b * d * d, b))
   rec['peak_rss_mb'] = rss.peak_mb
   return rec
@@ -385,29 +391,36 @@ def _breakdown_fns(d, k, b, block_counts):
   state = jax.tree.map(lambda a: a + 1.0, stats_lib.Moments.empty(spec))
   lo_state = stats_lib.Moments.empty(spec)
 
+  xla = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel='xla')
   fns = dict(_matmul_fns(x))
-  fns['upper_scatter_bare'] = ready(jax.jit(lambda x: stats_lib.upper_scatter(x, spec.blocks)), xj)
-  fns['centre'] = ready(jax.jit(centre), xj, yj, mj, pj['shift'])
-  fns['class_sums_segment_sum'] = ready(jax.jit(sums_segment), xj, yj)
-  fns['class_sums_one_hot'] = ready(jax.jit(sums_one_hot), xj, yj)
   fns['health'] = ready(jax.jit(lambda b: engine_lib._health(b, k)), batch)
-  fns['two_sum_state'] = ready(jax.jit(lambda h, l, c: jax.tree.map(engine_lib._two_sum, h, l, c)),
-                               state, lo_state, state)
-  fns['from_batch_no_scatter'] = ready(jax.jit(
-      lambda p, bt: stats_lib.Moments.from_batch(
-          stats_lib.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt)), pj, batch)
+  # The default code (on CPU: the cpu_moments kernels where they are available).
   fns['from_batch'] = ready(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(spec, p, bt)),
                             pj, batch)
   fns['step_uncompensated'] = _engine_step(engine, spec, params, raw, compensated=False)
   fns['step'] = _engine_step(engine, spec, params, raw, compensated=True)
+  # The XLA code (what GPUs and TPUs run) and its parts.
+  fns['upper_scatter_bare'] = ready(jax.jit(lambda x: stats_lib.upper_scatter(x, spec.blocks)), xj)
+  fns['centre'] = ready(jax.jit(centre), xj, yj, mj, pj['shift'])
+  fns['class_sums_segment_sum'] = ready(jax.jit(sums_segment), xj, yj)
+  fns['class_sums_one_hot'] = ready(jax.jit(sums_one_hot), xj, yj)
+  fns['two_sum_state'] = ready(jax.jit(lambda h, l, c: jax.tree.map(stats_lib.two_sum, h, l, c)),
+                               state, lo_state, state)
+  fns['from_batch_no_scatter'] = ready(jax.jit(
+      lambda p, bt: stats_lib.Moments.from_batch(
+          stats_lib.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt)), pj, batch)
+  fns['from_batch_xla'] = ready(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(xla, p, bt)),
+                                pj, batch)
+  fns['step_xla'] = _engine_step(engine, xla, params, raw, compensated=True)
   for nb in block_counts:
     if nb != spec.blocks and nb <= d:
-      sp = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_blocks=nb)
-      fns[f'step_blocks_{nb}'] = _engine_step(engine, sp, params, raw, compensated=True)
+      sp = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_blocks=nb, scatter_kernel='xla')
+      fns[f'step_xla_blocks_{nb}'] = _engine_step(engine, sp, params, raw, compensated=True)
   return fns, spec.blocks
 
 
 def section_breakdown(cfg: Config) -> list:
+  from face_jax._src import stats as stats_lib
   out = []
   for d, k, b in cfg.breakdown_grid:
     fns, auto_blocks = _breakdown_fns(d, k, b, cfg.block_counts)
@@ -420,6 +433,7 @@ def section_breakdown(cfg: Config) -> list:
                      'ratio_numpy': bu.ratio_min(tn, t), 'ratio_jax': bu.ratio_min(tj, t),
                      'fraction_of_step': float(t.min() / ts.min())}
     rec = {'D': d, 'K': k, 'batch_size': b, 'devices': 1, 'auto_scatter_blocks': auto_blocks,
+           'scatter_kernel': _kernel_name(stats_lib.MomentsSpec(num_classes=k, dim=d)),
            'rounds': int(len(ts)), 'parts': parts}
     bu.log(f'breakdown D={d} K={k} B={b}: ' + ', '.join(
         f'{n} {p["time_s"] * 1e3:.1f} ms' for n, p in parts.items()))

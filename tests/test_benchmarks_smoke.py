@@ -60,7 +60,8 @@ def test_throughput_smoke_schema(smoke):
   bd = r['breakdown'][0]
   _check(bd, tp.BREAKDOWN_FIELDS, 'breakdown[0]')
   for name in ('numpy_matmul', 'jax_matmul', 'step', 'step_uncompensated', 'from_batch', 'health',
-               'centre', 'class_sums_segment_sum', 'class_sums_one_hot', 'two_sum_state'):
+               'centre', 'class_sums_segment_sum', 'class_sums_one_hot', 'two_sum_state',
+               'from_batch_xla', 'step_xla'):
     _check(bd['parts'][name], tp.BREAKDOWN_PART_FIELDS, f'breakdown.parts.{name}')
   assert bd['parts']['step']['fraction_of_step'] == pytest.approx(1.0)
 

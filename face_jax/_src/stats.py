@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from face_jax._src import cpu_gram
+from face_jax._src import cpu_moments
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -99,12 +99,43 @@ class Statistic(struct.PyTreeNode):
         raise ValueError(f'{type(self).__name__}.merge: leaf shapes differ: {a.shape} vs {b.shape}')
     return jax.tree.map(jnp.add, self, other)
 
+  @classmethod
+  def accumulate(cls, spec, params: Mapping[str, Array], batch: Batch, hi: "Statistic",
+                 lo: "Statistic") -> tuple["Statistic", "Statistic"]:
+    """Adds one batch into a device's compensated accumulator pair: returns (hi', lo').
+
+    ``hi + lo`` is the running sum, to about twice the working precision
+    (``two_sum`` leaf by leaf).  Every leaf of ``hi`` and ``lo`` carries a
+    leading axis of size 1 (the device's slot of the engine's sharded state, as
+    passed, so a kernel can update the donated buffers in place).  The default
+    adds ``from_batch``; a statistic may override it with a faster kernel that
+    adds the same sums.
+    """
+    contrib = jax.tree.map(lambda a: a[None], cls.from_batch(spec, params, batch))
+    return add_compensated(hi, lo, contrib)
+
   def psum(self, axis_name) -> "Statistic":
     """The cross-device (and cross-host) merge: one ``lax.psum`` of every leaf."""
     return jax.tree.map(lambda x: jax.lax.psum(x, axis_name), self)
 
   def finalize(self, spec, params: Mapping[str, np.ndarray]):
     raise NotImplementedError
+
+
+def two_sum(hi, lo, x):
+  """Compensated accumulation: (hi', lo') with hi' + lo' = hi + lo + x (Knuth's two-sum)."""
+  s = hi + x
+  bb = s - hi
+  err = (hi - (s - bb)) + (x - bb)
+  return s, lo + err
+
+
+def add_compensated(hi, lo, contrib):
+  """``two_sum`` of every leaf: (hi', lo') with hi' + lo' = hi + lo + contrib."""
+  pairs = jax.tree.map(two_sum, hi, lo, contrib)
+  is_pair = lambda t: isinstance(t, tuple)
+  return (jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair),
+          jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair))
 
 
 def _accum_dtype(spec) -> jnp.dtype:
@@ -134,7 +165,7 @@ def auto_scatter_blocks(dim: int) -> int:
   """Default number of column blocks for the XLA upper-triangular scatter product.
 
   (On CPU in float32 the product normally comes from BLAS ssyrk instead; see
-  ``cpu_gram`` and ``MomentsSpec.scatter_kernel``.)
+  ``cpu_moments`` and ``MomentsSpec.scatter_kernel``.)
 
   Only the upper block triangle of ``Zᵀ Z`` is computed: with ``b`` blocks this
   costs ``(b + 1) / (2 b)`` of a full matmul.  Blocks narrower than 128 columns
@@ -190,13 +221,6 @@ def symmetrize_upper(u: np.ndarray) -> np.ndarray:
   return np.triu(u) + np.triu(u, 1).T
 
 
-# Below this D the XLA block product is used on CPU too: at D = 512 the whole step
-# measured slower with the BLAS call (its OpenBLAS threads and XLA's own contend for
-# the cores around the call, and the O(B·D) work is a larger share), at D >= 1024
-# faster (benchmarks/README.md, "The BLAS scatter kernel").
-CPU_GRAM_MIN_DIM = 1024
-
-
 @dataclasses.dataclass(frozen=True)
 class MomentsSpec:
   """Static configuration of ``Moments`` (hashable).
@@ -208,9 +232,10 @@ class MomentsSpec:
     scatter: accumulate the pooled scatter [D, D] (D²·4 bytes in float32).
     scatter_blocks: column blocks for the upper-triangular scatter product
       (None: ``auto_scatter_blocks(dim)``).
-    scatter_kernel: "auto" (on CPU, float32, D >= ``CPU_GRAM_MIN_DIM``: BLAS
-      ``ssyrk`` through an XLA FFI call when ``cpu_gram.available()``; elsewhere
-      the XLA block product) or "xla" (always the XLA block product).
+    scatter_kernel: "auto" (on CPU, float32, with the scatter and
+      ``cpu_moments.available()``: the ``cpu_moments`` kernels, one pass over the rows + BLAS ``ssyrk``, added in place into the
+      compensated state; elsewhere the XLA code) or "xla" (always the XLA code:
+      per-block centring, ``segment_sum`` class sums, the upper-block-triangle product).
   """
 
   num_classes: int
@@ -327,45 +352,86 @@ class Moments(Statistic):
             'weight': np.ones((spec.num_classes,), np.float64)}
 
   @classmethod
-  def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
+  def _args(cls, spec: MomentsSpec, params, batch: Batch):
     dt = _accum_dtype(spec)
     # Labels of padding rows (and out-of-range labels, which the engine reports
     # as an error) are clamped so gathers stay in bounds.
     y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
-    args = (batch.features.astype(dt), y, batch.mask, params['shift'].astype(dt),
+    return (batch.features.astype(dt), y, batch.mask, params['shift'].astype(dt),
             params['weight'].astype(dt))
-    if (spec.scatter and spec.scatter_kernel == 'auto' and dt == jnp.float32
-        and spec.dim >= CPU_GRAM_MIN_DIM and cpu_gram.available()):
-      # CPU lowering: BLAS ssyrk on the whole centred batch; other platforms: XLA tiles.
+
+  @classmethod
+  def uses_cpu_kernel(cls, spec: MomentsSpec) -> bool:
+    """Whether CPU lowering uses the ``cpu_moments`` kernels (other platforms never do).
+
+    True for float32 with the scatter and ``scatter_kernel='auto'`` when the
+    kernels could be built (``cpu_moments.status()`` says why not).  They
+    measured faster than the XLA code at every D and K tried, 64 to 2048 and 10
+    to 1000 (benchmarks/README.md).
+    """
+    return (spec.scatter and spec.scatter_kernel == 'auto' and _accum_dtype(spec) == jnp.float32
+            and cpu_moments.available())
+
+  @classmethod
+  def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
+    args = cls._args(spec, params, batch)
+    if cls.uses_cpu_kernel(spec):
       return jax.lax.platform_dependent(
-          *args, cpu=functools.partial(cls._from_batch_blocks, spec, gram=True),
+          *args, cpu=functools.partial(cls._from_batch_cpu, spec),
           default=functools.partial(cls._from_batch_blocks, spec))
     return cls._from_batch_blocks(spec, *args)
 
   @classmethod
-  def _from_batch_blocks(cls, spec: MomentsSpec, x, y, m, shift, weight, *,
-                         gram: bool = False) -> 'Moments':
+  def accumulate(cls, spec: MomentsSpec, params, batch: Batch, hi: 'Moments',
+                 lo: 'Moments') -> tuple['Moments', 'Moments']:
+    """``Statistic.accumulate``; on CPU (``uses_cpu_kernel``) one in-place kernel call.
+
+    The kernel two-sums the class counts, sums and squares row by row (the XLA
+    code two-sums each batch's plain sums) and the scatter's upper triangle per
+    batch; the strict lower triangle of its scatter stays zero.
+    """
+    if not cls.uses_cpu_kernel(spec):
+      return super().accumulate(spec, params, batch, hi, lo)
+
+    def cpu(x, y, m, shift, weight, hi, lo):
+      leaves = lambda t: (t.count, t.sum, t.sq_sum, t.scatter)
+      h, l = cpu_moments.accumulate_moments(x, y, m.astype(x.dtype), shift, weight,
+                                            leaves(hi), leaves(lo))
+      return cls(*(_like_varying(a, x) for a in h)), cls(*(_like_varying(a, x) for a in l))
+
+    def default(x, y, m, shift, weight, hi, lo):
+      contrib = cls._from_batch_blocks(spec, x, y, m, shift, weight)
+      return add_compensated(hi, lo, jax.tree.map(lambda a: a[None], contrib))
+
+    return jax.lax.platform_dependent(*cls._args(spec, params, batch), hi, lo, cpu=cpu,
+                                      default=default)
+
+  @classmethod
+  def _from_batch_cpu(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
+    del spec
+    out = cpu_moments.class_moments(x, y, m.astype(x.dtype), shift, weight)
+    return cls(*(_like_varying(a, x) for a in out))
+
+  @classmethod
+  def _from_batch_blocks(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
     # Computed per column block of the scatter: z_j = x[:, j] − c_y[:, j] is
     # produced once per block and consumed whole by the tile matmuls and the
     # class sums.  (Centring the whole [B, D] first and slicing it per block
     # made XLA:CPU re-compute z in every slice: the step ran at ~0.5 of the
-    # bare product at D = 512; see benchmarks/README.md.)  With ``gram`` (CPU)
-    # z is one block and the scatter's upper triangle comes from BLAS ssyrk.
+    # bare product at D = 512; see benchmarks/README.md.)
     dt = x.dtype
     k = spec.num_classes
-    bounds = block_bounds(spec.dim, spec.blocks if spec.scatter and not gram else 1)
+    bounds = block_bounds(spec.dim, spec.blocks if spec.scatter else 1)
     zs = [jnp.where(m[:, None], x[:, lo:hi] - shift[:, lo:hi][y], jnp.zeros((), dt))
           for lo, hi in zip(bounds[:-1], bounds[1:])]
     count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
     s = jnp.concatenate([jax.ops.segment_sum(z, y, num_segments=k) for z in zs], axis=1)
     sq = jnp.concatenate([jax.ops.segment_sum(z * z, y, num_segments=k) for z in zs], axis=1)
-    if not spec.scatter:
-      scatter = jnp.zeros((1, 1), dt)
-    elif gram:
-      scatter = _like_varying(cpu_gram.upper_gram(zs[0] * jnp.sqrt(weight)[y][:, None]), zs[0])
-    else:
+    if spec.scatter:
       sw = jnp.sqrt(weight)[y][:, None]
       scatter = upper_scatter_tiles([z * sw for z in zs])
+    else:
+      scatter = jnp.zeros((1, 1), dt)
     return cls(count=count, sum=s, sq_sum=sq, scatter=scatter)
 
   def finalize(self, spec: MomentsSpec, params) -> ClassMoments:

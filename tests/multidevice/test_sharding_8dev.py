@@ -69,15 +69,15 @@ def test_bad_batch_named_on_eight_devices():
     face_jax.face_score(x, y, batch_size=100)
 
 
-def test_blas_scatter_kernel_on_eight_devices():
-  """D >= CPU_GRAM_MIN_DIM: the BLAS ssyrk custom call runs on every device, as on one.
+def test_cpu_kernel_and_xla_code_on_eight_devices():
+  """The Moments CPU kernels run on every device, as on one, and agree with the XLA code.
 
-  (Where the kernel cannot be built, tests/test_cpu_gram.py checks the stated reason and
-  this runs the XLA fallback instead.)
+  (Every other test here runs the kernels too, where they can be built; where not,
+  tests/test_cpu_moments.py checks the stated reason and both runs use the XLA code.)
   """
   from face_jax._src import stats as stats_lib
-  d = stats_lib.CPU_GRAM_MIN_DIM + 6
-  x, y = cases.gaussian_classes(400, d, 3, seed=5, offset=100.0)
+  k, d = 3, 1030
+  x, y = cases.gaussian_classes(400, d, k, seed=5, offset=100.0)
   x = x.astype(np.float32)
   one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]))
   r1 = face_jax.face_score(x, y, batch_size=64, engine=one, weighting='sample')
@@ -86,3 +86,14 @@ def test_blas_scatter_kernel_on_eight_devices():
   ref = face_oracle(x.astype(np.float64), y, weighting='sample')
   for f in FIELDS:
     np.testing.assert_allclose(getattr(r8, f), ref[f], rtol=1e-4)
+  shift = np.stack([x[y == c][:2].mean(0) for c in range(k)])
+  fin = {}
+  for kernel in ('auto', 'xla'):
+    spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
+    req = face_jax.Request(stats_lib.Moments, spec, {'shift': shift, 'weight': np.ones(k)})
+    src = face_jax.ArraySource(x, y, batch_size=64)
+    fin[kernel] = face_jax.Engine().run_pass(src, {'features': {'m': req}})['features']['m']
+  sw = fin['xla'].within_scatter
+  np.testing.assert_allclose(fin['auto'].within_scatter, sw, rtol=0, atol=1e-6 * np.abs(sw).max())
+  np.testing.assert_allclose(fin['auto'].means, fin['xla'].means, rtol=1e-9)
+  np.testing.assert_array_equal(fin['auto'].counts, fin['xla'].counts)

@@ -1,0 +1,260 @@
+// face_jax CPU kernels for `stats.Moments`, as XLA FFI custom calls (registered by
+// face_jax/_src/cpu_gram.py).
+//
+// Why: XLA:CPU has no symmetric rank-k kernel (its Z^T Z computes both triangles and, on
+// the CPUs measured, runs at about half of OpenBLAS's ssyrk rate), and around the product
+// it materialises the centred batch, scatter-adds the class sums and page-faults fresh
+// temporaries in on every step (benchmarks/README.md). These handlers make one pass over
+// the rows in plain C++ and call the ssyrk that numpy already ships (numpy's bundled
+// OpenBLAS, `scipy_cblas_ssyrk64_`, ILP64); its address is passed in once from Python, so
+// nothing is linked at build time.
+//
+// Common inputs: x [B, D] f32, y [B] s32 in [0, K), m [B] f32 (1: sample, 0: padding),
+// shift [K, D] f32, weight [K] f32; z_i = x_i - shift[y_i]. Padding rows are skipped, so
+// they contribute exactly nothing whatever they hold. The rows sqrt(w_{y_i}) z_i of the
+// samples are packed into a per-thread scratch buffer kept between calls, and one ssyrk
+// of the packed rows gives the scatter.
+//
+// FaceJaxClassMoments: the batch's own sums (Moments.from_batch):
+//   count [K], sum [K, D] (sum of z), sq [K, D] (sum of z^2), scatter [D, D] (upper
+//   triangle of sum_i w_{y_i} z_i z_i^T; strict lower triangle zero).
+// FaceJaxAccumulateMoments: the same sums added into the engine's compensated
+//   accumulator pair (hi, lo) in place (inputs 5..12 alias outputs 0..7: hi count, sum,
+//   sq, scatter, then lo count, sum, sq, scatter). count/sum/sq are added row by row with
+//   Knuth's two-sum (hi + lo carries the exact running sum to ~float64 accuracy); the
+//   scatter is formed in a per-thread scratch and its upper triangle two-summed into
+//   hi/lo (the strict lower triangles are left untouched: zero). Nothing per step is
+//   allocated, and only the triangle the finalisation reads is swept.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// cblas_ssyrk(order, uplo, trans, n, k, alpha, a, lda, beta, c, ldc), ILP64 integers.
+using SsyrkFn = void (*)(int, int, int, int64_t, int64_t, float, const float*, int64_t, float,
+                         float*, int64_t);
+SsyrkFn g_ssyrk = nullptr;
+
+constexpr int kRowMajor = 101, kUpper = 121, kTrans = 112;
+
+// Vector loops are compiled for AVX2 and a baseline (the loader picks one at run time),
+// so a cached library is safe on any x86-64 CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FACE_JAX_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FACE_JAX_CLONES
+#endif
+
+// hi + lo += v, element-wise (Knuth's two-sum; the error term goes to lo).
+FACE_JAX_CLONES
+void TwoSum(float* __restrict hi, float* __restrict lo, const float* __restrict v, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float s = hi[j] + v[j];
+    const float bb = s - hi[j];
+    lo[j] += (hi[j] - (s - bb)) + (v[j] - bb);
+    hi[j] = s;
+  }
+}
+
+// One row: z = x - c; out = sw * z; then either s += z, q += z^2 (plain) or the same
+// two-summed into (s, sl), (q, ql).
+FACE_JAX_CLONES
+void CentreRow(const float* __restrict x, const float* __restrict c, float sw, int64_t d,
+               float* __restrict s, float* __restrict q, float* __restrict out) {
+  for (int64_t j = 0; j < d; ++j) {
+    const float z = x[j] - c[j];
+    s[j] += z;
+    q[j] += z * z;
+    out[j] = sw * z;
+  }
+}
+
+FACE_JAX_CLONES
+void CentreRowTwoSum(const float* __restrict x, const float* __restrict c, float sw, int64_t d,
+                     float* __restrict s, float* __restrict sl, float* __restrict q,
+                     float* __restrict ql, float* __restrict out) {
+  for (int64_t j = 0; j < d; ++j) {
+    const float z = x[j] - c[j];
+    const float zz = z * z;
+    out[j] = sw * z;
+    float t = s[j] + z, bb = t - s[j];
+    sl[j] += (s[j] - (t - bb)) + (z - bb);
+    s[j] = t;
+    t = q[j] + zz;
+    bb = t - q[j];
+    ql[j] += (q[j] - (t - bb)) + (zz - bb);
+    q[j] = t;
+  }
+}
+
+struct Rows {
+  const float* x;
+  const int32_t* y;
+  const float* m;
+  const float* shift;
+  const float* weight;
+  int64_t b, d, k;
+};
+
+ffi::Error Check(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& y, ffi::Buffer<ffi::F32>& m,
+                 ffi::Buffer<ffi::F32>& shift, ffi::Buffer<ffi::F32>& weight, Rows* r) {
+  const auto xd = x.dimensions(), cd = shift.dimensions();
+  if (xd.size() != 2 || cd.size() != 2 || cd[1] != xd[1] || y.element_count() != xd[0] ||
+      m.element_count() != xd[0] || weight.element_count() != cd[0]) {
+    return ffi::Error::InvalidArgument(
+        "face_jax moments kernel: want x [B, D], y [B], m [B], shift [K, D], weight [K]");
+  }
+  if (g_ssyrk == nullptr) return ffi::Error::Internal("face_jax moments kernel: ssyrk is not set");
+  *r = Rows{x.typed_data(), y.typed_data(), m.typed_data(), shift.typed_data(),
+            weight.typed_data(), xd[0], xd[1], cd[0]};
+  for (int64_t i = 0; i < r->b; ++i) {
+    if (r->m[i] != 0.0f && (r->y[i] < 0 || r->y[i] >= r->k)) {
+      return ffi::Error::InvalidArgument("face_jax moments kernel: label outside [0, K)");
+    }
+  }
+  return ffi::Error::Success();
+}
+
+// Per-thread scratch, grown to the largest size seen and kept (no page faults per step).
+float* Scratch(std::vector<float>& v, int64_t n) {
+  if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// Upper triangle of z^T z for row-major z [rows, d] into c [d, d] (strict lower untouched).
+void Gram(const float* z, int64_t rows, int64_t d, float* c) {
+  if (rows > 0) {
+    g_ssyrk(kRowMajor, kUpper, kTrans, d, rows, 1.0f, z, d, 0.0f, c, d);
+  } else {
+    for (int64_t r = 0; r < d; ++r) std::memset(c + r * d + r, 0, sizeof(float) * (d - r));
+  }
+}
+
+ffi::Error ClassMoments(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> y, ffi::Buffer<ffi::F32> m,
+                        ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> weight,
+                        ffi::ResultBuffer<ffi::F32> count, ffi::ResultBuffer<ffi::F32> sum,
+                        ffi::ResultBuffer<ffi::F32> sq, ffi::ResultBuffer<ffi::F32> scatter) {
+  Rows r;
+  if (auto err = Check(x, y, m, shift, weight, &r); err.failure()) return err;
+  const int64_t d = r.d;
+  float* cnt = count->typed_data();
+  float* s = sum->typed_data();
+  float* q = sq->typed_data();
+  float* c = scatter->typed_data();
+  std::memset(cnt, 0, sizeof(float) * r.k);
+  std::memset(s, 0, sizeof(float) * r.k * d);
+  std::memset(q, 0, sizeof(float) * r.k * d);
+  if (d == 0) return ffi::Error::Success();
+  thread_local std::vector<float> packed_v;
+  float* packed = Scratch(packed_v, r.b * d);
+  int64_t rows = 0;
+  for (int64_t i = 0; i < r.b; ++i) {
+    if (r.m[i] == 0.0f) continue;
+    const int32_t yi = r.y[i];
+    cnt[yi] += 1.0f;
+    CentreRow(r.x + i * d, r.shift + yi * d, std::sqrt(r.weight[yi]), d, s + yi * d, q + yi * d,
+              packed + rows * d);
+    ++rows;
+  }
+  for (int64_t row = 1; row < d; ++row) std::memset(c + row * d, 0, sizeof(float) * row);
+  Gram(packed, rows, d, c);
+  return ffi::Error::Success();
+}
+
+ffi::Error AccumulateMoments(
+    ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> y, ffi::Buffer<ffi::F32> m,
+    ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> weight,
+    ffi::Buffer<ffi::F32> hc0, ffi::Buffer<ffi::F32> hs0, ffi::Buffer<ffi::F32> hq0,
+    ffi::Buffer<ffi::F32> hS0, ffi::Buffer<ffi::F32> lc0, ffi::Buffer<ffi::F32> ls0,
+    ffi::Buffer<ffi::F32> lq0, ffi::Buffer<ffi::F32> lS0,
+    ffi::ResultBuffer<ffi::F32> hc, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> hq,
+    ffi::ResultBuffer<ffi::F32> hS, ffi::ResultBuffer<ffi::F32> lc, ffi::ResultBuffer<ffi::F32> ls,
+    ffi::ResultBuffer<ffi::F32> lq, ffi::ResultBuffer<ffi::F32> lS) {
+  // The state inputs alias the outputs (input_output_aliases), so the state is read and
+  // updated in place through the output buffers; should XLA ever hand over distinct
+  // buffers, the state is copied over first.
+  Rows r;
+  if (auto err = Check(x, y, m, shift, weight, &r); err.failure()) return err;
+  const int64_t d = r.d;
+  if (hS->element_count() != d * d || hs->element_count() != r.k * d ||
+      hc->element_count() != r.k) {
+    return ffi::Error::InvalidArgument("face_jax accumulate_moments: state shapes do not match");
+  }
+  const ffi::Buffer<ffi::F32>* ins[] = {&hc0, &hs0, &hq0, &hS0, &lc0, &ls0, &lq0, &lS0};
+  ffi::ResultBuffer<ffi::F32>* outs[] = {&hc, &hs, &hq, &hS, &lc, &ls, &lq, &lS};
+  for (int j = 0; j < 8; ++j) {
+    const float* from = ins[j]->typed_data();
+    float* to = (*outs[j])->typed_data();
+    if (from != to) std::memcpy(to, from, sizeof(float) * ins[j]->element_count());
+  }
+  if (d == 0) return ffi::Error::Success();
+  float *cnt = hc->typed_data(), *cntl = lc->typed_data();
+  float *s = hs->typed_data(), *sl = ls->typed_data();
+  float *q = hq->typed_data(), *ql = lq->typed_data();
+  thread_local std::vector<float> packed_v, gram_v;
+  float* packed = Scratch(packed_v, r.b * d);
+  int64_t rows = 0;
+  const float one = 1.0f;
+  for (int64_t i = 0; i < r.b; ++i) {
+    if (r.m[i] == 0.0f) continue;
+    const int32_t yi = r.y[i];
+    TwoSum(cnt + yi, cntl + yi, &one, 1);
+    CentreRowTwoSum(r.x + i * d, r.shift + yi * d, std::sqrt(r.weight[yi]), d, s + yi * d,
+                    sl + yi * d, q + yi * d, ql + yi * d, packed + rows * d);
+    ++rows;
+  }
+  if (rows == 0) return ffi::Error::Success();
+  float* g = Scratch(gram_v, d * d);
+  Gram(packed, rows, d, g);
+  float *big = hS->typed_data(), *small = lS->typed_data();
+  for (int64_t row = 0; row < d; ++row) {
+    TwoSum(big + row * d + row, small + row * d + row, g + row * d + row, d - row);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+extern "C" void face_jax_set_ssyrk(void* fn) { g_ssyrk = reinterpret_cast<SsyrkFn>(fn); }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxClassMoments, ClassMoments,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // x
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // y
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // m
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // shift
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // weight
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // count
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // sum
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // sq
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // scatter
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxAccumulateMoments, AccumulateMoments,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // x
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // y
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // m
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // shift
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // weight
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi count  (aliased)
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi sum
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi sq
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi scatter
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo count
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo sum
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo sq
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo scatter
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi count
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi sum
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi sq
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi scatter
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo count
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo sum
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo sq
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // lo scatter
