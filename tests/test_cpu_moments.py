@@ -223,3 +223,30 @@ def test_step_updates_the_donated_state_in_place():
             if ("copy(" in ln or "copy_fusion" in ln) and any(s in ln for s in state_shapes)]
   assert not copies, "\n".join(copies)
   assert "face_jax_accumulate_moments" in hlo
+
+
+def test_subclasses_accumulate_their_own_features():
+  """A subclass's ``prepare`` (or a ``from_batch`` override) is honoured by accumulate."""
+
+  class Doubled(stats_lib.Moments):
+    @classmethod
+    def prepare(cls, spec, params, batch):
+      return batch.replace(features=2.0 * batch.features)
+
+  class DoubledOld(stats_lib.Moments):
+    @classmethod
+    def from_batch(cls, spec, params, batch):
+      return super().from_batch(spec, params, batch.replace(features=2.0 * batch.features))
+
+  b, d, k = 40, 6, 3
+  batch, params, x, y, m, shift, weight = _problem(b, d, k, 0)
+  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  want = _oracle(2.0 * x, y, m, shift, weight, k)
+  for stat in (Doubled, DoubledOld):
+    hi = jax.tree.map(lambda a: a[None], stat.empty(spec))
+    lo = jax.tree.map(jnp.zeros_like, hi)
+    hi, lo = jax.jit(lambda h, l, stat=stat: stat.accumulate(spec, params, batch, h, l))(hi, lo)
+    got = jax.tree.map(lambda a, c: np.asarray(a, np.float64)[0] + np.asarray(c, np.float64)[0],
+                       hi, lo)
+    _check(stats_lib.Moments(count=got.count, sum=got.sum, sq_sum=got.sq_sum,
+                             scatter=got.scatter), want, kernel=False)

@@ -352,7 +352,19 @@ class Moments(Statistic):
             'weight': np.ones((spec.num_classes,), np.float64)}
 
   @classmethod
+  def prepare(cls, spec: MomentsSpec, params, batch: Batch) -> Batch:
+    """The batch whose moments are accumulated (identity here).
+
+    A subclass that accumulates the moments of transformed features (e.g. SFDA's
+    ConfMix-mixed features) overrides this, and both ``from_batch`` and
+    ``accumulate`` (the CPU kernels too) see the transformed batch.
+    """
+    del spec, params
+    return batch
+
+  @classmethod
   def _args(cls, spec: MomentsSpec, params, batch: Batch):
+    batch = cls.prepare(spec, params, batch)
     dt = _accum_dtype(spec)
     # Labels of padding rows (and out-of-range labels, which the engine reports
     # as an error) are clamped so gathers stay in bounds.
@@ -388,9 +400,11 @@ class Moments(Statistic):
 
     The kernel two-sums the class counts, sums and squares row by row (the XLA
     code two-sums each batch's plain sums) and the scatter's upper triangle per
-    batch; the strict lower triangle of its scatter stays zero.
+    batch; the strict lower triangle of its scatter stays zero.  (A subclass that
+    overrides ``from_batch`` rather than ``prepare`` gets the generic path.)
     """
-    if not cls.uses_cpu_kernel(spec):
+    own = getattr(cls.from_batch, '__func__', None) is Moments.from_batch.__func__
+    if not (own and cls.uses_cpu_kernel(spec)):
       return super().accumulate(spec, params, batch, hi, lo)
 
     def cpu(x, y, m, shift, weight, hi, lo):

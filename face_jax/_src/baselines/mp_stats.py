@@ -209,11 +209,10 @@ class ConfMixMoments(stats_lib.Moments):
   """
 
   @classmethod
-  def from_batch(cls, spec: ConfMixSpec, params, batch: stats_lib.Batch) -> 'ConfMixMoments':
+  def prepare(cls, spec: ConfMixSpec, params, batch: stats_lib.Batch) -> stats_lib.Batch:
     xc, y, _ = _centred_rows(spec, params, batch)
     mixed = confmix(xc, y, params)
-    return super().from_batch(spec, params, stats_lib.Batch(mixed, batch.labels, batch.mask,
-                                                            batch.extras))
+    return stats_lib.Batch(mixed, batch.labels, batch.mask, batch.extras)
 
 
 def embed_classes(values: np.ndarray, present: np.ndarray, axis: int, fill=0.0) -> np.ndarray:
