@@ -310,11 +310,11 @@ def _rates(times, flops, rows):
   }
 
 
-def _kernel_name(spec) -> str:
-  """Which code a ``Moments`` step runs here: ``cpu_kernel`` (cpu_moments) or ``xla``."""
+def _kernel_name(spec, rows: int) -> str:
+  """Which code a ``Moments`` step on ``rows`` rows per device runs here: ``cpu_kernel`` or ``xla``."""
   import jax
   from face_jax._src import stats as stats_lib
-  cpu = jax.default_backend() == 'cpu' and stats_lib.Moments.uses_cpu_kernel(spec)
+  cpu = jax.default_backend() == 'cpu' and stats_lib.Moments.uses_cpu_kernel(spec, rows)
   return 'cpu_kernel' if cpu else 'xla'
 
 
@@ -334,7 +334,7 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
                            budget_s=rounds.budget_s)
   rec = {'D': d, 'K': k, 'batch_size': b, 'devices': ndev, 'dtype': 'float32',
          'compensated': compensated, 'scatter_blocks': spec.blocks,
-         'scatter_kernel': _kernel_name(spec)}
+         'scatter_kernel': _kernel_name(spec, b // ndev)}
   rec.update(_rates(times, 2.0 * b * d * d, b))
   rec['peak_rss_mb'] = rss.peak_mb
   return rec
@@ -433,7 +433,7 @@ def section_breakdown(cfg: Config) -> list:
                      'ratio_numpy': bu.ratio_min(tn, t), 'ratio_jax': bu.ratio_min(tj, t),
                      'fraction_of_step': float(t.min() / ts.min())}
     rec = {'D': d, 'K': k, 'batch_size': b, 'devices': 1, 'auto_scatter_blocks': auto_blocks,
-           'scatter_kernel': _kernel_name(stats_lib.MomentsSpec(num_classes=k, dim=d)),
+           'scatter_kernel': _kernel_name(stats_lib.MomentsSpec(num_classes=k, dim=d), b),
            'rounds': int(len(ts)), 'parts': parts}
     bu.log(f'breakdown D={d} K={k} B={b}: ' + ', '.join(
         f'{n} {p["time_s"] * 1e3:.1f} ms' for n, p in parts.items()))

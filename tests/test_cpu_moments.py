@@ -21,6 +21,12 @@ needs_kernel = pytest.mark.skipif(not cpu_moments.available(),
                                   reason="needs the CPU kernels: " + cpu_moments.status())
 
 
+@pytest.fixture
+def any_size(monkeypatch):
+  """The kernels for every batch size (the tests here jit fresh functions, so nothing cached)."""
+  monkeypatch.setattr(stats_lib, "CPU_KERNEL_MIN_WORK", 0)
+
+
 def _numpy_has_openblas():
   root = os.path.dirname(os.path.dirname(np.__file__))
   return bool(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
@@ -36,10 +42,12 @@ def test_available_where_it_can_be_built():
 
 
 def test_which_specs_use_the_kernel():
-  spec = lambda **kw: stats_lib.MomentsSpec(num_classes=3, dim=8, **kw)
-  assert stats_lib.Moments.uses_cpu_kernel(spec()) == cpu_moments.available()
+  spec = lambda **kw: stats_lib.MomentsSpec(num_classes=3, dim=256, **kw)
+  rows = stats_lib.CPU_KERNEL_MIN_WORK // 256 ** 2
+  assert stats_lib.Moments.uses_cpu_kernel(spec(), rows) == cpu_moments.available()
+  assert not stats_lib.Moments.uses_cpu_kernel(spec(), rows - 1)     # too small a product
   for other in (spec(scatter_kernel="xla"), spec(dtype="float64"), spec(scatter=False)):
-    assert not stats_lib.Moments.uses_cpu_kernel(other)
+    assert not stats_lib.Moments.uses_cpu_kernel(other, rows)
   with pytest.raises(ValueError, match="scatter_kernel"):
     spec(scatter_kernel="blas")
 
@@ -92,7 +100,7 @@ def _check(got: stats_lib.Moments, ref, kernel: bool):
 @needs_kernel
 @pytest.mark.parametrize("b,d,k,pad", [(257, 1024, 7, 5), (64, 300, 3, 0), (3, 5, 2, 1),
                                        (40, 1, 4, 3), (6, 16, 3, 6)])
-def test_from_batch_kernel_and_xla_agree_with_float64(b, d, k, pad):
+def test_from_batch_kernel_and_xla_agree_with_float64(b, d, k, pad, any_size):
   batch, params, x, y, m, shift, weight = _problem(b, d, k, pad)
   ref = _oracle(x, y, m, shift, weight, k)
   for kernel in ("auto", "xla"):
@@ -119,7 +127,7 @@ def _accumulate(spec, params, batches):
 
 @needs_kernel
 @pytest.mark.parametrize("b,d,k,pad", [(129, 70, 5, 4), (16, 3, 2, 16)])
-def test_accumulate_kernel_and_xla_agree_with_float64(b, d, k, pad):
+def test_accumulate_kernel_and_xla_agree_with_float64(b, d, k, pad, any_size):
   probs = [_problem(b, d, k, pad, seed=s) for s in range(3)]
   params = probs[0][1]
   _, _, _, _, _, shift, weight = probs[0]
@@ -138,7 +146,7 @@ def test_accumulate_kernel_and_xla_agree_with_float64(b, d, k, pad):
 
 
 @needs_kernel
-def test_accumulate_is_compensated():
+def test_accumulate_is_compensated(any_size):
   """hi + lo keeps the exact running sum where a float32 sum loses it (row-by-row two-sum)."""
   d, k, n = 4, 1, 4096
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
@@ -172,7 +180,7 @@ def test_disabled_by_environment_falls_back_to_xla():
   code = ("from face_jax._src import cpu_moments, stats; import jax, jax.numpy as jnp, numpy as np;"
           "print(cpu_moments.available(), cpu_moments.status());"
           "spec = stats.MomentsSpec(num_classes=2, dim=4);"
-          "print(stats.Moments.uses_cpu_kernel(spec));"
+          "print(stats.Moments.uses_cpu_kernel(spec, 10 ** 9));"
           "b = stats.Batch(features=jnp.ones((3, 4)), labels=jnp.array([0, 1, 1]),"
           " mask=jnp.ones(3, bool), extras={});"
           "p = {'shift': jnp.zeros((2, 4)), 'weight': jnp.ones(2)};"
@@ -193,6 +201,7 @@ def test_engine_pass_with_each_kernel_matches_float64(kernel):
   k, d = 5, 1030
   x, y = cases.gaussian_classes(600, d, k, seed=11, offset=1000.0)
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
+  assert stats_lib.Moments.uses_cpu_kernel(spec, 128) == (kernel == "auto" and cpu_moments.available())
   shift = np.stack([x[y == c][:3].mean(0) for c in range(k)])
   req = face_jax.Request(stats_lib.Moments, spec, {"shift": shift, "weight": np.ones(k)})
   src = face_jax.ArraySource(x.astype(np.float32), y, batch_size=128)
@@ -207,8 +216,9 @@ def test_engine_pass_with_each_kernel_matches_float64(kernel):
 @needs_kernel
 def test_step_updates_the_donated_state_in_place():
   """The compiled step holds no copy of the state: the kernel writes the donated buffers."""
-  k, d, b = 50, 64, 32
+  k, d, b = 50, 256, 512            # rows · D² = CPU_KERNEL_MIN_WORK: the kernels run
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  assert stats_lib.Moments.uses_cpu_kernel(spec, b)
   layout = (("features", k, ((stats_lib.Moments, spec),)),)
   eng = face_jax.Engine()
   step = engine_lib._build_step(engine_lib.features_featurizer, eng.mesh, layout, True)
@@ -225,7 +235,7 @@ def test_step_updates_the_donated_state_in_place():
   assert "face_jax_accumulate_moments" in hlo
 
 
-def test_subclasses_accumulate_their_own_features():
+def test_subclasses_accumulate_their_own_features(any_size):
   """A subclass's ``prepare`` (or a ``from_batch`` override) is honoured by accumulate."""
 
   class Doubled(stats_lib.Moments):
@@ -250,3 +260,13 @@ def test_subclasses_accumulate_their_own_features():
                        hi, lo)
     _check(stats_lib.Moments(count=got.count, sum=got.sum, sq_sum=got.sq_sum,
                              scatter=got.scatter), want, kernel=False)
+
+
+@needs_kernel
+def test_small_products_keep_the_xla_code():
+  """Below CPU_KERNEL_MIN_WORK the XLA code runs (its diagonal tiles fill the lower triangle)."""
+  batch, params, *_ = _problem(50, 300, 3, 0)
+  spec = stats_lib.MomentsSpec(num_classes=3, dim=300)
+  assert not stats_lib.Moments.uses_cpu_kernel(spec, 50)
+  sc = np.asarray(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(spec, p, bt))(params, batch).scatter)
+  assert spec.blocks == 2 and np.any(np.tril(sc, -1) != 0.0)

@@ -31,8 +31,9 @@ Where it comes from:
   and ``Moments`` uses its pure-XLA code instead: the same sums up to float32 rounding,
   only slower.
 
-Only float32 with the scatter is handled (``Moments.uses_cpu_kernel``; float64
-accumulation keeps the XLA code), and GPUs and TPUs never use it
+Only float32 with the scatter and products of at least ``stats.CPU_KERNEL_MIN_WORK``
+multiply-adds are handled (``Moments.uses_cpu_kernel``; float64 accumulation and small
+batches keep the XLA code), and GPUs and TPUs never use it
 (``lax.platform_dependent`` selects it for CPU lowering only).
 """
 

@@ -221,6 +221,18 @@ def symmetrize_upper(u: np.ndarray) -> np.ndarray:
   return np.triu(u) + np.triu(u, 1).T
 
 
+# The CPU kernels run for a batch only when its product has at least this many
+# multiply-adds (rows per device · D²; 2^25: e.g. 512 rows at D = 256, 32 rows at
+# D = 1024).  Below it the XLA code runs: the kernels' BLAS call is then too short to
+# pay for OpenBLAS's worker threads, which keep spinning after each call and take a
+# core from whatever XLA runs next.  Measured (benchmarks/README.md): a small CNN's
+# forward + statistics step (256 rows, D = 128) ran +42–52 % over the forward alone with
+# the kernels and +3 % with the XLA code, while on streams of bare features the kernels
+# are the faster code at every size measured (e.g. 0.77 vs 0.31 of numpy's X.T @ X rate
+# at D = 512, K = 1000, 4096 rows).
+CPU_KERNEL_MIN_WORK = 1 << 25
+
+
 @dataclasses.dataclass(frozen=True)
 class MomentsSpec:
   """Static configuration of ``Moments`` (hashable).
@@ -232,8 +244,8 @@ class MomentsSpec:
     scatter: accumulate the pooled scatter [D, D] (D²·4 bytes in float32).
     scatter_blocks: column blocks for the upper-triangular scatter product
       (None: ``auto_scatter_blocks(dim)``).
-    scatter_kernel: "auto" (on CPU, float32, with the scatter and
-      ``cpu_moments.available()``: the ``cpu_moments`` kernels, one pass over the rows + BLAS ``ssyrk``, added in place into the
+    scatter_kernel: "auto" (on CPU, float32, with the scatter, ``rows · D² >=
+      CPU_KERNEL_MIN_WORK`` and ``cpu_moments.available()``: the ``cpu_moments`` kernels, one pass over the rows + BLAS ``ssyrk``, added in place into the
       compensated state; elsewhere the XLA code) or "xla" (always the XLA code:
       per-block centring, ``segment_sum`` class sums, the upper-block-triangle product).
   """
@@ -373,21 +385,21 @@ class Moments(Statistic):
             params['weight'].astype(dt))
 
   @classmethod
-  def uses_cpu_kernel(cls, spec: MomentsSpec) -> bool:
-    """Whether CPU lowering uses the ``cpu_moments`` kernels (other platforms never do).
+  def uses_cpu_kernel(cls, spec: MomentsSpec, rows: int) -> bool:
+    """Whether CPU lowering uses the ``cpu_moments`` kernels for ``rows`` rows per device.
 
     True for float32 with the scatter and ``scatter_kernel='auto'`` when the
-    kernels could be built (``cpu_moments.status()`` says why not).  They
-    measured faster than the XLA code at every D and K tried, 64 to 2048 and 10
-    to 1000 (benchmarks/README.md).
+    kernels could be built (``cpu_moments.status()`` says why not) and the
+    product is large enough: ``rows · D² >= CPU_KERNEL_MIN_WORK``.  Other
+    platforms never use them.
     """
     return (spec.scatter and spec.scatter_kernel == 'auto' and _accum_dtype(spec) == jnp.float32
-            and cpu_moments.available())
+            and rows * spec.dim ** 2 >= CPU_KERNEL_MIN_WORK and cpu_moments.available())
 
   @classmethod
   def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
     args = cls._args(spec, params, batch)
-    if cls.uses_cpu_kernel(spec):
+    if cls.uses_cpu_kernel(spec, batch.features.shape[0]):
       return jax.lax.platform_dependent(
           *args, cpu=functools.partial(cls._from_batch_cpu, spec),
           default=functools.partial(cls._from_batch_blocks, spec))
@@ -404,7 +416,7 @@ class Moments(Statistic):
     overrides ``from_batch`` rather than ``prepare`` gets the generic path.)
     """
     own = getattr(cls.from_batch, '__func__', None) is Moments.from_batch.__func__
-    if not (own and cls.uses_cpu_kernel(spec)):
+    if not (own and cls.uses_cpu_kernel(spec, batch.features.shape[0])):
       return super().accumulate(spec, params, batch, hi, lo)
 
     def cpu(x, y, m, shift, weight, hi, lo):

@@ -75,13 +75,17 @@ def test_cpu_kernel_and_xla_code_on_eight_devices():
   (Every other test here runs the kernels too, where they can be built; where not,
   tests/test_cpu_moments.py checks the stated reason and both runs use the XLA code.)
   """
+  from face_jax._src import cpu_moments
   from face_jax._src import stats as stats_lib
   k, d = 3, 1030
   x, y = cases.gaussian_classes(400, d, k, seed=5, offset=100.0)
   x = x.astype(np.float32)
+  # 256 rows -> 32 per device: 32 · 1030² >= CPU_KERNEL_MIN_WORK, the kernels run on each.
+  assert stats_lib.Moments.uses_cpu_kernel(stats_lib.MomentsSpec(num_classes=k, dim=d), 32) == (
+      cpu_moments.available())
   one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]))
-  r1 = face_jax.face_score(x, y, batch_size=64, engine=one, weighting='sample')
-  r8 = face_jax.face_score(x, y, batch_size=64, weighting='sample')   # 64 -> 8 rows per device
+  r1 = face_jax.face_score(x, y, batch_size=256, engine=one, weighting='sample')
+  r8 = face_jax.face_score(x, y, batch_size=256, weighting='sample')
   _close(r8, r1, 1e-5)
   ref = face_oracle(x.astype(np.float64), y, weighting='sample')
   for f in FIELDS:
@@ -91,7 +95,7 @@ def test_cpu_kernel_and_xla_code_on_eight_devices():
   for kernel in ('auto', 'xla'):
     spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
     req = face_jax.Request(stats_lib.Moments, spec, {'shift': shift, 'weight': np.ones(k)})
-    src = face_jax.ArraySource(x, y, batch_size=64)
+    src = face_jax.ArraySource(x, y, batch_size=256)
     fin[kernel] = face_jax.Engine().run_pass(src, {'features': {'m': req}})['features']['m']
   sw = fin['xla'].within_scatter
   np.testing.assert_allclose(fin['auto'].within_scatter, sw, rtol=0, atol=1e-6 * np.abs(sw).max())

@@ -223,38 +223,26 @@ ffi::Error AccumulateMoments(
 
 extern "C" void face_jax_set_ssyrk(void* fn) { g_ssyrk = reinterpret_cast<SsyrkFn>(fn); }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxClassMoments, ClassMoments,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // x
-                                  .Arg<ffi::Buffer<ffi::S32>>()   // y
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // m
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // shift
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // weight
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // count
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // sum
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // sq
-                                  .Ret<ffi::Buffer<ffi::F32>>()); // scatter
+namespace {
 
+using F32 = ffi::Buffer<ffi::F32>;
+
+// The inputs both handlers share: x, y, m, shift, weight.
+auto BindBatch() {
+  return ffi::Ffi::Bind().Arg<F32>().Arg<ffi::Buffer<ffi::S32>>().Arg<F32>().Arg<F32>().Arg<F32>();
+}
+
+}  // namespace
+
+// count, sum, sq, scatter.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxClassMoments, ClassMoments,
+                              BindBatch().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+
+// The state: hi count, sum, sq, scatter, lo count, sum, sq, scatter (as inputs, aliased to
+// the outputs in the same order).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxAccumulateMoments, AccumulateMoments,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // x
-                                  .Arg<ffi::Buffer<ffi::S32>>()   // y
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // m
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // shift
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // weight
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi count  (aliased)
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi sum
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi sq
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // hi scatter
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo count
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo sum
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo sq
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // lo scatter
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi count
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi sum
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi sq
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // hi scatter
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo count
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo sum
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // lo sq
-                                  .Ret<ffi::Buffer<ffi::F32>>()); // lo scatter
+                              BindBatch()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
