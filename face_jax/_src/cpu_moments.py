@@ -18,6 +18,11 @@ XLA already holds:
   outputs): the class sums are two-summed row by row and the scatter's upper triangle
   is two-summed from a per-thread scratch, so a step allocates nothing.
 
+Memory: each thread that runs a kernel keeps its scratch between calls: the packed
+batch (rows · D floats) and, for ``accumulate_moments``, one D × D product (64 MiB at
+D = 4096); it grows to the largest batch seen and lives as long as the thread (XLA's CPU
+threads live as long as the process).
+
 Where it comes from:
 
 * the handlers are compiled once per (source, jaxlib version) with the system C++
