@@ -1,5 +1,5 @@
 // face_jax CPU kernels for `stats.Moments`, as XLA FFI custom calls (registered by
-// face_jax/_src/cpu_gram.py).
+// face_jax/_src/cpu_moments.py).
 //
 // Why: XLA:CPU has no symmetric rank-k kernel (its Z^T Z computes both triangles and, on
 // the CPUs measured, runs at about half of OpenBLAS's ssyrk rate), and around the product
@@ -21,7 +21,8 @@
 // FaceJaxAccumulateMoments: the same sums added into the engine's compensated
 //   accumulator pair (hi, lo) in place (inputs 5..12 alias outputs 0..7: hi count, sum,
 //   sq, scatter, then lo count, sum, sq, scatter). count/sum/sq are added row by row with
-//   Knuth's two-sum (hi + lo carries the exact running sum to ~float64 accuracy); the
+//   Knuth's two-sum (hi + lo carries the running sum to about twice float32's precision, so
+//   rounding does not grow with the number of batches); the
 //   scatter is formed in a per-thread scratch and its upper triangle two-summed into
 //   hi/lo (the strict lower triangles are left untouched: zero). Nothing per step is
 //   allocated, and only the triangle the finalisation reads is swept.
@@ -33,6 +34,9 @@
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Out = ffi::ResultBuffer<ffi::F32>;
+using S32 = ffi::Buffer<ffi::S32>;
 
 namespace {
 
@@ -51,19 +55,21 @@ constexpr int kRowMajor = 101, kUpper = 121, kTrans = 112;
 #define FACE_JAX_CLONES
 #endif
 
-// hi + lo += v, element-wise (Knuth's two-sum; the error term goes to lo).
-FACE_JAX_CLONES
-void TwoSum(float* __restrict hi, float* __restrict lo, const float* __restrict v, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float s = hi[j] + v[j];
-    const float bb = s - hi[j];
-    lo[j] += (hi[j] - (s - bb)) + (v[j] - bb);
-    hi[j] = s;
-  }
+// hi + lo += v (Knuth's two-sum; the rounding error of hi + v goes to lo).
+inline void TwoSum1(float& hi, float& lo, float v) {
+  const float s = hi + v;
+  const float bb = s - hi;
+  lo += (hi - (s - bb)) + (v - bb);
+  hi = s;
 }
 
-// One row: z = x - c; out = sw * z; then either s += z, q += z^2 (plain) or the same
-// two-summed into (s, sl), (q, ql).
+// The same, element-wise over n values.
+FACE_JAX_CLONES
+void TwoSum(float* __restrict hi, float* __restrict lo, const float* __restrict v, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) TwoSum1(hi[j], lo[j], v[j]);
+}
+
+// One row: z = x - c; s += z; q += z^2; out = sw * z.
 FACE_JAX_CLONES
 void CentreRow(const float* __restrict x, const float* __restrict c, float sw, int64_t d,
                float* __restrict s, float* __restrict q, float* __restrict out) {
@@ -75,21 +81,16 @@ void CentreRow(const float* __restrict x, const float* __restrict c, float sw, i
   }
 }
 
+// The same with s and q two-summed into (s, sl) and (q, ql).
 FACE_JAX_CLONES
 void CentreRowTwoSum(const float* __restrict x, const float* __restrict c, float sw, int64_t d,
                      float* __restrict s, float* __restrict sl, float* __restrict q,
                      float* __restrict ql, float* __restrict out) {
   for (int64_t j = 0; j < d; ++j) {
     const float z = x[j] - c[j];
-    const float zz = z * z;
     out[j] = sw * z;
-    float t = s[j] + z, bb = t - s[j];
-    sl[j] += (s[j] - (t - bb)) + (z - bb);
-    s[j] = t;
-    t = q[j] + zz;
-    bb = t - q[j];
-    ql[j] += (q[j] - (t - bb)) + (zz - bb);
-    q[j] = t;
+    TwoSum1(s[j], sl[j], z);
+    TwoSum1(q[j], ql[j], z * z);
   }
 }
 
@@ -102,8 +103,7 @@ struct Rows {
   int64_t b, d, k;
 };
 
-ffi::Error Check(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& y, ffi::Buffer<ffi::F32>& m,
-                 ffi::Buffer<ffi::F32>& shift, ffi::Buffer<ffi::F32>& weight, Rows* r) {
+ffi::Error Check(F32& x, S32& y, F32& m, F32& shift, F32& weight, Rows* r) {
   const auto xd = x.dimensions(), cd = shift.dimensions();
   if (xd.size() != 2 || cd.size() != 2 || cd[1] != xd[1] || y.element_count() != xd[0] ||
       m.element_count() != xd[0] || weight.element_count() != cd[0]) {
@@ -136,10 +136,8 @@ void Gram(const float* z, int64_t rows, int64_t d, float* c) {
   }
 }
 
-ffi::Error ClassMoments(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> y, ffi::Buffer<ffi::F32> m,
-                        ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> weight,
-                        ffi::ResultBuffer<ffi::F32> count, ffi::ResultBuffer<ffi::F32> sum,
-                        ffi::ResultBuffer<ffi::F32> sq, ffi::ResultBuffer<ffi::F32> scatter) {
+ffi::Error ClassMoments(F32 x, S32 y, F32 m, F32 shift, F32 weight, F32Out count, F32Out sum,
+                        F32Out sq, F32Out scatter) {
   Rows r;
   if (auto err = Check(x, y, m, shift, weight, &r); err.failure()) return err;
   const int64_t d = r.d;
@@ -168,14 +166,9 @@ ffi::Error ClassMoments(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> y, ffi::B
 }
 
 ffi::Error AccumulateMoments(
-    ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> y, ffi::Buffer<ffi::F32> m,
-    ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> weight,
-    ffi::Buffer<ffi::F32> hc0, ffi::Buffer<ffi::F32> hs0, ffi::Buffer<ffi::F32> hq0,
-    ffi::Buffer<ffi::F32> hS0, ffi::Buffer<ffi::F32> lc0, ffi::Buffer<ffi::F32> ls0,
-    ffi::Buffer<ffi::F32> lq0, ffi::Buffer<ffi::F32> lS0,
-    ffi::ResultBuffer<ffi::F32> hc, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> hq,
-    ffi::ResultBuffer<ffi::F32> hS, ffi::ResultBuffer<ffi::F32> lc, ffi::ResultBuffer<ffi::F32> ls,
-    ffi::ResultBuffer<ffi::F32> lq, ffi::ResultBuffer<ffi::F32> lS) {
+    F32 x, S32 y, F32 m, F32 shift, F32 weight,
+    F32 hc0, F32 hs0, F32 hq0, F32 hS0, F32 lc0, F32 ls0, F32 lq0, F32 lS0,
+    F32Out hc, F32Out hs, F32Out hq, F32Out hS, F32Out lc, F32Out ls, F32Out lq, F32Out lS) {
   // The state inputs alias the outputs (input_output_aliases), so the state is read and
   // updated in place through the output buffers; should XLA ever hand over distinct
   // buffers, the state is copied over first.
@@ -186,8 +179,8 @@ ffi::Error AccumulateMoments(
       hc->element_count() != r.k) {
     return ffi::Error::InvalidArgument("face_jax accumulate_moments: state shapes do not match");
   }
-  const ffi::Buffer<ffi::F32>* ins[] = {&hc0, &hs0, &hq0, &hS0, &lc0, &ls0, &lq0, &lS0};
-  ffi::ResultBuffer<ffi::F32>* outs[] = {&hc, &hs, &hq, &hS, &lc, &ls, &lq, &lS};
+  const F32* ins[] = {&hc0, &hs0, &hq0, &hS0, &lc0, &ls0, &lq0, &lS0};
+  F32Out* outs[] = {&hc, &hs, &hq, &hS, &lc, &ls, &lq, &lS};
   for (int j = 0; j < 8; ++j) {
     const float* from = ins[j]->typed_data();
     float* to = (*outs[j])->typed_data();
@@ -200,11 +193,10 @@ ffi::Error AccumulateMoments(
   thread_local std::vector<float> packed_v, gram_v;
   float* packed = Scratch(packed_v, r.b * d);
   int64_t rows = 0;
-  const float one = 1.0f;
   for (int64_t i = 0; i < r.b; ++i) {
     if (r.m[i] == 0.0f) continue;
     const int32_t yi = r.y[i];
-    TwoSum(cnt + yi, cntl + yi, &one, 1);
+    TwoSum1(cnt[yi], cntl[yi], 1.0f);
     CentreRowTwoSum(r.x + i * d, r.shift + yi * d, std::sqrt(r.weight[yi]), d, s + yi * d,
                     sl + yi * d, q + yi * d, ql + yi * d, packed + rows * d);
     ++rows;
@@ -225,11 +217,9 @@ extern "C" void face_jax_set_ssyrk(void* fn) { g_ssyrk = reinterpret_cast<SsyrkF
 
 namespace {
 
-using F32 = ffi::Buffer<ffi::F32>;
-
 // The inputs both handlers share: x, y, m, shift, weight.
 auto BindBatch() {
-  return ffi::Ffi::Bind().Arg<F32>().Arg<ffi::Buffer<ffi::S32>>().Arg<F32>().Arg<F32>().Arg<F32>();
+  return ffi::Ffi::Bind().Arg<F32>().Arg<S32>().Arg<F32>().Arg<F32>().Arg<F32>();
 }
 
 }  // namespace
