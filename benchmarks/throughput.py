@@ -67,10 +67,10 @@ TARGET_FINALISE_S = 10.0         # FaCe finalisation, D = 2048, K = 1000, CPU
 _F, _I, _S, _B, _L, _D = float, int, str, bool, list, dict
 STEP_FIELDS = {
     'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'dtype': _S, 'compensated': _B,
-    'scatter_blocks': _I, 'scatter_kernel': _S, 'rounds': _I, 'step_s': _F, 'step_s_median': _F, 'numpy_matmul_s': _F,
-    'jax_matmul_s': _F, 'samples_per_s': _F, 'flops_per_s': _F, 'numpy_matmul_flops_per_s': _F,
-    'jax_matmul_flops_per_s': _F, 'matmul_flops_per_s': _F, 'matmul_baseline': _S, 'ratio': _F,
-    'ratio_numpy': _F, 'ratio_jax': _F, 'ratio_paired_median': _F, 'peak_rss_mb': _F,
+    'scatter_blocks': _I, 'scatter_kernel': _S, 'rounds': _I, 'step_s': _F, 'step_s_median': _F,
+    'numpy_matmul_s': _F, 'jax_matmul_s': _F, 'samples_per_s': _F, 'flops_per_s': _F,
+    'numpy_matmul_flops_per_s': _F, 'jax_matmul_flops_per_s': _F, 'matmul_flops_per_s': _F,
+    'matmul_baseline': _S, 'ratio': _F, 'ratio_numpy': _F, 'ratio_jax': _F, 'ratio_paired_median': _F, 'peak_rss_mb': _F,
 }
 BREAKDOWN_FIELDS = {'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'auto_scatter_blocks': _I,
                     'scatter_kernel': _S, 'rounds': _I, 'parts': _D}

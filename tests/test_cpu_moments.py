@@ -73,7 +73,6 @@ def _problem(b, d, k, pad, seed=0):
 def _oracle(x, y, m, shift, weight, k):
   """float64 count, class sums and squares about the shift, and the weighted scatter."""
   z = np.where(m[:, None], x.astype(np.float64) - shift[np.clip(y, 0, k - 1)], 0.0)
-  z = np.where(m[:, None], z, 0.0)
   yy = np.where(m, y, 0)
   count = np.bincount(yy, weights=m.astype(float), minlength=k)
   s = np.zeros((k, x.shape[1]))
@@ -110,15 +109,11 @@ def test_from_batch_kernel_and_xla_agree_with_float64(b, d, k, pad, any_size):
     _check(got, ref, kernel == "auto")
 
 
-def _accumulate(spec, params, batches):
-  """Runs Moments.accumulate over batches from a non-zero state; returns hi + lo in float64."""
-  k, d = spec.num_classes, spec.dim
-  start = stats_lib.Moments(count=jnp.full((k,), 3.0), sum=jnp.full((k, d), 0.25),
-                            sq_sum=jnp.full((k, d), 0.5), scatter=jnp.triu(jnp.ones((d, d))))
-  hi = jax.tree.map(lambda a: a[None], start)
+def _accumulate(spec, params, batches, start, stat=stats_lib.Moments):
+  """Runs ``stat.accumulate`` over batches from the state ``start``; returns hi + lo in float64."""
+  hi = stats_lib.as_slot(start)
   lo = jax.tree.map(jnp.zeros_like, hi)
-  acc = jax.jit(lambda p, bt, h, l: stats_lib.Moments.accumulate(spec, p, bt, h, l),
-                donate_argnums=(2, 3))
+  acc = jax.jit(lambda p, bt, h, l: stat.accumulate(spec, p, bt, h, l), donate_argnums=(2, 3))
   for bt in batches:
     hi, lo = acc(params, bt, hi, lo)
   return jax.tree.map(lambda a, b: np.asarray(a, np.float64)[0] + np.asarray(b, np.float64)[0],
@@ -134,9 +129,11 @@ def test_accumulate_kernel_and_xla_agree_with_float64(b, d, k, pad, any_size):
   refs = [_oracle(p[2], p[3], p[4], shift, weight, k) for p in probs]
   count, s, q, sc = (sum(r[i] for r in refs) for i in range(4))
   ref = (count + 3.0, s + 0.25, q + 0.5, sc + np.triu(np.ones((d, d))))
+  start = stats_lib.Moments(count=jnp.full((k,), 3.0), sum=jnp.full((k, d), 0.25),
+                            sq_sum=jnp.full((k, d), 0.5), scatter=jnp.triu(jnp.ones((d, d))))
   for kernel in ("auto", "xla"):
     spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
-    got = _accumulate(spec, params, [p[0] for p in probs])
+    got = _accumulate(spec, params, [p[0] for p in probs], start)
     np.testing.assert_array_equal(got.count, ref[0])
     np.testing.assert_allclose(got.sum, ref[1], rtol=0, atol=1e-5 * (np.abs(ref[1]).max() + 1))
     np.testing.assert_allclose(got.sq_sum, ref[2], rtol=2e-6, atol=1e-5)
@@ -154,11 +151,9 @@ def test_accumulate_is_compensated(any_size):
   batch = stats_lib.Batch(features=jnp.asarray(x), labels=jnp.zeros(n, jnp.int32),
                           mask=jnp.ones(n, bool), extras={})
   params = {"shift": jnp.zeros((k, d)), "weight": jnp.ones(k)}
-  hi = jax.tree.map(lambda a: a[None], stats_lib.Moments.empty(spec))
-  hi = hi.replace(sum=hi.sum + 2.0 ** 24)                       # a large running sum
-  lo = jax.tree.map(jnp.zeros_like, hi)
-  hi, lo = jax.jit(lambda h, l: stats_lib.Moments.accumulate(spec, params, batch, h, l))(hi, lo)
-  total = np.asarray(hi.sum, np.float64) + np.asarray(lo.sum, np.float64)
+  start = stats_lib.Moments.empty(spec)
+  start = start.replace(sum=start.sum + 2.0 ** 24)               # a large running sum
+  total = _accumulate(spec, params, [batch], start).sum
   exact = 2.0 ** 24 + n * (1.0 + 2.0 ** -20)
   np.testing.assert_allclose(total, exact, rtol=1e-9)
   plain = np.float32(2.0 ** 24)
@@ -253,13 +248,7 @@ def test_subclasses_accumulate_their_own_features(any_size):
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
   want = _oracle(2.0 * x, y, m, shift, weight, k)
   for stat in (Doubled, DoubledOld):
-    hi = jax.tree.map(lambda a: a[None], stat.empty(spec))
-    lo = jax.tree.map(jnp.zeros_like, hi)
-    hi, lo = jax.jit(lambda h, l, stat=stat: stat.accumulate(spec, params, batch, h, l))(hi, lo)
-    got = jax.tree.map(lambda a, c: np.asarray(a, np.float64)[0] + np.asarray(c, np.float64)[0],
-                       hi, lo)
-    _check(stats_lib.Moments(count=got.count, sum=got.sum, sq_sum=got.sq_sum,
-                             scatter=got.scatter), want, kernel=False)
+    _check(_accumulate(spec, params, [batch], stat.empty(spec), stat), want, kernel=False)
 
 
 @needs_kernel

@@ -201,7 +201,7 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
         if compensated:
           new.append(stat.accumulate(spec, params[stream][slot], b, hi, lo))
         else:
-          contrib = jax.tree.map(lambda a: a[None], stat.from_batch(spec, params[stream][slot], b))
+          contrib = stats_lib.as_slot(stat.from_batch(spec, params[stream][slot], b))
           new.append((hi.merge(contrib), lo))
       new_states[stream] = tuple(new)
     return new_states, jnp.stack(health)[None]

@@ -111,8 +111,7 @@ class Statistic(struct.PyTreeNode):
     adds ``from_batch``; a statistic may override it with a faster kernel that
     adds the same sums.
     """
-    contrib = jax.tree.map(lambda a: a[None], cls.from_batch(spec, params, batch))
-    return add_compensated(hi, lo, contrib)
+    return add_compensated(hi, lo, as_slot(cls.from_batch(spec, params, batch)))
 
   def psum(self, axis_name) -> "Statistic":
     """The cross-device (and cross-host) merge: one ``lax.psum`` of every leaf."""
@@ -128,6 +127,11 @@ def two_sum(hi, lo, x):
   bb = s - hi
   err = (hi - (s - bb)) + (x - bb)
   return s, lo + err
+
+
+def as_slot(stat):
+  """A statistic with every leaf given the leading device-slot axis of size 1."""
+  return jax.tree.map(lambda a: a[None], stat)
 
 
 def add_compensated(hi, lo, contrib):
@@ -245,9 +249,11 @@ class MomentsSpec:
     scatter_blocks: column blocks for the upper-triangular scatter product
       (None: ``auto_scatter_blocks(dim)``).
     scatter_kernel: "auto" (on CPU, float32, with the scatter, ``rows · D² >=
-      CPU_KERNEL_MIN_WORK`` and ``cpu_moments.available()``: the ``cpu_moments`` kernels, one pass over the rows + BLAS ``ssyrk``, added in place into the
+      CPU_KERNEL_MIN_WORK`` and ``cpu_moments.available()``: the ``cpu_moments``
+      kernels, one pass over the rows + BLAS ``ssyrk``, added in place into the
       compensated state; elsewhere the XLA code) or "xla" (always the XLA code:
-      per-block centring, ``segment_sum`` class sums, the upper-block-triangle product).
+      per-block centring, ``segment_sum`` class sums, the upper-block-triangle
+      product).
   """
 
   num_classes: int
@@ -427,7 +433,7 @@ class Moments(Statistic):
 
     def default(x, y, m, shift, weight, hi, lo):
       contrib = cls._from_batch_blocks(spec, x, y, m, shift, weight)
-      return add_compensated(hi, lo, jax.tree.map(lambda a: a[None], contrib))
+      return add_compensated(hi, lo, as_slot(contrib))
 
     return jax.lax.platform_dependent(*cls._args(spec, params, batch), hi, lo, cpu=cpu,
                                       default=default)
