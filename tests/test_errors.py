@@ -24,6 +24,30 @@ def test_non_finite_features_name_batch_and_count():
     face_jax.face_score(batches, num_classes=3)
 
 
+@pytest.mark.parametrize('dtype', ['float32', 'float16', 'bfloat16'])
+def test_health_counts_every_non_finite_value_exactly(dtype):
+  """The per-row flag (a row sum) misses no row and its false alarms count nothing."""
+  import jax
+  import jax.numpy as jnp
+  from face_jax._src import engine, stats
+  dtype = jnp.dtype(dtype)
+  big = float(jnp.finfo(dtype).max)
+  x = np.ones((7, 4), dtype)
+  x[1, :2] = [np.inf, -np.inf]             # sums to NaN: both values counted
+  x[2, 3] = np.nan
+  x[3, 0] = -np.inf
+  x[4, :3] = big                            # finite, but its sum overflows: a false alarm
+  x[5, 1] = np.nan                          # padding row: not counted
+  x[6, :] = [big, -big, big, -big]          # finite; the sum need not overflow
+  mask = np.array([1, 1, 1, 1, 1, 0, 1], bool)
+  y = np.array([0, 1, 0, 1, 0, 7, 2], np.int32)
+  health = jax.jit(engine._health, static_argnums=1)(stats.Batch(x, y, mask), 2)
+  np.testing.assert_array_equal(np.asarray(health), [4, 1, 0])
+  x[1:4] = 1                                # only the false alarm left
+  health = jax.jit(engine._health, static_argnums=1)(stats.Batch(x, y, mask), 2)
+  np.testing.assert_array_equal(np.asarray(health), [0, 1, 0])
+
+
 def test_labels_out_of_range():
   x, y = _data()
   y = y.copy()
