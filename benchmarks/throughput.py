@@ -70,7 +70,8 @@ STEP_FIELDS = {
     'scatter_blocks': _I, 'scatter_kernel': _S, 'rounds': _I, 'step_s': _F, 'step_s_median': _F,
     'numpy_matmul_s': _F, 'jax_matmul_s': _F, 'samples_per_s': _F, 'flops_per_s': _F,
     'numpy_matmul_flops_per_s': _F, 'jax_matmul_flops_per_s': _F, 'matmul_flops_per_s': _F,
-    'matmul_baseline': _S, 'ratio': _F, 'ratio_numpy': _F, 'ratio_jax': _F, 'ratio_paired_median': _F, 'peak_rss_mb': _F,
+    'matmul_baseline': _S, 'ratio': _F, 'ratio_numpy': _F, 'ratio_jax': _F,
+    'ratio_paired_median': _F, 'peak_rss_mb': _F,
 }
 BREAKDOWN_FIELDS = {'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'auto_scatter_blocks': _I,
                     'scatter_kernel': _S, 'rounds': _I, 'parts': _D}
