@@ -230,18 +230,17 @@ def forward_and_stats(extractor, layer: str, engine, batches, num_classes: int):
   engine's jitted step (the same forward fused with FaCe's Moments accumulation) over
   device-resident global ``batches``; each returns when its results are ready."""
   import jax  # pylint: disable=g-import-not-at-top
-  from face_jax._src import engine as engine_lib  # pylint: disable=g-import-not-at-top
   from face_jax._src import featurize  # pylint: disable=g-import-not-at-top
   from face_jax._src import stats as stats_lib  # pylint: disable=g-import-not-at-top
 
   k, d = num_classes, extractor.feature_dim(layer)
-  params = jax.device_put(extractor.params, engine._replicated)
+  params = engine.replicate(extractor.params)
   fwd = jax.jit(extractor.feature_fn((layer,)))
   feat = featurize.ModelFeaturizer(extractor.feature_fn((layer,)), (layer,))
   layout = ((layer, k, ((stats_lib.Moments, stats_lib.MomentsSpec(num_classes=k, dim=d)),)),)
-  step = engine_lib._build_step(feat, engine.mesh, layout, engine.compensated)  # pylint: disable=protected-access
-  pdev = jax.device_put({layer: ({'shift': np.zeros((k, d), np.float32),
-                                  'weight': np.ones((k,), np.float32)},)}, engine._replicated)
+  step = engine.build_step(layout, feat)
+  pdev = engine.replicate({layer: ({'shift': np.zeros((k, d), np.float32),
+                                    'weight': np.ones((k,), np.float32)},)})
 
   def forward():
     out = None
@@ -250,7 +249,7 @@ def forward_and_stats(extractor, layer: str, engine, batches, num_classes: int):
     jax.block_until_ready(out)
 
   def forward_stats():
-    states = engine._init_states(layout)  # pylint: disable=protected-access
+    states = engine.init_states(layout)
     for b in batches:
       states, _ = step(states, b, pdev, params)
     jax.block_until_ready(states)

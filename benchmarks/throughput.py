@@ -254,14 +254,15 @@ def _engine_step(engine, spec, params_host, raw, compensated=True):
   pass) and blocking until it is done.
   """
   import jax
-  from face_jax._src import engine as engine_lib
+  import face_jax
   from face_jax._src import stats as stats_lib
   layout = (('features', spec.num_classes, ((stats_lib.Moments, spec),)),)
-  step = engine_lib._build_step(engine_lib.features_featurizer, engine.mesh, layout, compensated)
-  states = [engine_lib._build_init(engine.mesh, layout, compensated)()]
-  params = jax.device_put({'features': ({k: np.asarray(v, np.float32)
-                                          for k, v in params_host.items()},)},
-                          engine._replicated)
+  if engine.compensated != compensated:
+    engine = face_jax.Engine(engine.mesh, compensated=compensated)
+  step = engine.build_step(layout)
+  states = [engine.init_states(layout)]
+  params = engine.replicate({'features': ({k: np.asarray(v, np.float32)
+                                           for k, v in params_host.items()},)})
   batch = engine.to_global(raw)
 
   def run():
@@ -394,7 +395,7 @@ def _breakdown_fns(d, k, b, block_counts):
 
   xla = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel='xla')
   fns = dict(_matmul_fns(x))
-  fns['health'] = ready(jax.jit(lambda b: engine_lib._health(b, k)), batch)
+  fns['health'] = ready(jax.jit(lambda b: engine_lib.health_counts(b, k)), batch)
   # The default code (on CPU: the cpu_moments kernels where they are available).
   fns['from_batch'] = ready(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(spec, p, bt)),
                             pj, batch)

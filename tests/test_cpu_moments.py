@@ -216,10 +216,10 @@ def test_step_updates_the_donated_state_in_place():
   assert stats_lib.Moments.uses_cpu_kernel(spec, b)
   layout = (("features", k, ((stats_lib.Moments, spec),)),)
   eng = face_jax.Engine()
-  step = engine_lib._build_step(engine_lib.features_featurizer, eng.mesh, layout, True)
-  states = engine_lib._build_init(eng.mesh, layout, True)()
-  params = jax.device_put({"features": ({"shift": np.zeros((k, d), np.float32),
-                                         "weight": np.ones(k, np.float32)},)}, eng._replicated)
+  step = eng.build_step(layout)
+  states = eng.init_states(layout)
+  params = eng.replicate({"features": ({"shift": np.zeros((k, d), np.float32),
+                                        "weight": np.ones(k, np.float32)},)})
   raw = {"features": np.ones((b, d), np.float32), "label": np.zeros(b, np.int32),
          "_mask": np.ones(b, bool)}
   hlo = step.lower(states, eng.to_global(raw), params, None).compile().as_text()

@@ -163,11 +163,10 @@ def test_state_is_donated():
   eng = face_jax.Engine()
   spec = stats_lib.MomentsSpec(num_classes=3, dim=8)
   layout = (('features', 3, ((stats_lib.Moments, spec),)),)
-  step = engine_lib._build_step(engine_lib.features_featurizer, eng.mesh, layout, True)
-  states = eng._init_states(layout)
-  params = jax.device_put({'features': ({k: np.asarray(v, np.float32) for k, v in
-                                          stats_lib.Moments.default_params(spec).items()},)},
-                          eng._replicated)
+  step = eng.build_step(layout)
+  states = eng.init_states(layout)
+  params = eng.replicate({'features': ({k: np.asarray(v, np.float32) for k, v in
+                                         stats_lib.Moments.default_params(spec).items()},)})
   src = face_jax.ArraySource(x, y)
   raw, _ = next(iter(src))
   old = states['features'][0][0].scatter

@@ -41,7 +41,7 @@ def test_health_counts_every_non_finite_value_exactly(dtype):
   x[6, :] = [big, -big, big, -big]          # finite; the sum need not overflow
   mask = np.array([1, 1, 1, 1, 1, 0, 1], bool)
   y = np.array([0, 1, 0, 1, 0, 7, 2], np.int32)
-  health = jax.jit(engine._health, static_argnums=1)
+  health = jax.jit(engine.health_counts, static_argnums=1)
   np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [4, 1, 0])
   x[1:4] = 1                                # only the false alarm left
   np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [0, 1, 0])

@@ -8,7 +8,7 @@ Synopsis::
                           {'features': {'moments': req}})
     moments = out['features']['moments']                # ClassMoments (host, float64)
 
-How a pass runs (see STYLE.md §2):
+How a pass runs:
 
 1. Host batches (per process, fixed ``local_batch_size`` rows, padding rows
    masked) become global ``jax.Array``s sharded ``P('data')`` over a 1-D mesh of
@@ -59,7 +59,7 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL.  float32 softmax rows sum to 1 within ~1e-6.
 PROBS_SUM_ATOL = 1e-4
-# Health counters per stream and step (see ``_health``).
+# Health counters per stream and step (see ``health_counts``).
 HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
                  'invalid source_probs rows (source_probs must be probabilities: finite, '
                  f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})')
@@ -156,7 +156,7 @@ def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_li
   return {'features': stats_lib.Batch(raw['features'], raw['label'], raw['_mask'], extras)}
 
 
-def _health(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
+def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
   """[3] int32 counts of bad unmasked data in one device's batch (``HEALTH_FIELDS``)."""
   m = batch.mask
   f = batch.features.reshape(batch.features.shape[0], -1)
@@ -199,7 +199,7 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
     new_states, health = {}, []
     for stream, k, reqs in layout:
       b = batches[stream]
-      health.append(_health(b, k))
+      health.append(health_counts(b, k))
       new = []
       for slot, (stat, spec) in enumerate(reqs):
         hi, lo = states[stream][slot]        # this device's slot: leaves [1, ...]
@@ -333,8 +333,34 @@ class Engine:
       out[k] = jax.make_array_from_process_local_data(self._data_sharding, v, gshape)
     return out
 
-  def _init_states(self, layout: Layout):
+  def replicate(self, tree):
+    """``tree`` (host or device arrays) placed on every device of the mesh, replicated."""
+    return jax.device_put(tree, self._replicated)
+
+  def init_states(self, layout: Layout):
+    """Zero accumulator states for ``layout``, created on device, sharded ``P('data')``.
+
+    Each statistic's state is a ``(hi, lo)`` pair (``lo`` is None when not
+    compensated) whose leaves carry a leading device axis of the mesh's size.
+    """
     return _build_init(self.mesh, layout, self.compensated)()
+
+  def build_step(self, layout: Layout, featurizer=features_featurizer):
+    """The jitted accumulation step of one pass layout (compiled once, cached).
+
+    Args:
+      layout: ``((stream, num_classes, ((Statistic subclass, spec), ...)), ...)``:
+        the static structure of a pass, one entry per stream.
+      featurizer: hashable ``f(aux, raw) -> {stream: Batch}`` run inside the jit.
+
+    Returns:
+      ``step(states, raw, params, aux) -> (states, health)``: ``states`` from
+      ``init_states`` (donated), ``raw`` a global batch from ``to_global``,
+      ``params`` ``{stream: (params dict per statistic, ...)}`` placed with
+      ``replicate``, ``health`` the per-device bad-data counters.  This is the
+      step ``run_pass`` runs; benchmarks time it on device-resident batches.
+    """
+    return _build_step(featurizer, self.mesh, layout, self.compensated)
 
   # -- one pass ---------------------------------------------------------------
 
@@ -372,15 +398,15 @@ class Engine:
     layout = tuple(layout)
 
     with self._x64():
-      step = _build_step(featurizer, self.mesh, layout, self.compensated)
-      states = self._init_states(layout)
+      step = self.build_step(layout, featurizer)
+      states = self.init_states(layout)
       params_host, params_dev = None, None
       pending = collections.deque()
       steps, examples, t0 = 0, 0, time.perf_counter()
       for raw, label in _synchronised(source):
         if params_dev is None:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
-          params_dev = jax.device_put(params_host, self._replicated)
+          params_dev = self.replicate(params_host)
         states, health = step(states, self.to_global(raw), params_dev, aux)
         pending.append((label, health))
         steps += 1
