@@ -18,7 +18,6 @@ Memory: ``peak_rss_mb`` is read from ``/proc/self/statm`` by a sampling thread
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -28,6 +27,8 @@ import time
 from typing import Callable, Mapping
 
 import numpy as np
+
+from face_jax import reports
 
 _PAGE = os.sysconf('SC_PAGE_SIZE')
 
@@ -195,30 +196,12 @@ def _mem_total_mb() -> float | None:
 
 
 def to_jsonable(obj):
-  """numpy scalars/arrays -> Python numbers/lists, recursively; non-finite floats -> None."""
-  if isinstance(obj, dict):
-    return {str(k): to_jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [to_jsonable(v) for v in obj]
-  if isinstance(obj, np.ndarray):
-    return to_jsonable(obj.tolist())
-  if isinstance(obj, (np.floating, float)):
-    v = float(obj)
-    return v if np.isfinite(v) else None
-  if isinstance(obj, (np.integer,)):
-    return int(obj)
-  if isinstance(obj, np.bool_):
-    return bool(obj)
-  return obj
+  """Benchmark JSON values: ``face_jax.reports.jsonable`` with non-finite floats as None."""
+  return reports.jsonable(obj, nonfinite='null')
 
 
 def write_json(path: str, data: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(to_jsonable(data), f, indent=1, sort_keys=False)
-    f.write('\n')
-  os.replace(tmp, path)
+  reports.write_json(path, data, nonfinite='null')
 
 
 def log(msg: str) -> None:

@@ -4,7 +4,8 @@ A transferability score is judged by how well its ranking of pre-trained
 models agrees with the ranking by ground truth (usually the accuracy each
 model reaches after fine-tuning on the target task).  This module holds the
 usual measures, with bootstrap confidence intervals over models, a one-call
-report, a scatter plot and small table writers.
+report and its table rows (``face_jax.reports`` writes them: CSV, Markdown, the
+score-vs-truth plot).
 
 Synopsis::
 
@@ -16,9 +17,11 @@ Synopsis::
     evaluation.weighted_tau(scores, truth)          # 1.0: same ranking
     report = evaluation.evaluate_ranking(scores, truth, n_boot=1000, seed=0)
     report["weighted_tau"]                          # {"estimate": ..., "low": ..., ...}
-    evaluation.plot_scores_vs_truth(scores, truth, "zoo.png")
     rows = evaluation.ranking_table({"FaCe": report})
-    evaluation.write_csv("zoo.csv", rows)
+
+    from face_jax import reports
+    reports.write_csv("zoo.csv", rows)
+    reports.plot_scores_vs_truth(scores, truth, "zoo.png")
 
 Conventions:
 
@@ -43,10 +46,8 @@ References:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -56,17 +57,15 @@ __all__ = [
     "EvaluationInputError",
     "METRICS",
     "UndefinedStatisticError",
+    "aligned_pair",
     "bootstrap_ci",
     "evaluate_ranking",
-    "format_markdown_table",
     "kendall_tau",
     "pearson",
-    "plot_scores_vs_truth",
     "ranking_table",
     "spearman",
     "top1_relative_accuracy",
     "weighted_tau",
-    "write_csv",
 ]
 
 # Number of pair entries processed at once by the O(n^2) pair sums; bounds the
@@ -86,7 +85,7 @@ class UndefinedStatisticError(ValueError):
 # Input handling.
 
 
-def _as_pair(
+def aligned_pair(
     scores: Any, truth: Any, *, min_models: int, what: str
 ) -> tuple[list[Any], np.ndarray, np.ndarray]:
   """Aligns scores and truth.
@@ -333,7 +332,7 @@ def weighted_tau(
   >>> weighted_tau([1, 2, 3, 4], [10, 20, 30, 40])
   1.0
   """
-  names, x, y = _as_pair(scores, truth, min_models=2, what="weighted_tau")
+  names, x, y = aligned_pair(scores, truth, min_models=2, what="weighted_tau")
   if not isinstance(additive, (bool, np.bool_)):
     raise EvaluationInputError(f"weighted_tau: additive must be a bool, got {additive!r}.")
   additive = bool(additive)
@@ -390,7 +389,7 @@ def kendall_tau(scores: Any, truth: Any) -> float:
   >>> round(kendall_tau([1, 2, 3], [1, 3, 2]), 12)
   0.333333333333
   """
-  _, x, y = _as_pair(scores, truth, min_models=2, what="kendall_tau")
+  _, x, y = aligned_pair(scores, truth, min_models=2, what="kendall_tau")
   num, tx, ty = _pair_sums(x, y, np.ones_like(x), additive=False)
   return _tau_from_sums(num, tx, ty, "kendall_tau")
 
@@ -412,7 +411,7 @@ def pearson(scores: Any, truth: Any) -> float:
   >>> round(pearson([1, 2, 3], [2, 4, 6.5]), 6)
   0.997949
   """
-  _, x, y = _as_pair(scores, truth, min_models=2, what="pearson")
+  _, x, y = aligned_pair(scores, truth, min_models=2, what="pearson")
   return _pearson(x, y, "pearson")
 
 
@@ -467,7 +466,7 @@ def spearman(scores: Any, truth: Any) -> float:
   >>> round(spearman([1, 2, 3], [1, 3, 2]), 12)
   0.5
   """
-  _, x, y = _as_pair(scores, truth, min_models=2, what="spearman")
+  _, x, y = aligned_pair(scores, truth, min_models=2, what="spearman")
   if _is_constant(x) or _is_constant(y):
     raise UndefinedStatisticError("spearman is undefined: scores or truth are constant.")
   return _pearson(_average_ranks(x), _average_ranks(y), "spearman")
@@ -495,7 +494,7 @@ def top1_relative_accuracy(scores: Any, truth: Any) -> float:
   >>> top1_relative_accuracy([0.1, 0.9, 0.5], [0.8, 0.6, 0.9])
   0.6666666666666666
   """
-  _, x, y = _as_pair(scores, truth, min_models=2, what="top1_relative_accuracy")
+  _, x, y = aligned_pair(scores, truth, min_models=2, what="top1_relative_accuracy")
   best = float(np.max(y))
   if not best > 0.0:
     raise EvaluationInputError(
@@ -584,7 +583,7 @@ def bootstrap_ci(
     UndefinedStatisticError: the statistic is undefined on the full data, or
       too many resamples were degenerate.
   """
-  _, x, y = _as_pair(scores, truth, min_models=3, what="bootstrap_ci")
+  _, x, y = aligned_pair(scores, truth, min_models=3, what="bootstrap_ci")
   if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
     raise EvaluationInputError(f"bootstrap_ci: n_boot must be an int >= 2, got {n_boot!r}.")
   if not 0.0 < alpha < 1.0:
@@ -688,7 +687,7 @@ def evaluate_ranking(
   """
   if not (isinstance(scores, Mapping) and isinstance(truth, Mapping)):
     raise EvaluationInputError("evaluate_ranking: scores and truth must be mappings.")
-  names, x, y = _as_pair(scores, truth, min_models=3, what="evaluate_ranking")
+  names, x, y = aligned_pair(scores, truth, min_models=3, what="evaluate_ranking")
   if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
     raise EvaluationInputError(f"evaluate_ranking: n_boot must be an int >= 0, got {n_boot!r}.")
   out: dict[str, Any] = {
@@ -737,148 +736,3 @@ def ranking_table(
       row[f"{m}_high"] = rep[m]["high"]
     rows.append(row)
   return rows
-
-
-def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> str:
-  """Writes rows (dicts with the same keys) as CSV; None is written as empty.
-
-  Args:
-    path: output file.
-    rows: e.g. from ``ranking_table``.
-
-  Returns:
-    The path written, as str.
-  """
-  if not rows:
-    raise EvaluationInputError("write_csv: no rows.")
-  fields = list(rows[0].keys())
-  for r in rows:
-    if list(r.keys()) != fields:
-      raise EvaluationInputError("write_csv: rows must have the same keys in the same order.")
-  from face_jax import reports  # pylint: disable=g-import-not-at-top
-  return reports.write_csv(os.fspath(path), rows)
-
-
-def format_markdown_table(
-    rows: Sequence[Mapping[str, Any]],
-    metrics: Sequence[str] = METRICS,
-    digits: int = 3,
-) -> str:
-  """Formats ``ranking_table`` rows as a Markdown table: ``est [low, high]`` cells.
-
-  Args:
-    rows: rows from ``ranking_table``.
-    metrics: metric columns to show.
-    digits: decimals.
-
-  Returns:
-    The table as a string (no trailing newline).
-  """
-  def cell(row, m):
-    est, lo, hi = row[m], row.get(f"{m}_low"), row.get(f"{m}_high")
-    s = f"{est:.{digits}f}"
-    if lo is not None and hi is not None:
-      s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return s
-
-  header = ["name", "n"] + list(metrics)
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for r in rows:
-    cells = [str(r["name"]), str(r["n_models"])] + [cell(r, m) for m in metrics]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
-def plot_scores_vs_truth(
-    scores: Mapping[Any, float],
-    truth: Mapping[Any, float],
-    path: str | os.PathLike[str],
-    *,
-    score_name: str = "transferability score",
-    truth_name: str = "fine-tuned accuracy",
-    title: str | None = None,
-    annotate_models: bool = True,
-    dpi: int = 120,
-) -> str:
-  """Scatter plot of score vs ground truth, annotated with rank correlations (PNG).
-
-  Uses matplotlib's object API with the Agg canvas (no pyplot, no global
-  backend change).  The annotation shows the weighted tau, Kendall tau-b and
-  Spearman rho, or "undefined" where a statistic is undefined.
-
-  Args:
-    scores: mapping model -> score; at least 2 models.
-    truth: mapping model -> ground truth with the same models.
-    path: output PNG file.
-    score_name: x-axis label.
-    truth_name: y-axis label.
-    title: figure title.
-    annotate_models: write each model's name next to its point where there is room
-      (a name that would overlap another name or a point is left out).
-    dpi: resolution.
-
-  Returns:
-    The path written, as str.
-  """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  names, x, y = _as_pair(scores, truth, min_models=2, what="plot_scores_vs_truth")
-
-  def fmt(fn):
-    try:
-      return f"{fn(x, y):+.3f}"
-    except UndefinedStatisticError:
-      return "undefined"
-
-  fig = Figure(figsize=(5.0, 4.0), dpi=dpi)
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  ax.scatter(x, y, s=28, color="tab:blue", zorder=3)
-  ax.set_xlabel(score_name)
-  ax.set_ylabel(truth_name)
-  ax.grid(True, alpha=0.3)
-  # The statistics go above the axes (a box inside would cover points).
-  stats_line = (f"weighted $\\tau$ = {fmt(weighted_tau)}   Kendall $\\tau_b$ = {fmt(kendall_tau)}   "
-                f"Spearman $\\rho$ = {fmt(spearman)}   n = {x.size}")
-  ax.set_title(stats_line, fontsize=8)
-  if title:
-    fig.suptitle(title, fontsize=11)
-  fig.tight_layout()
-  if annotate_models:
-    _place_labels(fig, ax, names, x, y)
-  path = os.fspath(path)
-  fig.savefig(path, format="png")
-  return path
-
-
-def _place_labels(fig, ax, names, x, y, *, avoid=(), fontsize: int = 7) -> None:
-  """Writes each model's name next to its point without overlapping other names.
-
-  Greedy, in display space: each label tries a few offsets around its point and
-  takes the first whose box overlaps no placed label, no point and nothing in
-  ``avoid``; a label with no free spot is left out of the plot rather than
-  printed over another (the scores themselves are in the CSV/JSON next to it).
-  """
-  renderer = fig.canvas.get_renderer()
-  taken = [a.get_window_extent(renderer).expanded(1.02, 1.05) for a in avoid]
-  pts = ax.transData.transform(np.column_stack([x, y]))
-  r = 3.0 * fig.dpi / 72.0                       # marker radius, pixels
-  dots = [(px - r, py - r, px + r, py + r) for px, py in pts]
-  axbox = ax.get_window_extent(renderer)
-  offsets = [(4, 2), (4, -9), (-4, 2), (-4, -9), (4, 10), (4, -17), (-4, 10), (-4, -17)]
-  order = np.argsort(-np.asarray(y), kind="stable")
-  for i in order:
-    for dx, dy in offsets:
-      ann = ax.annotate(str(names[i]), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
-                        fontsize=fontsize, ha="left" if dx > 0 else "right", va="bottom")
-      bb = ann.get_window_extent(renderer)
-      inside = (bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and
-                bb.y1 <= axbox.y1)
-      clash = any(bb.overlaps(t) for t in taken) or any(
-          bb.x0 < d[2] and bb.x1 > d[0] and bb.y0 < d[3] and bb.y1 > d[1]
-          for j, d in enumerate(dots) if j != i)
-      if inside and not clash:
-        taken.append(bb)
-        break
-      ann.remove()

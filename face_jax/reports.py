@@ -1,4 +1,4 @@
-"""Writing results: JSON, CSV, a ranked text table and a plot (an edge module: it does IO).
+"""Every writer of results: JSON, CSV, text and Markdown tables, plots (an edge module: it does IO).
 
 Synopsis::
 
@@ -6,6 +6,10 @@ Synopsis::
     print(reports.format_table(rows))
     reports.write_json(path, {'models': rows}); reports.write_csv(path, rows)
     reports.plot_ranking(rows, 'ranking.png')
+
+    report = {'FaCe': evaluation.evaluate_ranking(scores, truth, n_boot=1000)}
+    print(reports.format_markdown_table(evaluation.ranking_table(report)))
+    reports.plot_scores_vs_truth(scores, truth, 'score_vs_truth.png')
 """
 
 from __future__ import annotations
@@ -19,36 +23,53 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from face_jax import evaluation
 
-def jsonable(obj: Any) -> Any:
-  """Converts results to strict-JSON values (non-finite floats become the strings 'inf', '-inf', 'nan')."""
+
+def jsonable(obj: Any, *, nonfinite: str = 'string') -> Any:
+  """Converts results (dataclasses, mappings, numpy values) to strict-JSON values.
+
+  Args:
+    obj: the value.
+    nonfinite: how NaN and ±inf floats are written: 'string' (the strings
+      'nan', 'inf', '-inf'; results files) or 'null' (None; benchmark files).
+  """
+  if nonfinite not in ('string', 'null'):
+    raise ValueError(f"nonfinite must be 'string' or 'null', got {nonfinite!r}")
+  rec = lambda v: jsonable(v, nonfinite=nonfinite)
   if hasattr(obj, 'to_dict'):
-    return jsonable(obj.to_dict())
+    return rec(obj.to_dict())
   if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-    return jsonable(dataclasses.asdict(obj))
+    return rec(dataclasses.asdict(obj))
   if isinstance(obj, Mapping):
-    return {str(k): jsonable(v) for k, v in obj.items()}
+    return {str(k): rec(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [jsonable(v) for v in obj]
+    return [rec(v) for v in obj]
   if isinstance(obj, np.ndarray):
-    return jsonable(obj.tolist())
-  if isinstance(obj, (np.integer,)):
+    return rec(obj.tolist())
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, np.integer):
     return int(obj)
   if isinstance(obj, (float, np.floating)):
     v = float(obj)
-    if math.isnan(v):
-      return 'nan'
-    if math.isinf(v):
-      return 'inf' if v > 0 else '-inf'
-    return v
+    if math.isfinite(v):
+      return v
+    if nonfinite == 'null':
+      return None
+    return 'nan' if math.isnan(v) else ('inf' if v > 0 else '-inf')
   return obj
 
 
-def write_json(path: str, obj: Any) -> str:
+def write_json(path: str, obj: Any, *, nonfinite: str = 'string') -> str:
+  """Writes ``jsonable(obj)`` atomically (a temporary file, then a rename); returns the path."""
+  path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(jsonable(obj), f, indent=1, allow_nan=False)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(jsonable(obj, nonfinite=nonfinite), f, indent=1, allow_nan=False)
     f.write('\n')
+  os.replace(tmp, path)
   return path
 
 
@@ -102,6 +123,19 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> str:
+  """Writes rows (dicts) as CSV, one column per key (the union, 'rank' and 'model' first).
+
+  None is written as an empty cell, non-finite floats as 'nan' / 'inf' / '-inf'.
+
+  Returns:
+    The path written, as str.
+
+  Raises:
+    ValueError: no rows.
+  """
+  if not rows:
+    raise ValueError('write_csv: no rows')
+  path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   cols = _columns(rows)
   with open(path, 'w', newline='') as f:
@@ -184,3 +218,133 @@ def _collapse_label(rows, metric: str) -> str:
     if np.all(nc1 > 0) and np.allclose(c, -np.log(nc1), rtol=1e-6, atol=1e-12):
       return 'variance collapse C = −ln NC1'
   return 'variance collapse C'
+
+
+# ---------------------------------------------------------------------------------
+# Ranking evaluation: tables and the score-vs-truth plot.
+
+
+def format_markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] = evaluation.METRICS,
+    digits: int = 3,
+) -> str:
+  """Formats ``evaluation.ranking_table`` rows as a Markdown table: ``est [low, high]`` cells.
+
+  Args:
+    rows: rows from ``evaluation.ranking_table``.
+    metrics: metric columns to show.
+    digits: decimals.
+
+  Returns:
+    The table as a string (no trailing newline).
+  """
+  def cell(row, m):
+    est, lo, hi = row[m], row.get(f"{m}_low"), row.get(f"{m}_high")
+    s = f"{est:.{digits}f}"
+    if lo is not None and hi is not None:
+      s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return s
+
+  header = ["name", "n"] + list(metrics)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    cells = [str(r["name"]), str(r["n_models"])] + [cell(r, m) for m in metrics]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot_scores_vs_truth(
+    scores: Mapping[Any, float],
+    truth: Mapping[Any, float],
+    path: str | os.PathLike[str],
+    *,
+    score_name: str = "transferability score",
+    truth_name: str = "fine-tuned accuracy",
+    title: str | None = None,
+    annotate_models: bool = True,
+    dpi: int = 120,
+) -> str:
+  """Scatter plot of score vs ground truth, annotated with rank correlations (PNG).
+
+  Uses matplotlib's object API with the Agg canvas (no pyplot, no global
+  backend change).  The annotation shows the weighted tau, Kendall tau-b and
+  Spearman rho, or "undefined" where a statistic is undefined.
+
+  Args:
+    scores: mapping model -> score; at least 2 models.
+    truth: mapping model -> ground truth with the same models.
+    path: output PNG file.
+    score_name: x-axis label.
+    truth_name: y-axis label.
+    title: figure title.
+    annotate_models: write each model's name next to its point where there is room
+      (a name that would overlap another name or a point is left out).
+    dpi: resolution.
+
+  Returns:
+    The path written, as str.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  names, x, y = evaluation.aligned_pair(scores, truth, min_models=2, what="plot_scores_vs_truth")
+
+  def fmt(fn):
+    try:
+      return f"{fn(x, y):+.3f}"
+    except evaluation.UndefinedStatisticError:
+      return "undefined"
+
+  fig = Figure(figsize=(5.0, 4.0), dpi=dpi)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  ax.scatter(x, y, s=28, color="tab:blue", zorder=3)
+  ax.set_xlabel(score_name)
+  ax.set_ylabel(truth_name)
+  ax.grid(True, alpha=0.3)
+  # The statistics go above the axes (a box inside would cover points).
+  stats_line = (f"weighted $\\tau$ = {fmt(evaluation.weighted_tau)}   Kendall $\\tau_b$ = {fmt(evaluation.kendall_tau)}   "
+                f"Spearman $\\rho$ = {fmt(evaluation.spearman)}   n = {x.size}")
+  ax.set_title(stats_line, fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  fig.tight_layout()
+  if annotate_models:
+    place_labels(fig, ax, names, x, y)
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, format="png")
+  return path
+
+
+def place_labels(fig, ax, names, x, y, *, avoid=(), fontsize: int = 7) -> None:
+  """Writes each model's name next to its point without overlapping other names.
+
+  Greedy, in display space: each label tries a few offsets around its point and
+  takes the first whose box overlaps no placed label, no point and nothing in
+  ``avoid``; a label with no free spot is left out of the plot rather than
+  printed over another (the scores themselves are in the CSV/JSON next to it).
+  """
+  renderer = fig.canvas.get_renderer()
+  taken = [a.get_window_extent(renderer).expanded(1.02, 1.05) for a in avoid]
+  pts = ax.transData.transform(np.column_stack([x, y]))
+  r = 3.0 * fig.dpi / 72.0                       # marker radius, pixels
+  dots = [(px - r, py - r, px + r, py + r) for px, py in pts]
+  axbox = ax.get_window_extent(renderer)
+  offsets = [(4, 2), (4, -9), (-4, 2), (-4, -9), (4, 10), (4, -17), (-4, 10), (-4, -17)]
+  order = np.argsort(-np.asarray(y), kind="stable")
+  for i in order:
+    for dx, dy in offsets:
+      ann = ax.annotate(str(names[i]), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
+                        fontsize=fontsize, ha="left" if dx > 0 else "right", va="bottom")
+      bb = ann.get_window_extent(renderer)
+      inside = (bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and
+                bb.y1 <= axbox.y1)
+      clash = any(bb.overlaps(t) for t in taken) or any(
+          bb.x0 < d[2] and bb.x1 > d[0] and bb.y0 < d[3] and bb.y1 > d[1]
+          for j, d in enumerate(dots) if j != i)
+      if inside and not clash:
+        taken.append(bb)
+        break
+      ann.remove()

@@ -251,7 +251,7 @@ def _zoo_main():
                                            'top1_relative_accuracy'))
   print(f'\nHow well each score ranks the zoo on {target} (vs fine-tuned test accuracy; '
         f'95% bootstrap CI over models):\n')
-  print(evaluation.format_markdown_table(table, ('weighted_tau', 'kendall_tau', 'pearson',
+  print(reports.format_markdown_table(table, ('weighted_tau', 'kendall_tau', 'pearson',
                                                  'top1_relative_accuracy'), digits=3))
   for m, e in errors.items():
     print(f'{m}: {e}')
@@ -267,12 +267,12 @@ def _zoo_main():
   }
   written = [reports.write_json(os.path.join(out_dir, 'results.json'), payload),
              reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
-             evaluation.write_csv(os.path.join(out_dir, 'evaluation.csv'), table)]
+             reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table)]
   if _PLOT.value:
     written.append(reports.plot_ranking(
         rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by,
         title=f'{rank_by} ranking of the bundled zoo on {target} (higher = predicted better)'))
-    written.append(evaluation.plot_scores_vs_truth(
+    written.append(reports.plot_scores_vs_truth(
         oriented[rank_by], {k: truth[k] for k in oriented[rank_by]},
         os.path.join(out_dir, 'score_vs_truth.png'),
         score_name=f'{rank_by} score', truth_name=f'{target}: fine-tuned test accuracy',

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from face_jax import evaluation as ev
+from face_jax import reports
 
 # SciPy computes the weighted tau with an O(n log n) merge sort; we sum pairs
 # directly.  Both are float64 sums of O(n) terms of size O(1), so they agree to
@@ -297,12 +298,12 @@ def test_evaluate_ranking_report_and_tables(tmp_path):
   assert rep0["kendall_tau"]["low"] is None
   rows = ev.ranking_table({"score_a": rep, "score_b": rep0})
   assert rows[0]["name"] == "score_a" and rows[1]["weighted_tau_low"] is None
-  path = ev.write_csv(tmp_path / "t.csv", rows)
+  path = reports.write_csv(tmp_path / "t.csv", rows)
   with open(path) as f:
     read = list(csv.DictReader(f))
   assert float(read[0]["kendall_tau"]) == pytest.approx(rep["kendall_tau"]["estimate"])
   assert read[1]["kendall_tau_low"] == ""
-  md = ev.format_markdown_table(rows)
+  md = reports.format_markdown_table(rows)
   assert md.splitlines()[0].startswith("| name | n | weighted_tau")
   assert f"{rep['spearman']['estimate']:.3f} [" in md
 
@@ -316,12 +317,12 @@ def test_evaluate_ranking_report_and_tables(tmp_path):
 
 def test_plot_scores_vs_truth(tmp_path):
   scores, truth = _zoo(6)
-  path = ev.plot_scores_vs_truth(scores, truth, tmp_path / "p.png", title="zoo")
+  path = reports.plot_scores_vs_truth(scores, truth, tmp_path / "p.png", title="zoo")
   with open(path, "rb") as f:
     data = f.read()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
   # Undefined correlations are written as such, not as nan.
-  path2 = ev.plot_scores_vs_truth({k: 1.0 for k in scores}, truth, tmp_path / "q.png")
+  path2 = reports.plot_scores_vs_truth({k: 1.0 for k in scores}, truth, tmp_path / "q.png")
   with open(path2, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -345,7 +346,7 @@ def test_plot_labels_never_overlap():
   ax.scatter(x, y)
   box = ax.text(0.98, 0.02, "stats", transform=ax.transAxes, ha="right", va="bottom")
   fig.tight_layout()
-  ev._place_labels(fig, ax, names, x, y, avoid=[box])
+  reports.place_labels(fig, ax, names, x, y, avoid=[box])
   r = fig.canvas.get_renderer()
   labels = [t for t in ax.texts if t is not box]
   boxes = [t.get_window_extent(r) for t in labels]

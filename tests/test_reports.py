@@ -44,3 +44,24 @@ def test_write_json_is_strict_json(tmp_path):
   assert "NaN" not in text and "Infinity" not in text
   data = json.loads(text)
   assert data == {"a": 1.5, "b": "nan", "c": [0, 1], "d": "-inf"}
+
+
+def test_jsonable_nonfinite_policies():
+  value = {"a": [np.float64(np.nan), np.inf], "b": np.bool_(True), "c": np.int64(3)}
+  assert reports.jsonable(value) == {"a": ["nan", "inf"], "b": True, "c": 3}
+  assert reports.jsonable(value, nonfinite="null") == {"a": [None, None], "b": True, "c": 3}
+  with pytest.raises(ValueError, match="nonfinite"):
+    reports.jsonable(1.0, nonfinite="drop")
+
+
+def test_write_json_replaces_atomically(tmp_path):
+  path = str(tmp_path / "r.json")
+  reports.write_json(path, {"x": 1})
+  reports.write_json(path, {"x": math.inf}, nonfinite="null")
+  assert json.load(open(path)) == {"x": None}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_write_csv_needs_rows(tmp_path):
+  with pytest.raises(ValueError, match="no rows"):
+    reports.write_csv(str(tmp_path / "e.csv"), [])

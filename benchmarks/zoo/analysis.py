@@ -562,10 +562,10 @@ def evaluate(scores: Mapping, gt: Mapping, manifest: Mapping, out_dir: str, *,
                                    'seed': seed, 'reference': {REFERENCE: 'the source val '
                                    'accuracy of each model: a naive predictor for context, '
                                    'not a transferability metric'}, 'targets': evals}))
-  files.append(ev.write_csv(os.path.join(out_dir, 'evaluation.csv'), evaluation_rows(evals)))
+  files.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), evaluation_rows(evals)))
   abl = ablation(scores['face_variants'], gt, n_boot=ablation_boot, seed=seed)
   files.append(reports.write_json(os.path.join(out_dir, 'ablation.json'), abl))
-  files.append(ev.write_csv(os.path.join(out_dir, 'ablation.csv'), ablation_rows(abl)))
+  files.append(reports.write_csv(os.path.join(out_dir, 'ablation.csv'), ablation_rows(abl)))
   with open(os.path.join(out_dir, 'ablation.md'), 'w') as f:
     f.write(ablation_markdown(abl) + '\n')
   files.append(os.path.join(out_dir, 'ablation.md'))
@@ -575,7 +575,7 @@ def evaluate(scores: Mapping, gt: Mapping, manifest: Mapping, out_dir: str, *,
   for t, e in evals.items():
     rep = e['scores'].get('face', {})
     if 'scores' in rep:
-      files.append(ev.plot_scores_vs_truth(
+      files.append(reports.plot_scores_vs_truth(
           rep['scores'], e['truth'], os.path.join(out_dir, f'face_vs_truth_{t}.png'),
           score_name='FaCe score (default variant)', truth_name=f'{t}: fine-tuned test accuracy',
           title=f'FaCe vs fine-tuned accuracy on {t}'))
