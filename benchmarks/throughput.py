@@ -209,7 +209,7 @@ def _face_variants() -> tuple:
 FACE_VARIANTS = _face_variants()
 METRIC_VARIANTS = {'face': FACE_VARIANTS}
 
-# ``finalise``: the one-pass metrics (the "all one-pass metrics").  TransRate's
+# ``finalise``: every one-pass metric.  TransRate's
 # per-class scatter holds K·D² numbers: it is timed only where that stays under
 # TRANSRATE_MAX_ELEMENTS (1 GiB of float32).
 ONE_PASS_METRICS = ('face', 'nc1', 'vci', 'logme', 'nce', 'hscore', 'reg_hscore', 'gbc',

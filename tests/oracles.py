@@ -1,4 +1,4 @@
-"""Independent float64 numpy oracles, written straight from FACE_SPEC.md.
+"""Independent float64 numpy oracles, written straight from docs/face.md (the FaCe specification).
 
 Deliberately naive (explicit per-class covariances, pinv, per-pair solves) and
 sharing no code with face_jax.

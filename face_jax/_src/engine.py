@@ -162,9 +162,9 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
   f = batch.features.reshape(batch.features.shape[0], -1)
   # Which rows may hold a non-finite value: a row's sum is NaN or ±Inf whenever
   # one of its values is (NaN and Inf propagate through any order of addition),
-  # and it is the cheapest per-row flag on XLA:CPU (one vectorised reduction;
-  # a boolean all(isfinite) per row took about 3x as long at [16384, 512], an
-  # int32 count per row more still, see benchmarks/README.md).  Summed in at
+  # and it is the cheapest per-row flag on XLA:CPU (one vectorised reduction; a
+  # boolean all(isfinite) per row, or an int32 count per row, is slower: see
+  # benchmarks/README.md).  Summed in at
   # least float32 so low-precision rows rarely overflow; a row of finite values
   # whose sum overflows is only a false alarm: the exact count of non-finite
   # values, computed only when some unmasked row is flagged, is then 0.

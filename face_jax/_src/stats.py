@@ -229,11 +229,10 @@ def symmetrize_upper(u: np.ndarray) -> np.ndarray:
 # multiply-adds (rows per device · D²; 2^25: e.g. 512 rows at D = 256, 32 rows at
 # D = 1024).  Below it the XLA code runs: the kernels' BLAS call is then too short to
 # pay for OpenBLAS's worker threads, which keep spinning after each call and take a
-# core from whatever XLA runs next.  Measured (benchmarks/README.md): a small CNN's
-# forward + statistics step (256 rows, D = 128) ran +42–52 % over the forward alone with
-# the kernels and +3 % with the XLA code, while on streams of bare features the kernels
-# are the faster code at every size measured (e.g. 0.77 vs 0.31 of numpy's X.T @ X rate
-# at D = 512, K = 1000, 4096 rows).
+# core from whatever XLA runs next: a small model's forward + statistics step is then
+# slower with the kernels than with the XLA code, while on streams of bare features the
+# kernels are the faster code at every size measured (benchmarks/README.md has the
+# figures).
 CPU_KERNEL_MIN_WORK = 1 << 25
 
 

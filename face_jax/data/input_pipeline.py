@@ -14,8 +14,8 @@ batched by a `grain.MapDataset` (optionally with worker processes). The
 optional `backend="tf"` path (`builder.as_dataset` + `tfds.as_numpy`) needs
 TensorFlow and datasets prepared in the TFRecord format.
 
-Batching contract (big_vision `make_for_inference` / CLU `pad_dataset` style,
-STYLE.md house rule 6):
+Batching contract (big_vision `make_for_inference` / CLU `pad_dataset` style: every
+host runs the same number of steps, padded with masked examples, nothing dropped):
 
 * Each process reads its own contiguous slice of the split. The slices follow
   `tfds.even_splits(split, n=process_count)`: with N examples and P processes,
