@@ -259,3 +259,51 @@ def test_small_products_keep_the_xla_code():
   assert not stats_lib.Moments.uses_cpu_kernel(spec, 50)
   sc = np.asarray(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(spec, p, bt))(params, batch).scatter)
   assert spec.blocks == 2 and np.any(np.tril(sc, -1) != 0.0)
+
+
+def _class_scatter_pass(x, y, k, batch_size, **spec_kw):
+  spec = stats_lib.ClassScatterSpec(num_classes=k, dim=x.shape[1], **spec_kw)
+  req = face_jax.Request(stats_lib.ClassScatter, spec, {"shift": engine_lib.FIRST_BATCH_SHIFT})
+  src = face_jax.ArraySource(x, y, batch_size=batch_size, num_classes=k)
+  return face_jax.Engine().run_pass(src, {"features": {"c": req}})["features"]["c"]
+
+
+@pytest.mark.parametrize("kernel,tile_rows", [("auto", None), ("xla", None), ("xla", 8)])
+def test_class_scatter_every_path_matches_float64(any_size, kernel, tile_rows):
+  """Kernel, XLA tiles (default and small, many tiles per class) vs numpy float64.
+
+  The stream has a ragged last batch (padding rows), an empty class and a
+  single-sample class, and a large common offset.
+  """
+  rng = np.random.default_rng(3)
+  k, d, n = 9, 40, 1003
+  y = rng.integers(0, k - 2, n).astype(np.int32)
+  y[17] = k - 1                                   # one sample; class k - 2 is empty
+  x = (rng.standard_normal((n, d)) * 2 + 100).astype(np.float32)
+  spec = stats_lib.ClassScatterSpec(num_classes=k, dim=d, scatter_kernel=kernel,
+                                    tile_rows=tile_rows)
+  assert stats_lib.ClassScatter.uses_cpu_kernel(spec, 256) == (
+      kernel == "auto" and cpu_moments.available())
+  out = _class_scatter_pass(x, y, k, 256, scatter_kernel=kernel, tile_rows=tile_rows)
+  x64 = x.astype(np.float64)
+  np.testing.assert_array_equal(out.counts, np.bincount(y, minlength=k))
+  for c in range(k):
+    xc = x64[y == c]
+    ref = (xc - xc.mean(0)).T @ (xc - xc.mean(0)) if len(xc) else np.zeros((d, d))
+    got = out.class_scatter(c)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5 * max(np.abs(ref).max(), 1.0))
+    np.testing.assert_array_equal(got, got.T)
+    if len(xc):
+      np.testing.assert_allclose(out.means[c], xc.mean(0), rtol=1e-6)
+  g = x64.mean(0)
+  about = (x64[y == 0] - g).T @ (x64[y == 0] - g)
+  np.testing.assert_allclose(out.class_scatter_about(0, g), about, rtol=0,
+                             atol=2e-6 * np.abs(about).max())
+
+
+def test_class_tile_rows():
+  assert stats_lib.class_tile_rows(4096, 100) == 16       # 20 -> the power of two below
+  assert stats_lib.class_tile_rows(64, 1000) == 8         # at least 8
+  assert stats_lib.class_tile_rows(1 << 20, 2) == 256     # at most 256
+  with pytest.raises(ValueError, match="scatter_kernel"):
+    stats_lib.ClassScatterSpec(num_classes=2, dim=3, scatter_kernel="blas")

@@ -58,6 +58,7 @@ import numpy as np
 
 MOMENTS_TARGET = 'face_jax_class_moments'
 ACCUMULATE_TARGET = 'face_jax_accumulate_moments'
+CLASS_SCATTER_TARGET = 'face_jax_accumulate_class_scatter'
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'moments.cc')
 _SSYRK_SYMBOLS = ('scipy_cblas_ssyrk64_', 'cblas_ssyrk64_')   # ILP64 cblas_ssyrk only
 _STATUS = {'available': None, 'detail': 'not tried yet'}
@@ -142,6 +143,9 @@ def available() -> bool:
                                   platform='cpu')
       jax.ffi.register_ffi_target(ACCUMULATE_TARGET,
                                   jax.ffi.pycapsule(lib.FaceJaxAccumulateMoments), platform='cpu')
+      jax.ffi.register_ffi_target(CLASS_SCATTER_TARGET,
+                                  jax.ffi.pycapsule(lib.FaceJaxAccumulateClassScatter),
+                                  platform='cpu')
       _KEEP.append(lib)
     except Exception as e:  # pylint: disable=broad-except
       _STATUS['detail'] = f'unavailable ({type(e).__name__}: {e}); Moments uses its XLA code'
@@ -203,3 +207,29 @@ def accumulate_moments(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Arra
                          input_output_aliases={5 + j: j for j in range(8)})(
                              x, y, m, shift, weight, *state)
   return tuple(res[:4]), tuple(res[4:])
+
+
+def accumulate_class_scatter(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array,
+                             hi: tuple, lo: tuple) -> tuple[tuple, tuple]:
+  """Adds one batch of ``stats.ClassScatter`` into its compensated pair in place (CPU, float32).
+
+  The rows are grouped by class and each class present gets one ``ssyrk`` of its own
+  rows, so every row is multiplied once (B·D² multiply-adds, as for the pooled scatter).
+
+  Args:
+    x: [B, D] features; y: [B] int32 labels in [0, K); m: [B] float32 mask (0: padding,
+      skipped); shift: [K, D] per-class shift.
+    hi, lo: (count [K], sum [K, D], scatter [K, D, D]) each; the running sums are
+      hi + lo. Donate them: the outputs alias these buffers.
+
+  Returns:
+    (hi, lo) with the batch added: counts and class sums of z = x − shift[y] two-summed
+    row by row, the upper triangle of each class's Σ z zᵀ two-summed (strict lower
+    triangles left as they were).
+  """
+  _require()
+  state = tuple(hi) + tuple(lo)
+  out = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in state)
+  res = jax.ffi.ffi_call(CLASS_SCATTER_TARGET, out,
+                         input_output_aliases={4 + j: j for j in range(6)})(x, y, m, shift, *state)
+  return tuple(res[:3]), tuple(res[3:])

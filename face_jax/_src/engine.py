@@ -241,16 +241,22 @@ def _build_init(mesh: Mesh, layout: Layout, compensated: bool):
 
 @functools.lru_cache(maxsize=None)
 def _build_reduce(mesh: Mesh):
-  """One collective: psum of every device's partial state (also merges hosts)."""
+  """One collective: psum of every device's partial state (also merges hosts).
+
+  The result keeps the leading slot axis (size 1; ``run_pass`` drops it on the
+  host) and the state is donated, so its buffers are freed as the sums are
+  formed.  On a one-device mesh ``run_pass`` skips this step: the state is the total.
+  """
 
   def local(states):
     def red(t):
       if isinstance(t, stats_lib.Statistic):
-        return jax.tree.map(lambda a: a[0], t).psum(DATA)
+        return t.psum(DATA)
       return t  # ``lo`` placeholder (None) when not compensated
     return jax.tree.map(red, states, is_leaf=lambda t: isinstance(t, stats_lib.Statistic))
 
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(DATA), out_specs=P()))
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(DATA), out_specs=P()),
+                 donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -419,8 +425,10 @@ class Engine:
         self._check(*pending.popleft(), layout)
       if steps == 0 or params_host is None:
         raise InputError('empty stream: the source yielded no batches')
-      reduced = _build_reduce(self.mesh)(states)
-      host = jax.device_get(reduced)
+      # On one device the state is already the total (no collective, no copy).
+      reduced = states if self.num_devices == 1 else _build_reduce(self.mesh)(states)
+      del states
+      host = jax.tree.map(lambda a: np.asarray(a)[0], jax.device_get(reduced))
     self.passes_run += 1
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
@@ -429,10 +437,9 @@ class Engine:
     for (stream, name), slot in slot_of.items():
       if (stream, slot) not in done:
         hi, lo = host[stream][slot]
-        total = hi if lo is None else jax.tree.map(
-            lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
         r = uniq[(stream, slot)]
-        done[(stream, slot)] = total.finalize(r.spec, params_host[stream][slot])
+        done[(stream, slot)] = r.stat.finalize_compensated(r.spec, params_host[stream][slot],
+                                                           hi, lo)
       out.setdefault(stream, {})[name] = done[(stream, slot)]
     return out
 

@@ -117,6 +117,19 @@ class Statistic(struct.PyTreeNode):
     """The cross-device (and cross-host) merge: one ``lax.psum`` of every leaf."""
     return jax.tree.map(lambda x: jax.lax.psum(x, axis_name), self)
 
+  @classmethod
+  def finalize_compensated(cls, spec, params: Mapping[str, np.ndarray], hi: "Statistic",
+                           lo: "Statistic | None"):
+    """Finalises the engine's merged accumulator pair (host arrays): ``finalize(hi + lo)``.
+
+    ``hi + lo`` is formed in float64 (``lo`` is None without compensation).  A
+    statistic with large leaves may override this to avoid materialising them in
+    float64 at once (``ClassScatter`` finalises class by class).
+    """
+    total = hi if lo is None else jax.tree.map(
+        lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
+    return total.finalize(spec, params)
+
   def finalize(self, spec, params: Mapping[str, np.ndarray]):
     raise NotImplementedError
 
@@ -213,7 +226,7 @@ def upper_scatter_tiles(zs) -> Array:
 
 
 def _like_varying(out: Array, like: Array) -> Array:
-  """Marks a custom call's output as varying over the same shard_map axes as ``like``."""
+  """Marks ``out`` (a custom call's output, a fresh constant) as varying over ``like``'s shard_map axes."""
   want = tuple(sorted(jax.typeof(like).manual_axis_type.varying))
   have = set(jax.typeof(out).manual_axis_type.varying)
   missing = tuple(a for a in want if a not in have)
@@ -448,8 +461,8 @@ class Moments(Statistic):
     # Computed per column block of the scatter: z_j = x[:, j] − c_y[:, j] is
     # produced once per block and consumed whole by the tile matmuls and the
     # class sums.  (Centring the whole [B, D] first and slicing it per block
-    # made XLA:CPU re-compute z in every slice: the step ran at ~0.5 of the
-    # bare product at D = 512; see benchmarks/README.md.)
+    # made XLA:CPU re-compute z in every slice, at about half the bare product's
+    # rate; see benchmarks/README.md.)
     dt = x.dtype
     k = spec.num_classes
     bounds = block_bounds(spec.dim, spec.blocks if spec.scatter else 1)
@@ -490,21 +503,56 @@ class ClassScatterSpec:
   """Static configuration of ``ClassScatter``: per-class full D×D scatter (opt-in).
 
   Memory: K·D² accumulator elements, i.e. K·D²·4 bytes in float32 (x2 with the
-  engine's compensated sums): 16 GiB for K = 1000, D = 2048.  Compute: K times
-  the pooled scatter (one masked Zᵀ Z per class per batch).
+  engine's compensated sums): 16 GiB for K = 1000, D = 2048.  Compute: every row
+  is multiplied once (B·D² multiply-adds a batch, like the pooled scatter; the
+  XLA code pads each class to whole row tiles, see ``ClassScatter``).
+
+  Attributes:
+    num_classes: K.
+    dim: D.
+    dtype: accumulation dtype name.
+    scatter_kernel: "auto" (on CPU, float32, ``rows · D² >= CPU_KERNEL_MIN_WORK`` and
+      ``cpu_moments.available()``: the CPU kernel, one ``ssyrk`` per class of the rows
+      grouped by class, added in place into the compensated state; elsewhere the XLA
+      code) or "xla".
+    tile_rows: rows per tile of the XLA code (None: ``class_tile_rows``).
   """
 
   num_classes: int
   dim: int
   dtype: str = 'float32'
+  scatter_kernel: str = 'auto'
+  tile_rows: int | None = None
+
+  def __post_init__(self):
+    if self.scatter_kernel not in ('auto', 'xla'):
+      raise ValueError(f"scatter_kernel must be 'auto' or 'xla', got {self.scatter_kernel!r}")
+
+
+def class_tile_rows(rows: int, num_classes: int) -> int:
+  """Default tile height of ``ClassScatter``'s XLA code for ``rows`` rows per device.
+
+  Each class present in a batch is padded to whole tiles of T rows, so the
+  products cost at most (rows + K·(T − 1))·D² multiply-adds: T is the power of two
+  at most rows/(2K) (padding ≤ half a batch), between 8 and 256.
+  """
+  t = max(1, rows // (2 * max(num_classes, 1)))
+  return int(np.clip(1 << (t.bit_length() - 1), 8, 256))
 
 
 class ClassScatter(Statistic):
-  """Per-class scatter Σ_{i∈k} (x_i − c_k)(x_i − c_k)ᵀ about the per-class shift."""
+  """Per-class scatter Σ_{i∈k} (x_i − c_k)(x_i − c_k)ᵀ about the per-class shift.
+
+  Every row is multiplied once.  On CPU (float32) a kernel groups the rows by
+  class and calls ``ssyrk`` once per class present (``cpu_moments``).  The XLA
+  code sorts the rows by class, lays each class out in whole tiles of T rows
+  (``class_tile_rows``; at most ⌈B/T⌉ + K tiles), forms one T-row product per
+  tile and adds it to its class, a few tiles at a time.
+  """
 
   count: Array    # [K]
   sum: Array      # [K, D]
-  scatter: Array  # [K, D, D]
+  scatter: Array  # [K, D, D] (CPU kernel: upper triangles; XLA code: full matrices)
 
   @classmethod
   def empty(cls, spec: ClassScatterSpec) -> 'ClassScatter':
@@ -518,49 +566,149 @@ class ClassScatter(Statistic):
     return {'shift': np.zeros((spec.num_classes, spec.dim), np.float64)}
 
   @classmethod
+  def uses_cpu_kernel(cls, spec: ClassScatterSpec, rows: int) -> bool:
+    """Whether CPU lowering of ``accumulate`` uses the ``cpu_moments`` class-scatter kernel."""
+    return (spec.scatter_kernel == 'auto' and _accum_dtype(spec) == jnp.float32
+            and rows * spec.dim ** 2 >= CPU_KERNEL_MIN_WORK and cpu_moments.available())
+
+  @classmethod
   def from_batch(cls, spec: ClassScatterSpec, params, batch: Batch) -> 'ClassScatter':
     z, y, m = _masked_centered(spec, params, batch)
     k = spec.num_classes
     count = jax.ops.segment_sum(m, y, num_segments=k)
     s = jax.ops.segment_sum(z, y, num_segments=k)
+    return cls(count=count, sum=s, scatter=cls._tiled_scatter(spec, z, y, batch.mask))
 
-    def one(c):
-      zc = jnp.where((y == c)[:, None], z, jnp.zeros((), z.dtype))
-      return jnp.dot(zc.T, zc, precision=HIGHEST)
+  @classmethod
+  def _tiled_scatter(cls, spec: ClassScatterSpec, z: Array, y: Array, mask: Array) -> Array:
+    """[K, D, D] Σ_{i∈k} z_i z_iᵀ with every row multiplied once (rows sorted into class tiles)."""
+    b, d = z.shape
+    k = spec.num_classes
+    t = spec.tile_rows or class_tile_rows(b, k)
+    n_tiles = -(-b // t) + min(k, b)
+    key = jnp.where(mask, y, k)                                  # padding rows sort last
+    order = jnp.argsort(key, stable=True)
+    ys = key[order]
+    cnt = jnp.bincount(key, length=k + 1)[:k]                    # [K]
+    tiles = -(-cnt // t)                                         # tiles per class
+    first_tile = jnp.cumsum(tiles) - tiles                       # [K]
+    first_row = jnp.cumsum(cnt) - cnt                            # [K] in sorted order
+    yc = jnp.minimum(ys, k - 1)
+    dest = first_tile[yc] * t + (jnp.arange(b) - first_row[yc])
+    dest = jnp.where(ys < k, dest, n_tiles * t)                  # padding: dropped
+    packed = jnp.zeros((n_tiles * t, d), z.dtype).at[dest].set(z[order], mode='drop')
+    packed = packed.reshape(n_tiles, t, d)
+    # The class of each tile (K for unused tiles, whose products are dropped).
+    tile_class = jnp.searchsorted(jnp.cumsum(tiles), jnp.arange(n_tiles), side='right')
+    group = max(1, min(n_tiles, 8))
+    n_groups = -(-n_tiles // group)
+    pad = n_groups * group - n_tiles
+    packed = jnp.concatenate([packed, jnp.zeros((pad, t, d), z.dtype)]).reshape(
+        n_groups, group, t, d)
+    tile_class = jnp.concatenate([tile_class, jnp.full((pad,), k, tile_class.dtype)]).reshape(
+        n_groups, group)
 
-    scatter = jax.lax.map(one, jnp.arange(k))
-    return cls(count=count, sum=s, scatter=scatter)
+    def body(g, acc):
+      zt = packed[g]                                           # [group, T, D]
+      prod = jnp.einsum('gtd,gte->gde', zt, zt, precision=HIGHEST)
+      return acc.at[tile_class[g]].add(prod, mode='drop')
+
+    init = _like_varying(jnp.zeros((k, d, d), z.dtype), z)
+    return jax.lax.fori_loop(0, n_groups, body, init)
+
+  @classmethod
+  def accumulate(cls, spec: ClassScatterSpec, params, batch: Batch, hi: 'ClassScatter',
+                 lo: 'ClassScatter') -> tuple['ClassScatter', 'ClassScatter']:
+    """``Statistic.accumulate``; on CPU (``uses_cpu_kernel``) one in-place kernel call."""
+    if not cls.uses_cpu_kernel(spec, batch.features.shape[0]):
+      return super().accumulate(spec, params, batch, hi, lo)
+    dt = _accum_dtype(spec)
+    y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
+    args = (batch.features.astype(dt), y, batch.mask.astype(dt), params['shift'].astype(dt))
+
+    def cpu(x, y, m, shift, hi, lo):
+      leaves = lambda t: (t.count, t.sum, t.scatter)
+      h, l = cpu_moments.accumulate_class_scatter(x, y, m, shift, leaves(hi), leaves(lo))
+      return cls(*(_like_varying(a, x) for a in h)), cls(*(_like_varying(a, x) for a in l))
+
+    def default(x, y, m, shift, hi, lo):
+      z = jnp.where(m[:, None] > 0, x - shift[y], jnp.zeros((), dt))
+      k = spec.num_classes
+      contrib = cls(count=jax.ops.segment_sum(m, y, num_segments=k),
+                    sum=jax.ops.segment_sum(z, y, num_segments=k),
+                    scatter=cls._tiled_scatter(spec, z, y, m > 0))
+      return add_compensated(hi, lo, as_slot(contrib))
+
+    return jax.lax.platform_dependent(*args, hi, lo, cpu=cpu, default=default)
 
   def finalize(self, spec: ClassScatterSpec, params) -> 'ClassCovariances':
-    h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)
+    return ClassScatter.finalize_compensated(spec, params, self, None)
+
+  @classmethod
+  def finalize_compensated(cls, spec: ClassScatterSpec, params, hi: 'ClassScatter',
+                           lo: 'ClassScatter | None') -> 'ClassCovariances':
+    """Counts and means in float64; the [K, D, D] sums stay as accumulated (no float64 copy)."""
+    f64 = lambda a: np.asarray(jax.device_get(a), np.float64)
+    n = f64(hi.count) + (0.0 if lo is None else f64(lo.count))
+    zsum = f64(hi.sum) + (0.0 if lo is None else f64(lo.sum))
     shift = np.asarray(params['shift'], np.float64)
-    n = h.count
     safe = np.where(n > 0, n, 1.0)
-    mz = h.sum / safe[:, None]
-    means = np.where(n[:, None] > 0, shift + mz, 0.0)
-    scat = h.scatter - np.einsum('kd,ke->kde', h.sum, mz)
-    scat = 0.5 * (scat + np.swapaxes(scat, 1, 2))
-    return ClassCovariances(counts=n, means=means, scatter=scat)
+    means = np.where(n[:, None] > 0, shift + zsum / safe[:, None], 0.0)
+    return ClassCovariances(counts=n, means=means, zsum=zsum,
+                            raw=np.asarray(jax.device_get(hi.scatter)),
+                            raw_lo=None if lo is None else np.asarray(jax.device_get(lo.scatter)))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class ClassCovariances:
-  """Finalised per-class scatter (host float64).
+  """Finalised per-class scatter (host), formed in float64 one class at a time.
+
+  The [K, D, D] sums are kept as accumulated (float32 hi and lo parts on the
+  compensated path); ``class_scatter(k)`` forms class k's D×D matrix in float64, so
+  a metric that goes class by class never holds K float64 matrices.
 
   Attributes:
-    counts: [K].
-    means: [K, D].
-    scatter: [K, D, D] Σ_{i∈k} (x_i − μ_k)(x_i − μ_k)ᵀ.
+    counts: [K] samples per class.
+    means: [K, D] class means (zero rows for empty classes).
+    zsum: [K, D] Σ_{i∈k} (x_i − c_k) about the accumulation shift c.
+    raw: [K, D, D] Σ_{i∈k} (x_i − c_k)(x_i − c_k)ᵀ (upper triangles valid).
+    raw_lo: [K, D, D] compensation part of ``raw`` (or None).
   """
 
   counts: np.ndarray
   means: np.ndarray
-  scatter: np.ndarray
+  zsum: np.ndarray
+  raw: np.ndarray
+  raw_lo: np.ndarray | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.counts.shape[0])
+
+  def class_scatter(self, k: int) -> np.ndarray:
+    """[D, D] float64 Σ_{i∈k} (x_i − μ_k)(x_i − μ_k)ᵀ (zeros for an empty class)."""
+    u = np.asarray(self.raw[k], np.float64)
+    if self.raw_lo is not None:
+      u = u + np.asarray(self.raw_lo[k], np.float64)
+    u = symmetrize_upper(u)
+    n = self.counts[k]
+    if n > 0:
+      u -= np.outer(self.zsum[k], self.zsum[k] / n)
+    return 0.5 * (u + u.T)
+
+  def class_scatter_about(self, k: int, center: np.ndarray) -> np.ndarray:
+    """[D, D] Σ_{i∈k} (x_i − a)(x_i − a)ᵀ about a common point ``a`` [D]."""
+    dm = self.means[k] - np.asarray(center, np.float64)
+    return self.class_scatter(k) + self.counts[k] * np.outer(dm, dm)
+
+  @property
+  def scatter(self) -> np.ndarray:
+    """[K, D, D] every class's scatter about its mean (materialises K·D² float64)."""
+    return np.stack([self.class_scatter(k) for k in range(self.num_classes)])
 
   def scatter_about(self, center: np.ndarray) -> np.ndarray:
-    """[K, D, D] Σ_{i∈k} (x_i − a)(x_i − a)ᵀ about a common point ``a`` [D]."""
-    dm = self.means - center
-    return self.scatter + self.counts[:, None, None] * np.einsum('kd,ke->kde', dm, dm)
+    """[K, D, D] Σ_{i∈k} (x_i − a)(x_i − a)ᵀ about a common point ``a`` [D] (materialises)."""
+    return np.stack([self.class_scatter_about(k, center) for k in range(self.num_classes)])
 
 
 def as_host_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -26,6 +26,12 @@
 //   scatter is formed in a per-thread scratch and its upper triangle two-summed into
 //   hi/lo (the strict lower triangles are left untouched: zero). Nothing per step is
 //   allocated, and only the triangle the finalisation reads is swept.
+// FaceJaxAccumulateClassScatter: `stats.ClassScatter` (TransRate's per-class scatter) added
+//   into its compensated pair in place (inputs 4..9 alias outputs 0..5: hi count [K],
+//   sum [K, D], scatter [K, D, D], then lo count, sum, scatter; no weight input). The rows
+//   are packed grouped by class (a counting sort), and one ssyrk per class present in the
+//   batch gives that class's scatter: every row is multiplied once (B·D² multiply-adds a
+//   batch, as for the pooled scatter), not once per class.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -211,6 +217,86 @@ ffi::Error AccumulateMoments(
   return ffi::Error::Success();
 }
 
+// One row: z = x - c; out = z; (s, sl) += z (two-sum).
+FACE_JAX_CLONES
+void CentreRowSumTwoSum(const float* __restrict x, const float* __restrict c, int64_t d,
+                        float* __restrict s, float* __restrict sl, float* __restrict out) {
+  for (int64_t j = 0; j < d; ++j) {
+    const float z = x[j] - c[j];
+    out[j] = z;
+    TwoSum1(s[j], sl[j], z);
+  }
+}
+
+ffi::Error AccumulateClassScatter(F32 x, S32 y, F32 m, F32 shift,
+                                  F32 hc0, F32 hs0, F32 hS0, F32 lc0, F32 ls0, F32 lS0,
+                                  F32Out hc, F32Out hs, F32Out hS, F32Out lc, F32Out ls,
+                                  F32Out lS) {
+  const auto xd = x.dimensions(), cd = shift.dimensions();
+  if (xd.size() != 2 || cd.size() != 2 || cd[1] != xd[1] || y.element_count() != xd[0] ||
+      m.element_count() != xd[0]) {
+    return ffi::Error::InvalidArgument(
+        "face_jax class_scatter kernel: want x [B, D], y [B], m [B], shift [K, D]");
+  }
+  if (g_ssyrk == nullptr) {
+    return ffi::Error::Internal("face_jax class_scatter kernel: ssyrk is not set");
+  }
+  const int64_t b = xd[0], d = xd[1], k = cd[0];
+  if (hS->element_count() != k * d * d || hs->element_count() != k * d ||
+      hc->element_count() != k) {
+    return ffi::Error::InvalidArgument("face_jax class_scatter kernel: state shapes do not match");
+  }
+  const float* xs = x.typed_data();
+  const int32_t* ys = y.typed_data();
+  const float* ms = m.typed_data();
+  const float* sh = shift.typed_data();
+  for (int64_t i = 0; i < b; ++i) {
+    if (ms[i] != 0.0f && (ys[i] < 0 || ys[i] >= k)) {
+      return ffi::Error::InvalidArgument("face_jax class_scatter kernel: label outside [0, K)");
+    }
+  }
+  const F32* ins[] = {&hc0, &hs0, &hS0, &lc0, &ls0, &lS0};
+  F32Out* outs[] = {&hc, &hs, &hS, &lc, &ls, &lS};
+  for (int j = 0; j < 6; ++j) {
+    const float* from = ins[j]->typed_data();
+    float* to = (*outs[j])->typed_data();
+    if (from != to) std::memcpy(to, from, sizeof(float) * ins[j]->element_count());
+  }
+  if (d == 0) return ffi::Error::Success();
+  // Counting sort of the sample rows by class: start[c] is class c's first packed row.
+  thread_local std::vector<int64_t> start_v, fill_v;
+  start_v.assign(static_cast<size_t>(k) + 1, 0);
+  fill_v.assign(static_cast<size_t>(k), 0);
+  for (int64_t i = 0; i < b; ++i) {
+    if (ms[i] != 0.0f) ++start_v[ys[i] + 1];
+  }
+  for (int64_t c = 0; c < k; ++c) start_v[c + 1] += start_v[c];
+  float *cnt = hc->typed_data(), *cntl = lc->typed_data();
+  float *s = hs->typed_data(), *sl = ls->typed_data();
+  thread_local std::vector<float> packed_v, gram_v;
+  float* packed = Scratch(packed_v, start_v[k] * d);
+  for (int64_t i = 0; i < b; ++i) {
+    if (ms[i] == 0.0f) continue;
+    const int32_t c = ys[i];
+    TwoSum1(cnt[c], cntl[c], 1.0f);
+    CentreRowSumTwoSum(xs + i * d, sh + c * d, d, s + c * d, sl + c * d,
+                       packed + (start_v[c] + fill_v[c]++) * d);
+  }
+  float* g = Scratch(gram_v, d * d);
+  float *big = hS->typed_data(), *small = lS->typed_data();
+  for (int64_t c = 0; c < k; ++c) {
+    const int64_t rows = start_v[c + 1] - start_v[c];
+    if (rows == 0) continue;
+    Gram(packed + start_v[c] * d, rows, d, g);
+    float* bc = big + c * d * d;
+    float* sc = small + c * d * d;
+    for (int64_t row = 0; row < d; ++row) {
+      TwoSum(bc + row * d + row, sc + row * d + row, g + row * d + row, d - row);
+    }
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 extern "C" void face_jax_set_ssyrk(void* fn) { g_ssyrk = reinterpret_cast<SsyrkFn>(fn); }
@@ -236,3 +322,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxAccumulateMoments, AccumulateMoments,
                                   .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+
+// x, y, m, shift; the state: hi count, sum, scatter, lo count, sum, scatter (as inputs,
+// aliased to the outputs in the same order).
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FaceJaxAccumulateClassScatter, AccumulateClassScatter,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>());
