@@ -226,7 +226,7 @@ def upper_scatter_tiles(zs) -> Array:
 
 
 def _like_varying(out: Array, like: Array) -> Array:
-  """Marks ``out`` (a custom call's output, a fresh constant) as varying over ``like``'s shard_map axes."""
+  """Marks ``out`` (a custom call's output, a new constant) as varying like ``like`` in shard_map."""
   want = tuple(sorted(jax.typeof(like).manual_axis_type.varying))
   have = set(jax.typeof(out).manual_axis_type.varying)
   missing = tuple(a for a in want if a not in have)
