@@ -85,12 +85,13 @@ def measure(d, k, b, *, min_rounds, max_rounds, budget_s) -> dict:
 def measure_pass(d, k, b, steps) -> dict:
   """A whole pass of ``steps`` host batches (transfers included)."""
   import face_jax
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
   from benchmarks import throughput as tp
   from face_jax._src import stats as stats_lib
   x, raw, params = tp._step_inputs(d, k, b)
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-  req = face_jax.Request(stats_lib.Moments, spec, params)
-  src = face_jax.IterableSource([(raw['features'], raw['label'])] * steps, num_classes=k, batch_size=b)
+  req = face_jax.engine.Request(stats_lib.Moments, spec, params)
+  src = face_jax.engine.IterableSource([(raw['features'], raw['label'])] * steps, num_classes=k, batch_size=b)
   engine = face_jax.Engine()
   engine.run_pass(src, {'features': {'m': req}})
   ts = []

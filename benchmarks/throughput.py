@@ -196,12 +196,10 @@ MODES = {'full': FULL, 'quick': QUICK, 'smoke': SMOKE}
 # FaCe variants timed in ``finalise``: the default and every single-option change
 # away from it (every other value of every option of face.FaceOptions).
 def _face_variants() -> tuple:
-  from face_jax._src import face as face_lib  # pylint: disable=g-import-not-at-top
-  d = face_lib.FaceOptions()
+  import face_jax  # pylint: disable=g-import-not-at-top
+  d = face_jax.FaceOptions()
   out = [{}]
-  for name, allowed in (('weighting', face_lib.WEIGHTINGS), ('vc_transform', face_lib.VC_TRANSFORMS),
-                        ('bc_cov', face_lib.BC_COVS), ('fairness', face_lib.FAIRNESSES),
-                        ('combine', face_lib.COMBINES)):
+  for name, allowed in face_jax.FaceOptions.CHOICES.items():
     out += [{name: v} for v in allowed if v != getattr(d, name)]
   return tuple(out)
 
@@ -218,8 +216,8 @@ TRANSRATE_MAX_ELEMENTS = 2 ** 28
 
 
 def _finalise_metrics(d: int, k: int) -> list:
-  from face_jax._src import registry
-  names = [m for m in ONE_PASS_METRICS if m in registry.names()]
+  from face_jax import engine
+  names = [m for m in ONE_PASS_METRICS if m in engine.names()]
   return [m for m in names if m != 'transrate' or k * d * d <= TRANSRATE_MAX_ELEMENTS]
 
 # ``versus``: metrics with an in-memory float64 implementation (the reference repositories'
@@ -453,7 +451,8 @@ def worker_memory(args: dict) -> dict:
   """
   import warnings
   import face_jax
-  from face_jax._src import registry
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
+  from face_jax import engine
   n, d, k, b = args['n'], args['dim'], args['num_classes'], args['batch_size']
   means = _class_means(0, k, d)
   pool = [_chunk(0, i, 0, b, means)[0] for i in range(4)]   # 4 noise blocks, reused
@@ -470,12 +469,12 @@ def worker_memory(args: dict) -> dict:
         i += 1
     return gen
 
-  mi = registry.get('face')
-  options = dict(mi.defaults, weighting='sample')
+  mi = engine.get('face')
+  options = mi.options(weighting='sample')
 
   def run(total):
-    src = face_jax.IterableSource(batches(total), num_classes=k, batch_size=b)
-    info = face_jax.StreamInfo(name='features', dim=d, num_classes=k, label_counts=None,
+    src = face_jax.engine.IterableSource(batches(total), num_classes=k, batch_size=b)
+    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=None,
                                extras={}, reiterable=True)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')
@@ -574,19 +573,20 @@ def _drive_plan(engine, source, gen, cache: dict):
 def section_finalise(cfg: Config) -> list:
   import warnings
   import face_jax
-  from face_jax._src import registry
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
+  from face_jax import engine as engine_api
   from threadpoolctl import threadpool_limits
   blas_threads = max([i['num_threads'] for i in bu.blas_info()] or [0])
   # Untimed warm-up of every metric's host code on a tiny stream (imports, first calls).
   xw, yw = _chunk(0, 0, 0, 64, 3.0 * _class_means(0, 3, 8))
-  wsrc = face_jax.ArraySource(xw, yw)
-  winfo = face_jax.StreamInfo(name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts)
+  wsrc = face_jax.engine.ArraySource(xw, yw)
+  winfo = face_jax.engine.StreamInfo(name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts)
   for name in _finalise_metrics(8, 3):
-    mi = registry.get(name)
+    mi = engine_api.get(name)
     if not mi.needs:
       with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        _drive_plan(face_jax.Engine(), wsrc, mi.plan(winfo, dict(mi.defaults), 'float32'), {})
+        _drive_plan(face_jax.Engine(), wsrc, mi.plan(winfo, mi.options(), 'float32'), {})
   out = []
   for d, k, all_variants in cfg.finalise_grid:
     n = max(10 * k, 2 * d, 2000)
@@ -594,21 +594,20 @@ def section_finalise(cfg: Config) -> list:
     x, y = _chunk(0, 0, 0, n, means)
     extras = {}
     names = _finalise_metrics(d, k)
-    if any('source_probs' in registry.get(m).needs for m in names):
+    if any('source_probs' in engine_api.get(m).needs for m in names):
       logits = np.random.default_rng(2).normal(size=(n, 100))
       p = np.exp(logits - logits.max(1, keepdims=True))
       extras['source_probs'] = (p / p.sum(1, keepdims=True)).astype(np.float32)
-    src = face_jax.ArraySource(x, y, extras=extras, batch_size=4096)
-    info = face_jax.StreamInfo(name='features', dim=d, num_classes=k, label_counts=src.label_counts,
+    src = face_jax.engine.ArraySource(x, y, extras=extras, batch_size=4096)
+    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=src.label_counts,
                                extras=src.extras_shapes, reiterable=True)
     engine = face_jax.Engine()
     cache: dict = {}
     for name in names:
-      mi = registry.get(name)
+      mi = engine_api.get(name)
       variants = METRIC_VARIANTS.get(name, ({},))
       for opts in (variants if all_variants else variants[:1]):
-        options = dict(mi.defaults)
-        options.update(opts)
+        options = mi.options(**opts)
         with warnings.catch_warnings():
           warnings.simplefilter('ignore')
           value, stream_s, stat_s, plan_s, passes = _drive_plan(
@@ -675,7 +674,7 @@ def worker_versus_stream(args: dict) -> dict:
 def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   """FaCe the usual way: in-memory float64 class statistics, then the same host finalisation."""
   import face_jax
-  from face_jax._src import face as face_lib
+  from face_jax import engine
   counts = np.bincount(y, minlength=k).astype(np.float64)
   sums = np.zeros((k, x.shape[1]))
   np.add.at(sums, y, x)
@@ -684,10 +683,10 @@ def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   var = np.zeros_like(sums)
   np.add.at(var, y, r * r)
   var /= counts[:, None]
-  w = face_lib.balanced_weights(counts)
+  w = engine.balanced_weights(counts)
   rw = r * np.sqrt(w)[y][:, None]
   within = rw.T @ rw
-  mom = face_jax.ClassMoments(counts=counts, sums=sums, means=means, var_diag=var,
+  mom = engine.ClassMoments(counts=counts, sums=sums, means=means, var_diag=var,
                               within_scatter=within, weight=w)
   return face_jax.face_from_moments(mom).score
 
@@ -751,6 +750,7 @@ def worker_devices(args: dict) -> dict:
   """Step grid and a whole pass on ``jax.device_count()`` (fake) devices."""
   import jax
   import face_jax
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
   from face_jax._src import stats as stats_lib
   want = args['devices']
   if jax.device_count() != want:
@@ -763,9 +763,9 @@ def worker_devices(args: dict) -> dict:
     x, raw, params = _step_inputs(d, k, b)
     batches = [(raw['features'], raw['label'])] * args['pass_steps']
     spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-    req = face_jax.Request(stats_lib.Moments, spec, params)
+    req = face_jax.engine.Request(stats_lib.Moments, spec, params)
     engine = face_jax.Engine()
-    src = face_jax.IterableSource(batches, num_classes=k, batch_size=b)
+    src = face_jax.engine.IterableSource(batches, num_classes=k, batch_size=b)
     engine.run_pass(src, {'features': {'m': req}})          # compile
     ts = []
     for _ in range(max(2, rounds.min_rounds)):
