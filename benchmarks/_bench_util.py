@@ -213,14 +213,13 @@ def forward_and_stats(extractor, layer: str, engine, batches, num_classes: int):
   engine's jitted step (the same forward fused with FaCe's Moments accumulation) over
   device-resident global ``batches``; each returns when its results are ready."""
   import jax  # pylint: disable=g-import-not-at-top
-  from face_jax._src import featurize  # pylint: disable=g-import-not-at-top
-  from face_jax._src import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  from face_jax import engine as fje
 
   k, d = num_classes, extractor.feature_dim(layer)
   params = engine.replicate(extractor.params)
   fwd = jax.jit(extractor.feature_fn((layer,)))
-  feat = featurize.ModelFeaturizer(extractor.feature_fn((layer,)), (layer,))
-  layout = ((layer, k, ((stats_lib.Moments, stats_lib.MomentsSpec(num_classes=k, dim=d)),)),)
+  feat = fje.ModelFeaturizer(extractor.feature_fn((layer,)), (layer,))
+  layout = ((layer, k, ((fje.Moments, fje.MomentsSpec(num_classes=k, dim=d)),)),)
   step = engine.build_step(layout, feat)
   pdev = engine.replicate({layer: ({'shift': np.zeros((k, d), np.float32),
                                     'weight': np.ones((k,), np.float32)},)})

@@ -59,9 +59,9 @@ def measure(d, k, b, *, min_rounds, max_rounds, budget_s) -> dict:
   import jax.numpy as jnp
   import face_jax
   from benchmarks import throughput as tp
-  from face_jax._src import stats as stats_lib
+  from face_jax import engine as fje
   engine = face_jax.Engine()
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  spec = fje.MomentsSpec(num_classes=k, dim=d)
   x, raw, params = tp._step_inputs(d, k, b)
   xj = jax.device_put(x, jax.devices()[0])
   hi = jax.jit(lambda a: jnp.dot(a.T, a, precision=jax.lax.Precision.HIGHEST))
@@ -85,12 +85,13 @@ def measure(d, k, b, *, min_rounds, max_rounds, budget_s) -> dict:
 def measure_pass(d, k, b, steps) -> dict:
   """A whole pass of ``steps`` host batches (transfers included)."""
   import face_jax
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
   from benchmarks import throughput as tp
-  from face_jax._src import stats as stats_lib
+  from face_jax import engine as fje
   x, raw, params = tp._step_inputs(d, k, b)
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-  req = face_jax.Request(stats_lib.Moments, spec, params)
-  src = face_jax.IterableSource([(raw['features'], raw['label'])] * steps, num_classes=k, batch_size=b)
+  spec = fje.MomentsSpec(num_classes=k, dim=d)
+  req = face_jax.engine.Request(fje.Moments, spec, params)
+  src = face_jax.engine.IterableSource([(raw['features'], raw['label'])] * steps, num_classes=k, batch_size=b)
   engine = face_jax.Engine()
   engine.run_pass(src, {'features': {'m': req}})
   ts = []
@@ -111,7 +112,6 @@ def resnet50_overhead(quick: bool, cpu_smoke: bool = False) -> dict:
   interleaved rounds, ``overhead = t(b) / t(a) − 1`` (issue target ≤ 10%).
   ``cpu_smoke`` uses ``resnet_mini`` at 32 px to exercise the code on CPU.
   """
-  import jax
 
   from face_jax import models
   import face_jax

@@ -196,12 +196,10 @@ MODES = {'full': FULL, 'quick': QUICK, 'smoke': SMOKE}
 # FaCe variants timed in ``finalise``: the default and every single-option change
 # away from it (every other value of every option of face.FaceOptions).
 def _face_variants() -> tuple:
-  from face_jax._src import face as face_lib  # pylint: disable=g-import-not-at-top
-  d = face_lib.FaceOptions()
+  import face_jax  # pylint: disable=g-import-not-at-top
+  d = face_jax.FaceOptions()
   out = [{}]
-  for name, allowed in (('weighting', face_lib.WEIGHTINGS), ('vc_transform', face_lib.VC_TRANSFORMS),
-                        ('bc_cov', face_lib.BC_COVS), ('fairness', face_lib.FAIRNESSES),
-                        ('combine', face_lib.COMBINES)):
+  for name, allowed in face_jax.FaceOptions.CHOICES.items():
     out += [{name: v} for v in allowed if v != getattr(d, name)]
   return tuple(out)
 
@@ -218,8 +216,8 @@ TRANSRATE_MAX_ELEMENTS = 2 ** 28
 
 
 def _finalise_metrics(d: int, k: int) -> list:
-  from face_jax._src import registry
-  names = [m for m in ONE_PASS_METRICS if m in registry.names()]
+  from face_jax import engine
+  names = [m for m in ONE_PASS_METRICS if m in engine.names()]
   return [m for m in names if m != 'transrate' or k * d * d <= TRANSRATE_MAX_ELEMENTS]
 
 # ``versus``: metrics with an in-memory float64 implementation (the reference repositories'
@@ -255,8 +253,8 @@ def _engine_step(engine, spec, params_host, raw, compensated=True):
   """
   import jax
   import face_jax
-  from face_jax._src import stats as stats_lib
-  layout = (('features', spec.num_classes, ((stats_lib.Moments, spec),)),)
+  from face_jax import engine as fje
+  layout = (('features', spec.num_classes, ((fje.Moments, spec),)),)
   if engine.compensated != compensated:
     engine = face_jax.Engine(engine.mesh, compensated=compensated)
   step = engine.build_step(layout)
@@ -315,8 +313,8 @@ def _rates(times, flops, rows):
 def _kernel_name(spec, rows: int) -> str:
   """Which code a ``Moments`` step on ``rows`` rows per device runs here: ``cpu_kernel`` or ``xla``."""
   import jax
-  from face_jax._src import stats as stats_lib
-  cpu = jax.default_backend() == 'cpu' and stats_lib.Moments.uses_cpu_kernel(spec, rows)
+  from face_jax import engine as fje
+  cpu = jax.default_backend() == 'cpu' and fje.Moments.uses_cpu_kernel(spec, rows)
   return 'cpu_kernel' if cpu else 'xla'
 
 
@@ -324,10 +322,10 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   """One configuration of the ``step`` section (also run by the ``devices`` workers)."""
   import jax
   import face_jax
-  from face_jax._src import stats as stats_lib
+  from face_jax import engine as fje
   ndev = jax.device_count()
   engine = face_jax.Engine()
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_blocks=blocks)
+  spec = fje.MomentsSpec(num_classes=k, dim=d, scatter_blocks=blocks)
   x, raw, params = _step_inputs(d, k, b)
   fns = dict(_matmul_fns(x))
   fns['step'] = _engine_step(engine, spec, params, raw, compensated)
@@ -362,19 +360,18 @@ def _breakdown_fns(d, k, b, block_counts):
   import jax
   import jax.numpy as jnp
   import face_jax
-  from face_jax._src import engine as engine_lib
-  from face_jax._src import stats as stats_lib
+  from face_jax import engine as fje
   hi = jax.lax.Precision.HIGHEST
   engine = face_jax.Engine()
-  spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
+  spec = fje.MomentsSpec(num_classes=k, dim=d)
   x, raw, params = _step_inputs(d, k, b)
   dev = jax.devices()[0]
   xj = jax.device_put(x, dev)
   yj = jax.device_put(raw['label'], dev)
   mj = jax.device_put(raw['_mask'], dev)
   pj = jax.device_put({kk: np.asarray(v, np.float32) for kk, v in params.items()}, dev)
-  batch = stats_lib.Batch(xj, yj, mj)
-  bounds = stats_lib.block_bounds(d, spec.blocks)
+  batch = fje.Batch(xj, yj, mj)
+  bounds = fje.block_bounds(d, spec.blocks)
   cols = list(zip(bounds[:-1], bounds[1:]))
 
   def ready(f, *args):
@@ -390,39 +387,39 @@ def _breakdown_fns(d, k, b, block_counts):
     oh = jax.nn.one_hot(y, k, dtype=z.dtype)
     return jnp.dot(oh.T, z, precision=hi), jnp.dot(oh.T, z * z, precision=hi)
 
-  state = jax.tree.map(lambda a: a + 1.0, stats_lib.Moments.empty(spec))
-  lo_state = stats_lib.Moments.empty(spec)
+  state = jax.tree.map(lambda a: a + 1.0, fje.Moments.empty(spec))
+  lo_state = fje.Moments.empty(spec)
 
-  xla = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel='xla')
+  xla = fje.MomentsSpec(num_classes=k, dim=d, scatter_kernel='xla')
   fns = dict(_matmul_fns(x))
-  fns['health'] = ready(jax.jit(lambda b: engine_lib.health_counts(b, k)), batch)
+  fns['health'] = ready(jax.jit(lambda b: fje.health_counts(b, k)), batch)
   # The default code (on CPU: the cpu_moments kernels where they are available).
-  fns['from_batch'] = ready(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(spec, p, bt)),
+  fns['from_batch'] = ready(jax.jit(lambda p, bt: fje.Moments.from_batch(spec, p, bt)),
                             pj, batch)
   fns['step_uncompensated'] = _engine_step(engine, spec, params, raw, compensated=False)
   fns['step'] = _engine_step(engine, spec, params, raw, compensated=True)
   # The XLA code (what GPUs and TPUs run) and its parts.
-  fns['upper_scatter_bare'] = ready(jax.jit(lambda x: stats_lib.upper_scatter(x, spec.blocks)), xj)
+  fns['upper_scatter_bare'] = ready(jax.jit(lambda x: fje.upper_scatter(x, spec.blocks)), xj)
   fns['centre'] = ready(jax.jit(centre), xj, yj, mj, pj['shift'])
   fns['class_sums_segment_sum'] = ready(jax.jit(sums_segment), xj, yj)
   fns['class_sums_one_hot'] = ready(jax.jit(sums_one_hot), xj, yj)
-  fns['two_sum_state'] = ready(jax.jit(lambda h, l, c: jax.tree.map(stats_lib.two_sum, h, l, c)),
+  fns['two_sum_state'] = ready(jax.jit(lambda h, l, c: jax.tree.map(fje.two_sum, h, l, c)),
                                state, lo_state, state)
   fns['from_batch_no_scatter'] = ready(jax.jit(
-      lambda p, bt: stats_lib.Moments.from_batch(
-          stats_lib.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt)), pj, batch)
-  fns['from_batch_xla'] = ready(jax.jit(lambda p, bt: stats_lib.Moments.from_batch(xla, p, bt)),
+      lambda p, bt: fje.Moments.from_batch(
+          fje.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt)), pj, batch)
+  fns['from_batch_xla'] = ready(jax.jit(lambda p, bt: fje.Moments.from_batch(xla, p, bt)),
                                 pj, batch)
   fns['step_xla'] = _engine_step(engine, xla, params, raw, compensated=True)
   for nb in block_counts:
     if nb != spec.blocks and nb <= d:
-      sp = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_blocks=nb, scatter_kernel='xla')
+      sp = fje.MomentsSpec(num_classes=k, dim=d, scatter_blocks=nb, scatter_kernel='xla')
       fns[f'step_xla_blocks_{nb}'] = _engine_step(engine, sp, params, raw, compensated=True)
   return fns, spec.blocks
 
 
 def section_breakdown(cfg: Config) -> list:
-  from face_jax._src import stats as stats_lib
+  from face_jax import engine as fje
   out = []
   for d, k, b in cfg.breakdown_grid:
     fns, auto_blocks = _breakdown_fns(d, k, b, cfg.block_counts)
@@ -435,7 +432,7 @@ def section_breakdown(cfg: Config) -> list:
                      'ratio_numpy': bu.ratio_min(tn, t), 'ratio_jax': bu.ratio_min(tj, t),
                      'fraction_of_step': float(t.min() / ts.min())}
     rec = {'D': d, 'K': k, 'batch_size': b, 'devices': 1, 'auto_scatter_blocks': auto_blocks,
-           'scatter_kernel': _kernel_name(stats_lib.MomentsSpec(num_classes=k, dim=d), b),
+           'scatter_kernel': _kernel_name(fje.MomentsSpec(num_classes=k, dim=d), b),
            'rounds': int(len(ts)), 'parts': parts}
     bu.log(f'breakdown D={d} K={k} B={b}: ' + ', '.join(
         f'{n} {p["time_s"] * 1e3:.1f} ms' for n, p in parts.items()))
@@ -454,7 +451,8 @@ def worker_memory(args: dict) -> dict:
   """
   import warnings
   import face_jax
-  from face_jax._src import registry
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
+  from face_jax import engine
   n, d, k, b = args['n'], args['dim'], args['num_classes'], args['batch_size']
   means = _class_means(0, k, d)
   pool = [_chunk(0, i, 0, b, means)[0] for i in range(4)]   # 4 noise blocks, reused
@@ -471,12 +469,12 @@ def worker_memory(args: dict) -> dict:
         i += 1
     return gen
 
-  mi = registry.get('face')
-  options = dict(mi.defaults, weighting='sample')
+  mi = engine.get('face')
+  options = mi.options(weighting='sample')
 
   def run(total):
-    src = face_jax.IterableSource(batches(total), num_classes=k, batch_size=b)
-    info = face_jax.StreamInfo(name='features', dim=d, num_classes=k, label_counts=None,
+    src = face_jax.engine.IterableSource(batches(total), num_classes=k, batch_size=b)
+    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=None,
                                extras={}, reiterable=True)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')
@@ -575,19 +573,20 @@ def _drive_plan(engine, source, gen, cache: dict):
 def section_finalise(cfg: Config) -> list:
   import warnings
   import face_jax
-  from face_jax._src import registry
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
+  from face_jax import engine as engine_api
   from threadpoolctl import threadpool_limits
   blas_threads = max([i['num_threads'] for i in bu.blas_info()] or [0])
   # Untimed warm-up of every metric's host code on a tiny stream (imports, first calls).
   xw, yw = _chunk(0, 0, 0, 64, 3.0 * _class_means(0, 3, 8))
-  wsrc = face_jax.ArraySource(xw, yw)
-  winfo = face_jax.StreamInfo(name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts)
+  wsrc = face_jax.engine.ArraySource(xw, yw)
+  winfo = face_jax.engine.StreamInfo(name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts)
   for name in _finalise_metrics(8, 3):
-    mi = registry.get(name)
+    mi = engine_api.get(name)
     if not mi.needs:
       with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        _drive_plan(face_jax.Engine(), wsrc, mi.plan(winfo, dict(mi.defaults), 'float32'), {})
+        _drive_plan(face_jax.Engine(), wsrc, mi.plan(winfo, mi.options(), 'float32'), {})
   out = []
   for d, k, all_variants in cfg.finalise_grid:
     n = max(10 * k, 2 * d, 2000)
@@ -595,21 +594,20 @@ def section_finalise(cfg: Config) -> list:
     x, y = _chunk(0, 0, 0, n, means)
     extras = {}
     names = _finalise_metrics(d, k)
-    if any('source_probs' in registry.get(m).needs for m in names):
+    if any('source_probs' in engine_api.get(m).needs for m in names):
       logits = np.random.default_rng(2).normal(size=(n, 100))
       p = np.exp(logits - logits.max(1, keepdims=True))
       extras['source_probs'] = (p / p.sum(1, keepdims=True)).astype(np.float32)
-    src = face_jax.ArraySource(x, y, extras=extras, batch_size=4096)
-    info = face_jax.StreamInfo(name='features', dim=d, num_classes=k, label_counts=src.label_counts,
+    src = face_jax.engine.ArraySource(x, y, extras=extras, batch_size=4096)
+    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=src.label_counts,
                                extras=src.extras_shapes, reiterable=True)
     engine = face_jax.Engine()
     cache: dict = {}
     for name in names:
-      mi = registry.get(name)
+      mi = engine_api.get(name)
       variants = METRIC_VARIANTS.get(name, ({},))
       for opts in (variants if all_variants else variants[:1]):
-        options = dict(mi.defaults)
-        options.update(opts)
+        options = mi.options(**opts)
         with warnings.catch_warnings():
           warnings.simplefilter('ignore')
           value, stream_s, stat_s, plan_s, passes = _drive_plan(
@@ -676,7 +674,7 @@ def worker_versus_stream(args: dict) -> dict:
 def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   """FaCe the usual way: in-memory float64 class statistics, then the same host finalisation."""
   import face_jax
-  from face_jax._src import face as face_lib
+  from face_jax import engine
   counts = np.bincount(y, minlength=k).astype(np.float64)
   sums = np.zeros((k, x.shape[1]))
   np.add.at(sums, y, x)
@@ -685,10 +683,10 @@ def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   var = np.zeros_like(sums)
   np.add.at(var, y, r * r)
   var /= counts[:, None]
-  w = face_lib.balanced_weights(counts)
+  w = engine.balanced_weights(counts)
   rw = r * np.sqrt(w)[y][:, None]
   within = rw.T @ rw
-  mom = face_jax.ClassMoments(counts=counts, sums=sums, means=means, var_diag=var,
+  mom = engine.ClassMoments(counts=counts, sums=sums, means=means, var_diag=var,
                               within_scatter=within, weight=w)
   return face_jax.face_from_moments(mom).score
 
@@ -752,7 +750,8 @@ def worker_devices(args: dict) -> dict:
   """Step grid and a whole pass on ``jax.device_count()`` (fake) devices."""
   import jax
   import face_jax
-  from face_jax._src import stats as stats_lib
+  import face_jax.engine  # pylint: disable=g-import-not-at-top
+  from face_jax import engine as fje
   want = args['devices']
   if jax.device_count() != want:
     raise RuntimeError(f'expected {want} devices, got {jax.device_count()}')
@@ -763,10 +762,10 @@ def worker_devices(args: dict) -> dict:
     # A whole pass: host batches -> sharded global arrays -> step -> one psum -> finalise.
     x, raw, params = _step_inputs(d, k, b)
     batches = [(raw['features'], raw['label'])] * args['pass_steps']
-    spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-    req = face_jax.Request(stats_lib.Moments, spec, params)
+    spec = fje.MomentsSpec(num_classes=k, dim=d)
+    req = face_jax.engine.Request(fje.Moments, spec, params)
     engine = face_jax.Engine()
-    src = face_jax.IterableSource(batches, num_classes=k, batch_size=b)
+    src = face_jax.engine.IterableSource(batches, num_classes=k, batch_size=b)
     engine.run_pass(src, {'features': {'m': req}})          # compile
     ts = []
     for _ in range(max(2, rounds.min_rounds)):

@@ -21,11 +21,17 @@ Conventions shared by all functions:
 * ``X`` must be a finite 2-D real array with the same number of rows as ``y``.
   Inputs are never modified (``sfda`` in particular works on its own copy).
 * ``probs`` rows must be non-negative, finite and sum to 1 within an absolute
-  tolerance of ``PROBS_SUM_ATOL = 1e-6`` (for float32/float16 input:
-  max(1e-6, Cs * eps(dtype)), since such rows cannot sum more accurately).
+  tolerance of ``PROBS_SUM_ATOL = 1e-4``, the streaming engine's tolerance (for
+  float32/float16 input: max(1e-4, Cs * eps(dtype)), since such rows cannot sum
+  more accurately).
 * Orientation is stated in every docstring. For most scores higher means
   "more transferable"; NC1 and VCI measure variability (lower = more
   collapsed), and NCTI's ``vc`` component enters its pool score negatively.
+
+The shared float64 maths (eigen-decompositions, pseudo-inverse traces, SPD
+solves, ...) and the metrics' constants come from the core
+(``face_jax._src.numerics`` and the metric modules under
+``face_jax._src.metrics``), which never import this module.
 
 Public API (all pure functions):
 
@@ -42,12 +48,20 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.linalg
 import scipy.special
-import scipy.stats
 
-from face_jax._src.errors import InputError
-
+from face_jax._src import numerics
 from face_jax._src import pool as _pool
-from face_jax._src.baselines import metrics_a as _metrics_a
+from face_jax._src.errors import InputError
+from face_jax._src.metrics import etran as _etran
+from face_jax._src.metrics import gbc as _gbc
+from face_jax._src.metrics import hscore as _hscore
+from face_jax._src.metrics import leep as _leep
+from face_jax._src.metrics import logme as _logme
+from face_jax._src.metrics import ncti as _ncti
+from face_jax._src.metrics import sfda as _sfda
+from face_jax._src.metrics import subsample as _subsample
+from face_jax._src.metrics import transrate as _transrate
+from face_jax._src.numerics import PROBS_SUM_ATOL
 
 __all__ = [
     "PROBS_SUM_ATOL",
@@ -70,10 +84,8 @@ __all__ = [
     "etran_pool",
 ]
 
-# Absolute tolerance on |sum_k probs[i, k] - 1| accepted by leep/nce/parc.
-PROBS_SUM_ATOL = 1e-6
-
-_EPS64 = float(np.finfo(np.float64).eps)
+# PROBS_SUM_ATOL (from face_jax._src.numerics): the absolute tolerance on
+# |sum_k probs[i, k] - 1| accepted by leep/nce/parc, the same as the engine's.
 
 
 # ----------------------------------------------------------------------------
@@ -145,7 +157,7 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   if np.any(probs < 0):
     raise InputError(f"{fn}: probs contains negative entries.")
   atol = PROBS_SUM_ATOL
-  if np.issubdtype(in_dtype, np.floating) and np.finfo(in_dtype).eps > _EPS64:
+  if np.issubdtype(in_dtype, np.floating) and np.finfo(in_dtype).eps > numerics.EPS64:
     # float32/float16 rows cannot sum more accurately than ~Cs ulps.
     atol = max(atol, probs.shape[1] * float(np.finfo(in_dtype).eps))
   dev = np.abs(probs.sum(axis=1) - 1.0)
@@ -176,64 +188,14 @@ def _class_sums_means(X: np.ndarray, y: np.ndarray, num_classes: int,
   return _class_sums(X, y, counts) / counts[:, None]
 
 
-def _sym_eig_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Eigen-decomposition of a symmetric matrix, eigenvalues in descending order."""
-  a = 0.5 * (a + a.T)
-  w, v = np.linalg.eigh(a)
-  return w[::-1], v[:, ::-1]
-
-
-def _pinv_trace(a: np.ndarray, b: np.ndarray, rtol: float) -> tuple[float, int]:
-  """Returns (trace(pinv(a) @ b), rank kept) for symmetric ``a``, ``b``.
-
-  ``pinv`` is the Moore-Penrose pseudo-inverse of the symmetric matrix ``a``
-  through its eigen-decomposition: eigenpairs with ``|lambda| > rtol *
-  max|lambda|`` are kept. For a symmetric matrix the singular values are the
-  ``|lambda|``, so this equals the SVD-based ``numpy.linalg.pinv(a, rtol)`` /
-  ``torch.linalg.pinv(a, rtol=rtol)`` cut.
-  """
-  w, v = _sym_eig_desc(a)
-  aw = np.abs(w)
-  if aw.max() == 0.0:
-    return 0.0, 0
-  keep = aw > rtol * aw.max()
-  vk = v[:, keep]
-  # trace(V diag(1/w) V^T b) = sum_k (v_k^T b v_k) / w_k
-  quad = np.sum(vk * (b @ vk), axis=0)
-  return float(np.sum(quad / w[keep])), int(keep.sum())
-
-
-def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Solves a x = b for a symmetric positive definite ``a`` (Cholesky).
-
-  Falls back to a symmetric-indefinite (LDL^T) solve if rounding makes the
-  Cholesky factorisation fail on a nearly singular matrix.
-  """
-  try:
-    return scipy.linalg.solve(a, b, assume_a="pos")
-  except np.linalg.LinAlgError:
-    return scipy.linalg.solve(a, b, assume_a="sym")
-
-
-def _softmax_rows(logits: np.ndarray) -> np.ndarray:
-  return scipy.special.softmax(logits, axis=1)
-
-
-def _nuclear_norm(a: np.ndarray) -> float:
-  if a.size == 0:
-    return 0.0
-  return float(np.sum(np.linalg.svd(a, compute_uv=False)))
-
-
 # ----------------------------------------------------------------------------
 # LogME
 # ----------------------------------------------------------------------------
 
-_LOGME_FP_SV_CUTOFF = 1e-10   # thuml fixed point (N > D): keep singular values > 1e-10
-# (The fixed point's 1e-5 update epsilon and 1e-3 stopping tolerance live with the shared
-# iteration, face_jax._src.baselines.metrics_a.)
-# The ICML variant's 1e-2 stopping tolerance and the 11-update cap are the shared
-# LOGME_ICML_TOL / LOGME_MAX_ITERS of metrics_a.
+# The LogME constants (the thuml 1e-10 singular-value cut, the fixed point's 1e-5 update
+# epsilon and 1e-3 tolerance, the ICML variant's 1e-2 tolerance, the 11-update cap) and the
+# fixed-point iteration itself are shared with the streamed metric
+# (face_jax._src.metrics.logme).
 
 
 def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
@@ -241,9 +203,9 @@ def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
   onehot = (y[:, None] == np.arange(num_classes)[None, :]).astype(np.float64)
   if n > d:
     # Eigen-decomposition of X^T X; singular values s = sqrt(eig) > 1e-10 kept.
-    w, v = _sym_eig_desc(X.T @ X)
+    w, v = numerics.sym_eig_desc(X.T @ X)
     s = np.sqrt(np.clip(w, 0.0, None))
-    keep = s > _LOGME_FP_SV_CUTOFF
+    keep = s > _logme.LOGME_FP_SV_CUTOFF
     s, v = s[keep], v[:, keep]
     # x = U^T y with U = X V / s, computed as V^T (X^T y) / s.
     proj = (v.T @ (X.T @ onehot)) / s[:, None]          # [k, C]
@@ -252,12 +214,12 @@ def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     proj = u.T @ onehot                                  # [k, C]
   # The fixed-point iteration itself is shared with the streamed metric, which reaches the
   # same eigenbasis quantities from its sufficient statistics.
-  return _metrics_a.logme_fixed_point_iteration(s**2, proj**2, onehot.sum(0), n, d)
+  return _logme.logme_fixed_point_iteration(s**2, proj**2, onehot.sum(0), n, d)
 
 
 def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
   n, d = X.shape
-  w, v = _sym_eig_desc(X.T @ X)
+  w, v = numerics.sym_eig_desc(X.T @ X)
   s = np.abs(w)                 # singular values of the PSD matrix X^T X (all D)
   evidences = []
   for c in range(num_classes):
@@ -265,7 +227,7 @@ def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     tmp = v.T @ (X.T @ t)
     alpha, beta = 1.0, 1.0
     lam = alpha / beta
-    for _ in range(_metrics_a.LOGME_MAX_ITERS):
+    for _ in range(_logme.LOGME_MAX_ITERS):
       gamma = np.sum(s / (s + lam))
       m = v @ (tmp * beta / (alpha + beta * s))
       alpha_de = float(m @ m)
@@ -274,14 +236,14 @@ def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
       beta_de = float(r @ r)
       beta = (n - gamma) / beta_de
       new_lam = alpha / beta
-      if abs(new_lam - lam) / lam < _metrics_a.LOGME_ICML_TOL:
+      if abs(new_lam - lam) / lam < _logme.LOGME_ICML_TOL:
         break
       lam = new_lam
-    evidences.append(_metrics_a.logme_evidence(alpha, beta, s, alpha_de, beta_de, n, d))
+    evidences.append(_logme.logme_evidence(alpha, beta, s, alpha_de, beta_de, n, d))
   return float(np.mean(evidences))
 
 
-def logme(X, y, *, variant: str = "thuml") -> float:
+def logme(X, y, *, variant: str = _logme.LogmeOptions.variant) -> float:
   """LogME: log maximum evidence of a Bayesian linear model, averaged over classes.
 
   You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer
@@ -373,9 +335,6 @@ def leep(probs, y) -> float:
     return float(np.mean(np.log(eep)))
 
 
-_NCE_EPS = 1e-20   # added to P(y|z) before the log (and as multiplier), as thuml
-
-
 def nce(probs, y) -> float:
   """NCE: negative conditional entropy H(Y | Z) with hard source labels.
 
@@ -407,7 +366,7 @@ def nce(probs, y) -> float:
   joint = joint.reshape(num_classes, num_source) / n      # P(y, z)
   p_z = joint.sum(axis=0)
   valid = p_z > 0
-  cond = joint[:, valid] / p_z[None, valid] + _NCE_EPS
+  cond = joint[:, valid] / p_z[None, valid] + _leep.NCE_EPS
   ent = np.sum(-cond * np.log(cond), axis=0)          # H(Y | z) per valid z
   return float(-np.sum(ent * p_z[valid]))
 
@@ -415,9 +374,6 @@ def nce(probs, y) -> float:
 # ----------------------------------------------------------------------------
 # H-score, regularised H-score, TransRate
 # ----------------------------------------------------------------------------
-
-_HSCORE_PINV_RTOL = 1e-15   # numpy.linalg.pinv(rcond=1e-15) as tllib / official code
-
 
 def _between_scatter(Xc: np.ndarray, y: np.ndarray, num_classes: int,
                      counts: np.ndarray) -> np.ndarray:
@@ -455,7 +411,7 @@ def hscore(X, y) -> float:
   Xc = X - X.mean(axis=0)
   cov_f = (Xc.T @ Xc) / (n - 1)
   cov_g = _between_scatter(Xc, y, num_classes, counts) / (n - 1)
-  return _pinv_trace(cov_f, cov_g, _HSCORE_PINV_RTOL)[0]
+  return numerics.pinv_trace(cov_f, cov_g, _hscore.HSCORE_PINV_RTOL)[0]
 
 
 def _ledoit_wolf_shrinkage(Xc: np.ndarray) -> float:
@@ -504,7 +460,7 @@ def reg_hscore(X, y) -> float:
   s = (Xc.T @ Xc) / n
   s_a = (1.0 - a) * s + (a * float(np.trace(s)) / d) * np.eye(d)
   cov_g = _between_scatter(Xc, y, num_classes, counts) / (n - 1)
-  return _pinv_trace(s_a, (1.0 - a) * cov_g, _HSCORE_PINV_RTOL)[0]
+  return numerics.pinv_trace(s_a, (1.0 - a) * cov_g, _hscore.HSCORE_PINV_RTOL)[0]
 
 
 def _coding_rate(z: np.ndarray, eps: float) -> float:
@@ -517,7 +473,7 @@ def _coding_rate(z: np.ndarray, eps: float) -> float:
   return float(np.sum(np.log(np.diag(chol))))
 
 
-def transrate(X, y, *, eps: float = 1e-4) -> float:
+def transrate(X, y, *, eps: float = _transrate.TransrateOptions.eps) -> float:
   """TransRate (tllib formula): coding-rate gain of the labels.
 
   Huang et al., "Frustratingly Easy Transferability Estimation", ICML 2022.
@@ -553,9 +509,6 @@ def transrate(X, y, *, eps: float = 1e-4) -> float:
 # GBC
 # ----------------------------------------------------------------------------
 
-_GBC_VAR_FLOOR = 1e-4   # per-dimension class variances are floored (max) at 1e-4
-
-
 def _pca_exact(X: np.ndarray, k: int) -> np.ndarray:
   """Projection of X on its top-k principal components (exact thin SVD)."""
   Xc = X - X.mean(axis=0)
@@ -563,7 +516,8 @@ def _pca_exact(X: np.ndarray, k: int) -> np.ndarray:
   return u[:, :k] * s[:k]
 
 
-def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -> float:
+def gbc(X, y, *, gaussian_type: str = _gbc.GbcOptions.gaussian_type,
+        pca_dim: int | None = _gbc.GbcOptions.pca_dim) -> float:
   """GBC: Gaussian Bhattacharyya coefficient class separability.
 
   Pandy et al., "Transferability Estimation using Bhattacharyya Class
@@ -617,7 +571,7 @@ def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -
     X = X - X.mean(axis=0)   # shift-invariant; centring only improves rounding
   mu = _class_sums_means(X, y, num_classes, counts)
   var = np.maximum(_class_sums((X - mu[y])**2, y, counts) / counts[:, None],
-                   _GBC_VAR_FLOOR)
+                   _gbc.GBC_VAR_FLOOR)
   total = 0.0
   if gaussian_type == "spherical":
     sv = var.mean(axis=1)                                  # [C]
@@ -645,26 +599,6 @@ def gbc(X, y, *, gaussian_type: str = "spherical", pca_dim: int | None = None) -
 # SFDA
 # ----------------------------------------------------------------------------
 
-_SFDA_POWER_ITERS = 3        # power-iteration steps for the largest eigenvalue of Sw
-_SFDA_SHRINK_FLOOR = 1e-10   # shrinkage = max(exp(-5 lambda), 1e-10)
-
-
-def _power_largest_eig(a: np.ndarray, iters: int) -> float:
-  """SFDA's estimate of the largest eigenvalue of a symmetric PSD matrix.
-
-  x = row sums of a; ``iters`` times: y = a x / ||a x||, x = a y / ||a y||;
-  returns x^T a y.
-  """
-  x = a.sum(axis=1)
-  yv = x
-  for _ in range(iters):
-    t = a @ x
-    yv = t / np.linalg.norm(t)
-    t = a @ yv
-    x = t / np.linalg.norm(t)
-  return float(x @ a @ yv)
-
-
 def _shrunk_lda_proba(Xc: np.ndarray, y: np.ndarray, num_classes: int,
                       counts: np.ndarray, shrinkage: float | None):
   """Posteriors of SFDA's shrunk LDA on (globally centred) data.
@@ -676,13 +610,13 @@ def _shrunk_lda_proba(Xc: np.ndarray, y: np.ndarray, num_classes: int,
   r = Xc - mu[y]
   sw = (r.T @ r) / n                       # sum_c pi_c Cov_c, each Cov_c with 1/n_c
   if shrinkage is None:
-    lam = _power_largest_eig(sw, _SFDA_POWER_ITERS)
-    shrinkage = max(math.exp(-5.0 * lam), _SFDA_SHRINK_FLOOR)
+    lam = numerics.power_largest_eig(sw, _sfda.SFDA_POWER_ITERS)
+    shrinkage = max(math.exp(-5.0 * lam), _sfda.SFDA_SHRINK_FLOOR)
   sw_s = (1.0 - shrinkage) * sw
   sw_s[np.diag_indices(d)] += shrinkage * float(np.trace(sw)) / d
-  a_mu = _solve_spd(sw_s, mu.T)                            # Sw_s^{-1} mu_c  [D, C]
+  a_mu = numerics.solve_spd(sw_s, mu.T)                            # Sw_s^{-1} mu_c  [D, C]
   logits = Xc @ a_mu - 0.5 * np.einsum("cd,dc->c", mu, a_mu) + np.log(counts / n)
-  return _softmax_rows(logits), mu, shrinkage
+  return numerics.softmax_rows(logits), mu, shrinkage
 
 
 def sfda(X, y) -> float:
@@ -719,7 +653,7 @@ def sfda(X, y) -> float:
   X, y, num_classes, counts = _check_xy(X, y, "sfda")
   Xc = X - X.mean(axis=0)                                   # new array
   prob, mu, shrink = _shrunk_lda_proba(Xc, y, num_classes, counts, None)
-  prob = _softmax_rows(prob)
+  prob = numerics.softmax_rows(prob)
   mbar = (mu.sum(axis=0)[None, :] - mu) / (num_classes - 1)
   w = prob[np.arange(len(y)), y][:, None]
   mixed = w * Xc + (1.0 - w) * mbar[y]
@@ -730,12 +664,6 @@ def sfda(X, y) -> float:
 # ----------------------------------------------------------------------------
 # NCTI
 # ----------------------------------------------------------------------------
-
-_NCTI_TOP_VAR = 32          # temp = max(exp(-sum of the top-32 PCA variances), 1e-10)
-_NCTI_SHRINK_FLOOR = 1e-10
-_LDA_SVD_TOL = 1e-4         # scikit-learn LinearDiscriminantAnalysis(tol=1e-4) default
-_NCTI_PCA_SEED = 1          # NCTI seeds numpy's global RNG with 1 (fix_python_seed)
-
 
 def _lda_svd(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray):
   """LDA with scikit-learn's 'svd' solver maths (scikit-learn 1.9).
@@ -756,18 +684,18 @@ def _lda_svd(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray)
   std = z.std(axis=0)
   std[std == 0] = 1.0
   _, s1, vt1 = np.linalg.svd(math.sqrt(1.0 / n) * (z / std), full_matrices=False)
-  r1 = int(np.sum(s1 > _LDA_SVD_TOL))
+  r1 = int(np.sum(s1 > _ncti.LDA_SVD_TOL))
   w1 = (vt1[:r1] / std).T / s1[:r1]                                  # [D, r1]
   fac = 1.0 / (num_classes - 1)
   mw = (np.sqrt(n * priors * fac)[:, None] * (mu - xbar)) @ w1       # [C, r1]
   _, s2, vt2 = np.linalg.svd(mw, full_matrices=False)
-  r2 = int(np.sum(s2 > _LDA_SVD_TOL * s2[0]))
+  r2 = int(np.sum(s2 > _ncti.LDA_SVD_TOL * s2[0]))
   w = w1 @ vt2.T[:, :r2]                                             # [D, r2]
   coef = (mu - xbar) @ w                                             # [C, r2]
   proj = (F - xbar) @ w                                              # [N, r2]
   logits = proj @ coef.T - 0.5 * np.sum(coef**2, axis=1) + np.log(priors)
   h = proj[:, :min(num_classes - 1, d)]
-  return h, _softmax_rows(logits)
+  return h, numerics.softmax_rows(logits)
 
 
 def _lda_eigen(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray,
@@ -794,13 +722,13 @@ def _lda_eigen(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarra
   evecs = evecs[:, np.argsort(evals)[::-1]]
   h = F @ evecs[:, :min(num_classes - 1, d)]
   g = F.mean(axis=0)
-  a_mu = _solve_spd(sw_s, (mu - g).T)                              # [D, C]
+  a_mu = numerics.solve_spd(sw_s, (mu - g).T)                              # [D, C]
   logits = ((F - g) @ a_mu - 0.5 * np.einsum("cd,dc->c", mu - g, a_mu)
             + np.log(priors))
-  return h, _softmax_rows(logits)
+  return h, numerics.softmax_rows(logits)
 
 
-def ncti_components(X, y, *, pca_dim: int = 64,
+def ncti_components(X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim,
                     pca_solver: str = "auto") -> tuple[float, float, float]:
   """Raw NCTI components (S_seli, S_ncc, vc) of one model's features.
 
@@ -853,18 +781,18 @@ def ncti_components(X, y, *, pca_dim: int = 64,
         f"1 <= pca_dim <= min(N, D) = {min(X.shape)} "
         f"(N={X.shape[0]}, D={X.shape[1]}); the NCTI recipe (PCA-64) is not "
         "defined for these features.")
-  pca = PCA(n_components=pca_dim, svd_solver=pca_solver, random_state=_NCTI_PCA_SEED)
+  pca = PCA(n_components=pca_dim, svd_solver=pca_solver, random_state=_ncti.NCTI_PCA_SEED)
   F = pca.fit_transform(X).astype(np.float64)
-  temp = max(math.exp(-float(pca.explained_variance_[:_NCTI_TOP_VAR].sum())),
-             _NCTI_SHRINK_FLOOR)
-  if temp == _NCTI_SHRINK_FLOOR:
+  temp = max(math.exp(-float(pca.explained_variance_[:_ncti.NCTI_TOP_VAR].sum())),
+             _ncti.NCTI_SHRINK_FLOOR)
+  if temp == _ncti.NCTI_SHRINK_FLOOR:
     h, prob = _lda_svd(F, y, num_classes, counts)
   else:
     h, prob = _lda_eigen(F, y, num_classes, counts, temp)
   h = h - h.mean(axis=0)
-  s_seli = _nuclear_norm(h)
+  s_seli = numerics.nuclear_norm(h)
   s_ncc = float(np.mean(prob[np.arange(len(y)), y]))
-  vc = math.log(sum(_nuclear_norm(prob[y == c]) for c in range(num_classes)))
+  vc = math.log(sum(numerics.nuclear_norm(prob[y == c]) for c in range(num_classes)))
   return s_seli, s_ncc, vc
 
 
@@ -873,7 +801,8 @@ def ncti_components(X, y, *, pca_dim: int = 64,
 # ----------------------------------------------------------------------------
 
 
-def etran_components(X, y, *, percent: float = 0.5) -> tuple[float, float]:
+def etran_components(X, y, *,
+                     percent: float = _etran.EtranOptions.percent) -> tuple[float, float]:
   """Raw ETran components (s_cls, s_en) of one model's features.
 
   Gholami et al., "ETran: Energy-Based Transferability Estimation", ICCV
@@ -915,7 +844,7 @@ def etran_components(X, y, *, percent: float = 0.5) -> tuple[float, float]:
   xc = X - g
   mu = _class_sums_means(xc, y, num_classes, counts)
   logits = xc @ mu.T - 0.5 * np.sum(mu * mu, axis=1) + np.log(counts / n)
-  s_cls = float(np.mean(_softmax_rows(logits)[np.arange(n), y]))
+  s_cls = float(np.mean(numerics.softmax_rows(logits)[np.arange(n), y]))
   energy = scipy.special.logsumexp(X, axis=1)
   s_en = float(np.mean(np.sort(energy)[:k]))
   return s_cls, s_en
@@ -926,26 +855,9 @@ def etran_components(X, y, *, percent: float = 0.5) -> tuple[float, float]:
 # ----------------------------------------------------------------------------
 
 
-def _leep_float32_google(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-  """google-research ``leep.get_leep_score`` semantics in float32.
-
-  P(t|s) with divide-no-nan (0 where a source component has no mass); a sample
-  whose expected prediction is 0 counts as -log C.
-  """
-  pred = pred.astype(np.float32)
-  onehot = np.zeros((pred.shape[0], num_classes), np.float32)
-  onehot[np.arange(pred.shape[0]), y] = 1.0
-  occ = pred.T @ onehot                                    # [S, T]
-  occ_s = occ.sum(axis=1, keepdims=True)
-  cond = np.divide(occ, occ_s, out=np.zeros_like(occ), where=occ_s != 0)
-  eep = np.sum((pred @ cond) * onehot, axis=1)
-  with np.errstate(divide="ignore"):
-    vals = np.where(eep > 0, np.log(eep), -np.log(np.float32(num_classes)))
-  return float(np.mean(vals, dtype=np.float32))
-
-
-def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
-          random_state: int = 123) -> float:
+def nleep(X, y, *, n_components_factor: int = _subsample.NleepOptions.n_components_factor,
+          pca_variance: float = _subsample.NleepOptions.pca_variance,
+          random_state: int = _subsample.NleepOptions.random_state) -> float:
   """NLEEP: LEEP with a Gaussian-mixture "source model" on PCA features.
 
   Li et al., "Ranking Neural Checkpoints", CVPR 2021. Reproduces
@@ -965,10 +877,8 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
   row order of X and on the scikit-learn version (the reference fixtures were
   made with scikit-learn 1.9.1). The mixture is fitted inside
   ``threadpoolctl.threadpool_limits(1)`` (single-threaded BLAS/OpenMP, as the
-  fixtures were produced; on these sizes threads only add overhead, and an
-  oversubscribed machine slows a threaded k-means by 10x). Cost: EM with
-  K = 5C full covariances, O(N K d^2) per iteration for d PCA dimensions
-  (about a second for N = 4000, C = 100).
+  fixtures were produced; on these sizes threads only add overhead). Cost: EM
+  with K = 5C full covariances, O(N K d^2) per iteration for d PCA dimensions.
 
   Args:
     X: [N, D] features.
@@ -985,46 +895,21 @@ def nleep(X, y, *, n_components_factor: int = 5, pca_variance: float = 0.8,
       empirical covariance" with too few samples per component), re-raised
       with the shapes involved.
   """
-  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
-  from sklearn.mixture import GaussianMixture   # pylint: disable=g-import-not-at-top
-  from threadpoolctl import threadpool_limits   # pylint: disable=g-import-not-at-top
-
   X, y, num_classes, _ = _check_xy(X, y, "nleep")
   if not 0.0 < pca_variance < 1.0:
     raise InputError(f"nleep: pca_variance must be in (0, 1), got {pca_variance}.")
-  k = int(n_components_factor) * num_classes
-  if k < 1 or k > X.shape[0]:
-    raise InputError(
-        f"nleep: {k} mixture components for N={X.shape[0]} samples is not possible.")
-  feats = PCA(n_components=pca_variance, svd_solver="full").fit_transform(X)
-  feats = feats.astype(np.float32)
-  with threadpool_limits(limits=1):
-    try:
-      gmm = GaussianMixture(n_components=k, random_state=random_state).fit(feats)
-    except ValueError as e:
-      raise InputError(
-          f"nleep: scikit-learn GaussianMixture with {k} full-covariance "
-          f"components on N={feats.shape[0]} float32 samples of dimension "
-          f"{feats.shape[1]} failed (the reference fails identically): {e}") from e
-    pred = gmm.predict_proba(feats).astype(np.float32)
-  return _leep_float32_google(pred, y, num_classes)
+  return _subsample.nleep_from_rows(X, y, num_classes,
+                                    n_components_factor=n_components_factor,
+                                    pca_variance=pca_variance, random_state=random_state)
 
 
 # ----------------------------------------------------------------------------
 # PARC
 # ----------------------------------------------------------------------------
 
-_PARC_PCA_SEED = 1919
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-  a = a - a.mean()
-  b = b - b.mean()
-  return float((a @ b) / math.sqrt(float(a @ a) * float(b @ b)))
-
-
-def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized",
-         label_rdm: str = "exact") -> float:
+def parc(X, probs, y, *, n_dims: int | None = _subsample.ParcOptions.n_dims,
+         pca_solver: str = _subsample.ParcOptions.pca_solver,
+         label_rdm: str = _subsample.ParcOptions.label_rdm) -> float:
   """PARC: Pairwise Annotation Representation Comparison.
 
   Bolya et al., "Scalable Diverse Model Selection for Accessible Transfer
@@ -1070,8 +955,6 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
     InputError: on invalid inputs, or if the PCA dimension exceeds D (the
       reference's PCA raises then too).
   """
-  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
-
   X, y, num_classes, _ = _check_xy(X, y, "parc")
   if probs is not None:
     _check_probs(probs, X.shape[0], "parc")
@@ -1081,35 +964,8 @@ def parc(X, probs, y, *, n_dims: int | None = 32, pca_solver: str = "randomized"
   if label_rdm not in ("exact", "corrcoef"):
     raise InputError(
         f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
-  n = X.shape[0]
-  feats = X
-  if n_dims is not None:
-    f = min(int(n_dims), n)
-    if f < 1 or f > X.shape[1]:
-      raise InputError(
-          f"parc: PCA to {f} dimensions needs 1 <= {f} <= D = {X.shape[1]}.")
-    if pca_solver == "randomized":
-      pca = PCA(n_components=f, svd_solver="randomized", random_state=_PARC_PCA_SEED,
-                iterated_power=1)
-    else:
-      pca = PCA(n_components=f, svd_solver="full")
-    feats = pca.fit_transform(X).astype(np.float64)
-  std = feats.std(axis=0)
-  std[std == 0] = 1.0
-  feats = (feats - feats.mean(axis=0)) / std
-  iu = np.triu_indices(n, 1)
-  rdm_f = (1.0 - np.corrcoef(feats))[iu]
-  rank_f = scipy.stats.rankdata(rdm_f)
-  del rdm_f
-  if label_rdm == "exact":
-    # R_y takes two values (0 and C/(C-1)); its average ranks are an increasing
-    # affine function of the indicator [y_i != y_j], and Pearson correlation is
-    # invariant to that, so the indicator stands in for rank(R_y).
-    rank_y = (y[iu[0]] != y[iu[1]]).astype(np.float64)
-  else:
-    onehot = np.eye(num_classes)[y]
-    rank_y = scipy.stats.rankdata((1.0 - np.corrcoef(onehot))[iu])
-  return 100.0 * _pearson(rank_f, rank_y)
+  return _subsample.parc_from_rows(X, y, num_classes, n_dims=n_dims, pca_solver=pca_solver,
+                                   label_rdm=label_rdm)
 
 
 # ----------------------------------------------------------------------------
@@ -1154,10 +1010,10 @@ def nc1(X, y, *, centering: str = "class_mean") -> float:
   g = mu.mean(axis=0) if centering == "class_mean" else X.mean(axis=0)
   r = X - mu[y]
   # rhubarbwu divides by N + eps; for N >= 2 that rounds to N in float64.
-  sigma_w = (r.T @ r) / ((n + _EPS64) if centering == "class_mean" else n)
+  sigma_w = (r.T @ r) / ((n + numerics.EPS64) if centering == "class_mean" else n)
   dm = mu - g
   sigma_b = (dm.T @ dm) / num_classes
-  return _pinv_trace(sigma_b, sigma_w, d * _EPS64)[0] / num_classes
+  return numerics.pinv_trace(sigma_b, sigma_w, d * numerics.EPS64)[0] / num_classes
 
 
 def vci(X, y) -> float:
@@ -1192,11 +1048,11 @@ def vci(X, y) -> float:
   mu = _class_sums_means(xc, y, num_classes, counts)
   sigma_b = (mu * (counts / n)[:, None]).T @ mu
   wb = np.abs(np.linalg.eigvalsh(sigma_b))
-  rank_b = int(np.sum(wb > d * _EPS64 * wb.max())) if wb.max() > 0 else 0
+  rank_b = int(np.sum(wb > d * numerics.EPS64 * wb.max())) if wb.max() > 0 else 0
   if rank_b == 0:
     raise InputError("vci: the between-class covariance is zero (all class means "
                      "coincide); VCI is undefined.")
-  tr, _ = _pinv_trace(sigma_t, sigma_b, d * _EPS64)
+  tr, _ = numerics.pinv_trace(sigma_t, sigma_b, d * numerics.EPS64)
   return 1.0 - tr / rank_b
 
 
@@ -1215,8 +1071,8 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
   a pool of one model) maps to 0 for every model. The score of model m is
   sum_k weights[k] * normalised v_m[k].
 
-  This is ``face_jax.pool_minmax`` (one implementation, in
-  ``face_jax._src.pool``), re-exported here.
+  This is ``face_jax.pool_minmax`` (one implementation, in the core),
+  re-exported here.
 
   Args:
     components: model name -> {component name -> raw value}.
@@ -1233,8 +1089,8 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
   return _pool.pool_minmax(components, weights)
 
 
-NCTI_WEIGHTS = dict(_pool.NCTI_WEIGHTS)
-ETRAN_WEIGHTS = dict(_pool.ETRAN_WEIGHTS)
+NCTI_WEIGHTS = dict(_ncti.NCTI_WEIGHTS)
+ETRAN_WEIGHTS = dict(_etran.ETRAN_WEIGHTS)
 
 
 def ncti_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -1246,7 +1102,7 @@ def ncti_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
   pool (:func:`pool_minmax`). Orientation: higher = better. Wang et al., ICCV
   2023 (BUserName/NCTI). Delegates to ``face_jax.ncti_pool``.
   """
-  return _pool.ncti_pool(components)
+  return _ncti.ncti_pool(components)
 
 
 def etran_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -1258,4 +1114,4 @@ def etran_pool(components: Mapping[str, Sequence[float]]) -> dict[str, float]:
   pool (:func:`pool_minmax`). Orientation: higher = better. Gholami et al.,
   ICCV 2023 (mgholamikn/ETran). Delegates to ``face_jax.etran_pool``.
   """
-  return _pool.etran_pool(components)
+  return _etran.etran_pool(components)

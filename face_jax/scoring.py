@@ -29,7 +29,7 @@ from face_jax._src import engine as engine_lib
 from face_jax._src import featurize
 from face_jax._src import plan as plan_lib
 from face_jax._src import registry
-from face_jax._src.api import _route_options
+from face_jax._src.api import route_options
 from face_jax._src.errors import InputError
 from face_jax._src.sources import round_up
 
@@ -246,7 +246,7 @@ def score_model(model, data, *, split: str | None = None, data_dir: str | None =
   unknown = [l for l in layers if l not in extractor.layer_names]
   if unknown:
     raise InputError(f'unknown layer(s) {unknown} of {extractor.name}; layers: {extractor.layer_names}')
-  infos, per = _route_options(metrics, options, metric_options)
+  infos, per = route_options(metrics, options, metric_options)
   needs_probs = any('source_probs' in i.needs for i in infos)
   if needs_probs and source_probs_layer is None:
     if 'logits' not in extractor.layer_names:

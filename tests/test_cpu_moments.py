@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import face_jax
+from face_jax import engine
 from face_jax._src import cpu_moments
 from face_jax._src import engine as engine_lib
 from face_jax._src import stats as stats_lib
@@ -198,8 +199,8 @@ def test_engine_pass_with_each_kernel_matches_float64(kernel):
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
   assert stats_lib.Moments.uses_cpu_kernel(spec, 128) == (kernel == "auto" and cpu_moments.available())
   shift = np.stack([x[y == c][:3].mean(0) for c in range(k)])
-  req = face_jax.Request(stats_lib.Moments, spec, {"shift": shift, "weight": np.ones(k)})
-  src = face_jax.ArraySource(x.astype(np.float32), y, batch_size=128)
+  req = engine.Request(stats_lib.Moments, spec, {"shift": shift, "weight": np.ones(k)})
+  src = engine.ArraySource(x.astype(np.float32), y, batch_size=128)
   fin = face_jax.Engine().run_pass(src, {"features": {"m": req}})["features"]["m"]
   mus = np.stack([x[y == c].mean(0) for c in range(k)])
   sw = sum((x[y == c] - mus[c]).T @ (x[y == c] - mus[c]) for c in range(k))
@@ -263,9 +264,9 @@ def test_small_products_keep_the_xla_code():
 
 def _class_scatter_pass(x, y, k, batch_size, **spec_kw):
   spec = stats_lib.ClassScatterSpec(num_classes=k, dim=x.shape[1], **spec_kw)
-  req = face_jax.Request(stats_lib.ClassScatter, spec, {"shift": engine_lib.FIRST_BATCH_SHIFT})
-  src = face_jax.ArraySource(x, y, batch_size=batch_size, num_classes=k)
-  return face_jax.Engine().run_pass(src, {"features": {"c": req}})["features"]["c"]
+  req = engine.Request(stats_lib.ClassScatter, spec, {"shift": engine.FIRST_BATCH_SHIFT})
+  src = engine.ArraySource(x, y, batch_size=batch_size, num_classes=k)
+  return engine.Engine().run_pass(src, {"features": {"c": req}})["features"]["c"]
 
 
 @pytest.mark.parametrize("kernel,tile_rows", [("auto", None), ("xla", None), ("xla", 8)])

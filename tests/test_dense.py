@@ -417,7 +417,7 @@ def test_input_errors_probability_metrics():
       fn(P[:-1], y)
     with pytest.raises(ValueError, match="2-D"):
       fn(P[0], y)
-    # Rows summing to 1 within the documented 1e-6 tolerance are accepted.
+    # Rows summing to 1 within the documented tolerance (PROBS_SUM_ATOL) are accepted.
     ok = P.copy()
     ok[:, 0] += 5e-7
     assert np.isfinite(fn(ok, y))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import face_jax
+from face_jax import engine
 from face_jax._src import engine as engine_lib
 from face_jax._src import stats as stats_lib
 from tests import cases
@@ -91,9 +92,9 @@ def test_class_scatter_matches_numpy():
   x, y = cases.gaussian_classes(200, 6, 3, seed=7, offset=20.0)
   spec = stats_lib.ClassScatterSpec(num_classes=3, dim=6, dtype='float64')
   shift = np.full((3, 6), 20.0)
-  req = face_jax.Request(stats_lib.ClassScatter, spec, {'shift': shift})
+  req = engine.Request(stats_lib.ClassScatter, spec, {'shift': shift})
   eng = face_jax.Engine(dtype='float64')
-  src = face_jax.ArraySource(x, y, batch_size=33, feat_dtype='float64')
+  src = engine.ArraySource(x, y, batch_size=33, feat_dtype='float64')
   out = eng.run_pass(src, {'features': {'cs': req}})['features']['cs']
   for c in range(3):
     xc = x[y == c]
@@ -146,14 +147,14 @@ def test_single_trace_over_a_stream():
   x, y = cases.gaussian_classes(1000, 24, 5, seed=11)
   eng = face_jax.Engine()
   spec = stats_lib.MomentsSpec(num_classes=5, dim=24)
-  req = face_jax.Request(stats_lib.Moments, spec, stats_lib.Moments.default_params(spec))
+  req = engine.Request(stats_lib.Moments, spec, stats_lib.Moments.default_params(spec))
   before = engine_lib.TRACE_COUNTS['step']
-  src = face_jax.ArraySource(x, y, batch_size=64)   # 16 steps, the last padded
+  src = engine.ArraySource(x, y, batch_size=64)   # 16 steps, the last padded
   assert src.num_batches == 16
   eng.run_pass(src, {'features': {'m': req}})
   assert engine_lib.TRACE_COUNTS['step'] - before == 1
   # A new pass with other params (a new shift) reuses the compiled step.
-  req2 = face_jax.Request(stats_lib.Moments, spec, {'shift': np.ones((5, 24)), 'weight': np.ones(5)})
+  req2 = engine.Request(stats_lib.Moments, spec, {'shift': np.ones((5, 24)), 'weight': np.ones(5)})
   eng.run_pass(src, {'features': {'m': req2}})
   assert engine_lib.TRACE_COUNTS['step'] - before == 1
 
@@ -167,7 +168,7 @@ def test_state_is_donated():
   states = eng.init_states(layout)
   params = eng.replicate({'features': ({k: np.asarray(v, np.float32) for k, v in
                                          stats_lib.Moments.default_params(spec).items()},)})
-  src = face_jax.ArraySource(x, y)
+  src = engine.ArraySource(x, y)
   raw, _ = next(iter(src))
   old = states['features'][0][0].scatter
   states, _ = step(states, eng.to_global(raw), params, None)
@@ -189,8 +190,8 @@ def test_compensated_accumulation_beats_plain_float32():
   y = rng.integers(0, k, n)
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
   zero = {'shift': np.zeros((k, d)), 'weight': np.ones(k)}  # no shift: stress the sums
-  req = face_jax.Request(stats_lib.Moments, spec, zero)
-  src = face_jax.ArraySource(x, y, batch_size=256)
+  req = engine.Request(stats_lib.Moments, spec, zero)
+  src = engine.ArraySource(x, y, batch_size=256)
   comp = face_jax.Engine(compensated=True).run_pass(src, {'features': {'m': req}})['features']['m']
   plain = face_jax.Engine(compensated=False).run_pass(src, {'features': {'m': req}})['features']['m']
   xd = x.astype(np.float64)

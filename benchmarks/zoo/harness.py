@@ -22,7 +22,7 @@ A *record* is the JSON-ready outcome of one metric on one (model, target):
 
 Pool-relative scores (``combine`` over the models scored on the same target)
 are formed by ``pool_scores``: the metric's ``<name>_pool`` function
-(``face_jax.<name>_pool`` or ``face_jax._src.pool.<name>_pool``, e.g.
+(``face_jax.<name>_pool`` or the registry's ``MetricInfo.pool``, e.g.
 ``ncti_pool``, ``etran_pool``), and for FaCe the extra score
 ``face_pool_minmax`` = ``face_jax.pool_minmax`` of (C, F) with λ = 1, which is
 exactly ``face_jax.face_pool``.
@@ -38,19 +38,17 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 import face_jax
-from face_jax._src import engine as engine_lib
-from face_jax._src import face as face_lib
-from face_jax._src import registry
+from face_jax import engine as engine_lib
 
 FACE_POOL = 'face_pool_minmax'
 
 # The FaCe ablation grid: every variant of the specification (FACE_SPEC.md) at the
 # default temperature 0.1, ridge 1e-3 and λ = 1.
 ABLATION_AXES = {
-    'weighting': face_lib.WEIGHTINGS,
-    'vc_transform': face_lib.VC_TRANSFORMS,
-    'bc_cov': face_lib.BC_COVS,
-    'fairness': face_lib.FAIRNESSES,
+    'weighting': face_jax.FaceOptions.CHOICES['weighting'],
+    'vc_transform': face_jax.FaceOptions.CHOICES['vc_transform'],
+    'bc_cov': face_jax.FaceOptions.CHOICES['bc_cov'],
+    'fairness': face_jax.FaceOptions.CHOICES['fairness'],
 }
 # The specification's default variant: the reference of the ablation's paired differences
 # (face_jax's own default, FaceOptions(), is the variant this ablation selected).
@@ -70,10 +68,10 @@ def ablation_variants() -> list[dict[str, str]]:
   return out
 
 
-def metric_infos(names: Sequence[str] | None = None) -> dict[str, registry.MetricInfo]:
+def metric_infos(names: Sequence[str] | None = None) -> dict[str, engine_lib.MetricInfo]:
   """``{name: MetricInfo}`` of the requested metrics (default: every registered one)."""
   names = face_jax.metric_names() if names is None else list(names)
-  return {n: registry.get(n) for n in names}
+  return {n: engine_lib.get(n) for n in names}
 
 
 def scalar(value: Any) -> float:
@@ -87,7 +85,7 @@ def _error(e: BaseException) -> str:
   return f'{type(e).__name__}: {e}'
 
 
-def _record(info: registry.MetricInfo, value: Any = None, error: str | None = None) -> dict:
+def _record(info: engine_lib.MetricInfo, value: Any = None, error: str | None = None) -> dict:
   rec: dict[str, Any] = {'value': None, 'error': error,
                          'higher_is_better': bool(info.higher_is_better),
                          'pool_relative': bool(info.pool_relative)}
@@ -110,7 +108,7 @@ def _record(info: registry.MetricInfo, value: Any = None, error: str | None = No
 
 
 def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
-                    infos: Mapping[str, registry.MetricInfo], *, batch_size: int = 512,
+                    infos: Mapping[str, engine_lib.MetricInfo], *, batch_size: int = 512,
                     num_classes: int | None = None,
                     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
                     suspects: set | None = None,
@@ -180,7 +178,7 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
 
 
 def class_moments(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                  engine: face_jax.Engine | None = None) -> dict[str, face_jax.ClassMoments]:
+                  engine: face_jax.Engine | None = None) -> dict[str, engine_lib.ClassMoments]:
   """Finalised ``Moments`` of both FaCe weightings, from one float64 pass of the engine.
 
   Returns:
@@ -190,14 +188,15 @@ def class_moments(features: np.ndarray, labels: np.ndarray, num_classes: int,
   features = np.asarray(features, np.float64)
   labels = np.asarray(labels, np.int32)
   counts = np.bincount(labels, minlength=num_classes)
-  spec = face_jax.MomentsSpec(num_classes=num_classes, dim=features.shape[1], dtype='float64')
+  spec = engine_lib.MomentsSpec(num_classes=num_classes, dim=features.shape[1], dtype='float64')
   shift = engine_lib.FIRST_BATCH_SHIFT
-  reqs = {'sample': face_jax.Request(face_jax.Moments, spec,
-                                     {'shift': shift, 'weight': np.ones(num_classes)}),
-          'balanced': face_jax.Request(face_jax.Moments, spec,
-                                       {'shift': shift, 'weight': face_lib.balanced_weights(counts)})}
+  reqs = {'sample': engine_lib.Request(engine_lib.Moments, spec,
+                                       {'shift': shift, 'weight': np.ones(num_classes)}),
+          'balanced': engine_lib.Request(engine_lib.Moments, spec,
+                                         {'shift': shift,
+                                          'weight': engine_lib.balanced_weights(counts)})}
   eng = engine or face_jax.Engine(dtype='float64')
-  src = face_jax.ArraySource(features, labels, num_classes=num_classes, feat_dtype=np.float64)
+  src = engine_lib.ArraySource(features, labels, num_classes=num_classes, feat_dtype=np.float64)
   return dict(eng.run_pass(src, {'features': reqs})['features'])
 
 
@@ -230,8 +229,7 @@ def pool_function(name: str) -> Callable | None:
   """The ``<name>_pool`` function of a pool-relative metric, if the library has one."""
   fn = getattr(face_jax, f'{name}_pool', None)
   if fn is None:
-    from face_jax._src import pool as pool_lib
-    fn = getattr(pool_lib, f'{name}_pool', None)
+    fn = engine_lib.get(name).pool
   return fn
 
 

@@ -36,7 +36,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

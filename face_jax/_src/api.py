@@ -1,7 +1,12 @@
-"""Public entry points: ``score`` (several metrics, shared passes) and ``face_score``."""
+"""Public entry points: ``score`` (several metrics, shared passes) and ``face_score``.
+
+Importing this module loads the metric catalogue (``face_jax._src.metrics``),
+which registers every metric of the library.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -11,7 +16,9 @@ from face_jax._src import engine as engine_lib
 from face_jax._src import plan as plan_lib
 from face_jax._src import registry
 from face_jax._src import sources
+from face_jax._src import metrics as _catalogue  # noqa: F401  (registers every metric)
 from face_jax._src.errors import InputError
+from face_jax._src.metrics.face import FaceOptions
 
 
 def _is_array(x) -> bool:
@@ -43,42 +50,71 @@ def make_source(features, labels=None, *, source_probs=None, batch_size=None,
   if labels is not None or source_probs is not None:
     raise InputError('with streamed input, labels (and source_probs) travel inside each batch; '
                      'pass labels=None')
-  if isinstance(features, (str, bytes)) or not (isinstance(features, Iterable) or callable(features)):
-    raise InputError(f'features must be an array or an iterable of batches, got {type(features).__name__}')
-  src = sources.IterableSource(features, num_classes=num_classes, batch_size=batch_size, dtype=dtype)
+  if isinstance(features, (str, bytes)) or not (isinstance(features, Iterable)
+                                                or callable(features)):
+    raise InputError('features must be an array or an iterable of batches, got '
+                     f'{type(features).__name__}')
+  src = sources.IterableSource(features, num_classes=num_classes, batch_size=batch_size,
+                               dtype=dtype)
   acc = dtype or ('float64' if src.feat_dtype == np.float64 else 'float32')
   return src, acc
 
 
-def _route_options(metrics: Sequence[str], options: Mapping[str, Any],
-                   metric_options: Mapping[str, Mapping[str, Any]] | None):
+def route_options(metrics: Sequence[str], options: Mapping[str, Any],
+                  metric_options: Mapping[str, Any] | None):
+  """Each requested metric's options instance, from flat and per-metric options.
+
+  Args:
+    metrics: registry names.
+    options: flat options ``{option: value}``, given to every requested metric
+      whose options class has a field of that name.
+    metric_options: ``{metric: {option: value}}`` or ``{metric: options
+      instance}`` (e.g. ``{'face': FaceOptions(...)}``); a dict overrides the
+      flat options it names, an instance is used as it is.
+
+  Returns:
+    (``[MetricInfo]`` in the order of ``metrics``, ``{metric: options instance}``).
+
+  Raises:
+    InputError: an unknown metric, an option no requested metric accepts, an
+      option the named metric does not have, an options instance of the wrong
+      class, or an invalid option value (raised by the options class).
+  """
   infos = [registry.get(m) for m in metrics]
-  per = {i.name: {} for i in infos}
-  used = set()
+  per: dict[str, dict] = {i.name: {} for i in infos}
+  instances: dict[str, Any] = {}
   for name, value in options.items():
-    takers = [i for i in infos if name in i.defaults]
+    takers = [i for i in infos if name in i.option_names()]
     if not takers:
-      valid = sorted({o for i in infos for o in i.defaults})
+      valid = sorted({o for i in infos for o in i.option_names()})
       raise InputError(f'option {name!r} is not accepted by any of {list(metrics)}; '
                        f'valid options: {valid}')
     for i in takers:
       per[i.name][name] = value
-    used.add(name)
   for m, opts in (metric_options or {}).items():
     if m not in per:
       raise InputError(f'metric_options names {m!r}, which is not among metrics={list(metrics)}')
+    info = registry.get(m)
+    if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
+      if not isinstance(opts, info.options):
+        raise InputError(f'metric_options[{m!r}] is a {type(opts).__name__}; {m} takes '
+                         f'{info.options.__name__} (or a dict of its fields)')
+      instances[m] = opts
+      continue
     for name, value in opts.items():
-      if name not in registry.get(m).defaults:
-        raise InputError(f'{m} has no option {name!r}; valid: {sorted(registry.get(m).defaults)}')
+      if name not in info.option_names():
+        raise InputError(f'{m} has no option {name!r}; valid: {sorted(info.option_names())}')
       per[m][name] = value
-  return infos, per
+  out = {i.name: instances[i.name] if i.name in instances else i.options(**per[i.name])
+         for i in infos}
+  return infos, out
 
 
 def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_probs=None,
           batch_size: int | None = None, num_classes: int | None = None,
           dtype: str | None = None, mesh=None, engine: engine_lib.Engine | None = None,
           progress: Callable[[engine_lib.PassProgress], None] | None = None,
-          metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+          metric_options: Mapping[str, Any] | None = None,
           **options) -> dict[str, Any]:
   """Computes several transferability metrics in as few passes over the data as they allow.
 
@@ -102,8 +138,12 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
     mesh: a 1-D ``('data',)`` mesh (default: every device).
     engine: an existing ``Engine`` (overrides ``mesh``/``progress``).
     progress: callback receiving ``PassProgress`` reports.
-    metric_options: per-metric options, ``{metric: {option: value}}``.
-    **options: options by name, given to every requested metric that accepts them.
+    metric_options: per-metric options, ``{metric: {option: value}}`` or
+      ``{metric: options instance}`` (e.g. ``{'face': FaceOptions(...)}``, used
+      as it is); each metric's options class (``MetricInfo.options``) holds its
+      defaults.
+    **options: options by name, given to every requested metric whose options
+      class has that field.
 
   Returns:
     ``{metric: value}``: a float or the metric's result object.
@@ -115,7 +155,7 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
     metrics = (metrics,)
   if not metrics:
     raise InputError('metrics is empty')
-  infos, per = _route_options(metrics, options, metric_options)
+  infos, per = route_options(metrics, options, metric_options)
   src, acc = make_source(features, labels, source_probs=source_probs, batch_size=batch_size,
                          num_classes=num_classes, dtype=dtype)
   for i in infos:
@@ -134,27 +174,31 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
 
 
 def face_score(features, labels=None, *, num_classes: int | None = None,
-               batch_size: int | None = None, dtype: str | None = None,
-               weighting: str = 'sample', vc_transform: str = 'neglog', bc_cov: str = 'spherical',
-               fairness: str = 'range', temperature: float = 0.1, fairness_weight: float = 1.0,
-               ridge: float = 1e-3, combine: str = 'sum', mesh=None,
+               batch_size: int | None = None, dtype: str | None = None, mesh=None,
                engine: engine_lib.Engine | None = None,
-               progress: Callable[[engine_lib.PassProgress], None] | None = None):
+               progress: Callable[[engine_lib.PassProgress], None] | None = None,
+               options: FaceOptions | None = None, **face_options):
   """FaCe (Fair Collapse) of one model's features on a target dataset.
 
-  See ``face_jax.FaceOptions`` for the variants and docs/face.md for the maths.
-  The defaults are the variant the zoo ablation selected (docs/face_ablation.md).
+  See ``face_jax.FaceOptions`` for the variants (and their defaults, the
+  variant the zoo ablation selected: docs/face_ablation.md) and docs/face.md
+  for the maths.
 
   Args:
     features: [N, D] float array with ``labels`` [N], or an iterable of
       ``(features, labels)`` batches (see ``score``).
     labels: [N] integer labels (array input).
     num_classes, batch_size, dtype, mesh, engine, progress: as in ``score``.
-    weighting, vc_transform, bc_cov, fairness, temperature, fairness_weight,
-      ridge, combine: the FaCe variant (``FaceOptions``).
+    options: a ``FaceOptions`` (default: ``FaceOptions()``).
+    **face_options: ``FaceOptions`` fields by name (weighting, vc_transform,
+      bc_cov, fairness, temperature, fairness_weight, ridge, combine); they
+      replace those of ``options``.
 
   Returns:
     A ``FaCeResult``.
+
+  Raises:
+    InputError: bad input, or a keyword that is not a ``FaceOptions`` field.
 
   Example:
     >>> import numpy as np, face_jax
@@ -164,10 +208,18 @@ def face_score(features, labels=None, *, num_classes: int | None = None,
     >>> r = face_jax.face_score(x, y)
     >>> bool(r.nc1 > 0), bool(r.variance_collapse == -np.log(r.nc1)), -1 <= r.class_fairness <= 0
     (True, True, True)
+    >>> face_jax.face_score(x, y, fairness='std').options.fairness
+    'std'
   """
+  fields = {f.name for f in dataclasses.fields(FaceOptions)}
+  unknown = sorted(set(face_options) - fields)
+  if unknown:
+    raise InputError(f'face_score got unknown option(s) {unknown}; FaceOptions fields: '
+                     f'{sorted(fields)}')
+  if options is not None and not isinstance(options, FaceOptions):
+    raise InputError(f'options must be a FaceOptions, got {type(options).__name__}')
+  opts = dataclasses.replace(options or FaceOptions(), **face_options)
   out = score(features, labels, metrics=('face',), batch_size=batch_size,
               num_classes=num_classes, dtype=dtype, mesh=mesh, engine=engine, progress=progress,
-              weighting=weighting, vc_transform=vc_transform, bc_cov=bc_cov, fairness=fairness,
-              temperature=temperature, fairness_weight=fairness_weight, ridge=ridge,
-              combine=combine)
+              metric_options={'face': opts})
   return out['face']

@@ -49,6 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from face_jax._src import stats as stats_lib
 from face_jax._src.errors import InputError
+from face_jax._src.numerics import PROBS_SUM_ATOL
 
 DATA = 'data'
 
@@ -57,8 +58,7 @@ DATA = 'data'
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
-# |Σ_z p_z − 1| > PROBS_SUM_ATOL.  float32 softmax rows sum to 1 within ~1e-6.
-PROBS_SUM_ATOL = 1e-4
+# |Σ_z p_z − 1| > PROBS_SUM_ATOL (one constant, in numerics, shared with face_jax.dense).
 # Health counters per stream and step (see ``health_counts``).
 HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
                  'invalid source_probs rows (source_probs must be probabilities: finite, '

@@ -2,9 +2,10 @@
 
 One implementation serves every pool-relative score: ``pool_minmax`` min–max
 normalises each named component over the models of a pool and sums them with
-signed weights; ``ncti_pool`` and ``etran_pool`` are that function with the
-published weights (``face_jax.dense`` delegates to these, and FaCe's
-``face_pool`` uses ``pool_minmax``).
+signed weights.  The metric modules hold their pool scores (``ncti_pool`` in
+``metrics/ncti.py``, ``etran_pool`` in ``metrics/etran.py``, ``face_pool`` in
+``metrics/face.py``), each this function with its published weights;
+``face_jax.dense`` delegates to them.
 """
 
 from __future__ import annotations
@@ -15,14 +16,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from face_jax._src.errors import InputError
-
-# NCTI (Wang et al., ICCV 2023, BUserName/NCTI): ncc_n + seli_n − vc_n.
-NCTI_WEIGHTS = {'s_ncc': 1.0, 's_seli': 1.0, 'vc': -1.0}
-NCTI_COMPONENTS = ('s_seli', 's_ncc', 'vc')
-# ETran (Gholami et al., ICCV 2023, mgholamikn/ETran): 0.15·s_en_n + 0.85·s_cls_n.
-ETRAN_WEIGHTS = {'s_en': 0.15, 's_cls': 0.85}
-ETRAN_COMPONENTS = ('s_cls', 's_en')
-
 
 def minmax_normalise(values: Mapping[str, float], component: str = 'value') -> dict[str, float]:
   """Min–max normalises ``{model: value}`` over the pool to [0, 1].
@@ -84,7 +77,8 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
   return out
 
 
-def _named(components: Mapping[str, Any], names: tuple[str, ...], fn: str) -> dict[str, dict]:
+def named_components(components: Mapping[str, Any], names: tuple[str, ...],
+                     fn: str) -> dict[str, dict]:
   """Per-model components as ``{name: value}``.
 
   A model's entry may be a result object with a ``components()`` method
@@ -107,41 +101,3 @@ def _named(components: Mapping[str, Any], names: tuple[str, ...], fn: str) -> di
                          f'{len(names)} {names}')
       out[m] = dict(zip(names, (float(v) for v in vals)))
   return out
-
-
-def ncti_pool(components: Mapping[str, Any]) -> dict[str, float]:
-  """Published NCTI score over a pool of models: ncc_n + seli_n − vc_n.
-
-  Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the
-  Target Dataset Informs their Transferability", ICCV 2023
-  (BUserName/NCTI@b18d39514a3f2a7a949500b467a38b93de1428e4): each raw
-  component is min–max normalised over the pool (``pool_minmax``).
-
-  Args:
-    components: ``{model: c}`` with c an ``NctiComponents`` (from
-      ``face_jax.score(..., metrics=('ncti',))``), a mapping with keys
-      ``s_seli``, ``s_ncc``, ``vc``, or a 3-tuple ``(s_seli, s_ncc, vc)`` (the
-      order of ``face_jax.dense.ncti_components``).
-
-  Returns:
-    ``{model: score}``; higher = predicted more transferable.
-  """
-  return pool_minmax(_named(components, NCTI_COMPONENTS, 'ncti_pool'), NCTI_WEIGHTS)
-
-
-def etran_pool(components: Mapping[str, Any]) -> dict[str, float]:
-  """Published ETran score over a pool of models: 0.15·s_en_n + 0.85·s_cls_n.
-
-  Gholami et al., "ETran: Energy-Based Transferability Estimation", ICCV 2023
-  (mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19): each raw
-  component is min–max normalised over the pool (``pool_minmax``).
-
-  Args:
-    components: ``{model: c}`` with c an ``EtranComponents``, a mapping with
-      keys ``s_cls``, ``s_en``, or a pair ``(s_cls, s_en)`` (the order of
-      ``face_jax.dense.etran_components``).
-
-  Returns:
-    ``{model: score}``; higher = predicted more transferable.
-  """
-  return pool_minmax(_named(components, ETRAN_COMPONENTS, 'etran_pool'), ETRAN_WEIGHTS)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import face_jax
+from face_jax import engine
 from face_jax._src import engine as engine_lib
 from tests import cases
 from tests.oracles import face_oracle
@@ -94,8 +95,8 @@ def test_cpu_kernel_and_xla_code_on_eight_devices():
   fin = {}
   for kernel in ('auto', 'xla'):
     spec = stats_lib.MomentsSpec(num_classes=k, dim=d, scatter_kernel=kernel)
-    req = face_jax.Request(stats_lib.Moments, spec, {'shift': shift, 'weight': np.ones(k)})
-    src = face_jax.ArraySource(x, y, batch_size=256)
+    req = engine.Request(stats_lib.Moments, spec, {'shift': shift, 'weight': np.ones(k)})
+    src = engine.ArraySource(x, y, batch_size=256)
     fin[kernel] = face_jax.Engine().run_pass(src, {'features': {'m': req}})['features']['m']
   sw = fin['xla'].within_scatter
   np.testing.assert_allclose(fin['auto'].within_scatter, sw, rtol=0, atol=1e-6 * np.abs(sw).max())

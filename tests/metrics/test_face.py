@@ -1,4 +1,4 @@
-"""FaCe, every variant of FACE_SPEC.md, against the independent float64 oracle."""
+"""FaCe (``metrics/face.py``): every variant of docs/face.md against the float64 oracle."""
 
 import itertools
 import warnings
@@ -110,7 +110,8 @@ def test_face_pool_minmax():
   s = face_jax.face_pool(pool)
   c = {m: r.variance_collapse for m, r in pool.items()}
   f = {m: r.class_fairness for m, r in pool.items()}
-  norm = lambda v: {m: (x - min(v.values())) / (max(v.values()) - min(v.values())) for m, x in v.items()}
+  norm = lambda v: {m: (x - min(v.values())) / (max(v.values()) - min(v.values()))
+                    for m, x in v.items()}
   cn, fn = norm(c), norm(f)
   for m in pool:
     assert s[m] == pytest.approx(cn[m] + fn[m], rel=1e-12)
@@ -119,3 +120,24 @@ def test_face_pool_minmax():
   assert face_jax.face_pool({'a': pool['m0']}) == {'a': 0.0}
   r = face_jax.face_score(*cases.make('basic'), combine='pool_minmax')
   assert r.score is None and np.isfinite(r.variance_collapse)
+
+
+def test_options_instance_and_keywords():
+  x, y = cases.make('imbalanced')
+  opts = face_jax.FaceOptions(fairness='std', bc_cov='pooled')
+  a = face_jax.face_score(x, y, options=opts)
+  b = face_jax.face_score(x, y, fairness='std', bc_cov='pooled')
+  c = face_jax.score(x, y, metrics=('face',), metric_options={'face': opts})['face']
+  assert a.options == b.options == c.options == opts
+  assert a.score == b.score == c.score
+  # Keywords replace the fields of an options instance.
+  d = face_jax.face_score(x, y, options=opts, fairness='range')
+  assert d.options == face_jax.FaceOptions(fairness='range', bc_cov='pooled')
+  with pytest.raises(face_jax.InputError, match=r"unknown option\(s\) \['fairnes'\]"):
+    face_jax.face_score(x, y, fairnes='std')
+  with pytest.raises(face_jax.InputError, match='fairness must be one of'):
+    face_jax.face_score(x, y, fairness='median')
+  with pytest.raises(face_jax.InputError, match='options must be a FaceOptions'):
+    face_jax.face_score(x, y, options={'fairness': 'std'})
+  assert set(face_jax.FaceOptions.CHOICES) == {'weighting', 'vc_transform', 'bc_cov',
+                                               'fairness', 'combine'}

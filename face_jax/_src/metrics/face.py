@@ -1,17 +1,20 @@
-"""FaCe (Fair Collapse): variance collapse + class fairness, as fixed by FACE_SPEC.md.
+"""FaCe (Fair Collapse): variance collapse + class fairness, as defined in docs/face.md.
 
 FaCe was proposed by Ding, Jiang, Sheng, Zheng and Liang, *Unleashing the
 power of Neural Collapse for Transferability Estimation* (arXiv 2310.05754,
 2023).  The paper's equations and code are not public: this module implements
-the specification's **reconstruction** from the published description, with
-every named variant, and reports each term separately.  See docs/face.md.
+the reconstruction from the published description that docs/face.md fixes,
+with every named variant, and reports each term separately.
 
     S = C + λ·F
     C = −NC1 ("neg") or −ln NC1 ("neglog"),   NC1 = Tr(Σ_W Σ_B^†)/K
     F = −std_k(o_k) ("std") | −(max − min) ("range") | normalised entropy ("entropy")
     o_k = mean_{j≠k} exp(−D_B(k, j))   (Bhattacharyya coefficients between class Gaussians)
 
-Everything here is host-side float64 numpy on finalised statistics.
+Everything here is host-side float64 numpy on finalised statistics; the plan
+asks for one pass of ``Moments`` (two for balanced weighting on a stream whose
+class counts are unequal and unknown up front, see
+``collapse.class_moments_plan``).
 """
 
 from __future__ import annotations
@@ -19,17 +22,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import scipy.linalg
 
 from face_jax._src import engine as engine_lib
 from face_jax._src import pool as pool_lib
+from face_jax._src import registry
 from face_jax._src import stats as stats_lib
 from face_jax._src.errors import FaceJaxWarning, InputError
+from face_jax._src.metrics import collapse
+from face_jax._src.numerics import EPS64
 
-EPS64 = float(np.finfo(np.float64).eps)  # 2.22e-16: the numerical-rank rule of Σ_B
 VAR_FLOOR = 1e-4                          # per-class variance floor (the floor GBC uses)
 
 WEIGHTINGS = ('balanced', 'sample')
@@ -44,8 +49,9 @@ class FaceOptions:
   """The FaCe variant (hashable).
 
   The defaults (sample / neglog / spherical / range) are the variant that ranked
-  the model zoo of benchmarks/zoo best (docs/face_ablation.md); the
-  specification's own defaults are balanced / neg / pooled / std.
+  the model zoo of benchmarks/zoo best (docs/face_ablation.md); the defaults
+  of the definition in docs/face.md are balanced / neg / pooled / std.
+  ``FaceOptions.CHOICES`` lists the allowed values of the named variants.
 
   Attributes:
     weighting: "balanced" (μ_G = mean of class means, Σ_W = mean of class
@@ -60,6 +66,10 @@ class FaceOptions:
     combine: "sum" or "pool_minmax" (pool-relative: see ``face_pool``).
   """
 
+  CHOICES: ClassVar[Mapping[str, tuple]] = {
+      'weighting': WEIGHTINGS, 'vc_transform': VC_TRANSFORMS, 'bc_cov': BC_COVS,
+      'fairness': FAIRNESSES, 'combine': COMBINES}
+
   weighting: str = 'sample'
   vc_transform: str = 'neglog'
   bc_cov: str = 'spherical'
@@ -70,8 +80,7 @@ class FaceOptions:
   combine: str = 'sum'
 
   def __post_init__(self):
-    for name, allowed in (('weighting', WEIGHTINGS), ('vc_transform', VC_TRANSFORMS),
-                          ('bc_cov', BC_COVS), ('fairness', FAIRNESSES), ('combine', COMBINES)):
+    for name, allowed in self.CHOICES.items():
       if getattr(self, name) not in allowed:
         raise InputError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
     if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -129,51 +138,15 @@ class FaCeResult:
 # -- planning --------------------------------------------------------------------
 
 
-def balanced_weights(counts: np.ndarray) -> np.ndarray:
-  """[K] w_k = N / (K·n_k) for populated classes (0 elsewhere).
-
-  With these weights the accumulated scatter divided by N is the balanced
-  Σ_W = (1/K) Σ_k Σ_k, and magnitudes stay like the unweighted sum.
-  """
-  counts = np.asarray(counts, np.float64)
-  present = counts > 0
-  k = max(int(present.sum()), 1)
-  n = counts.sum()
-  return np.where(present, n / (k * np.where(present, counts, 1.0)), 0.0)
-
-
-def equal_populated(counts) -> bool:
-  c = np.asarray(counts)[np.asarray(counts) > 0]
-  return c.size > 0 and bool(np.all(c == c[0]))
-
-
 def face_plan(info: engine_lib.StreamInfo, options: FaceOptions, dtype: str = 'float32'):
   """The pass plan of FaCe (a generator; see ``plan.run_plans``).
 
   One pass, except for balanced weighting when the class counts are unequal
   and unknown before streaming: then a second pass accumulates the balanced
-  within-class scatter about the exact class means of the first.
+  within-class scatter about the exact class means of the first
+  (``collapse.class_moments_plan``).
   """
-  spec = stats_lib.MomentsSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype)
-  ones = np.ones((info.num_classes,), np.float64)
-  shift = engine_lib.FIRST_BATCH_SHIFT
-  passes = 1
-  if options.weighting == 'sample' or (info.label_counts is not None
-                                       and equal_populated(info.label_counts)):
-    fin = (yield {'moments': engine_lib.Request(stats_lib.Moments, spec,
-                                                {'shift': shift, 'weight': ones})})['moments']
-  elif info.label_counts is not None:
-    w = balanced_weights(info.label_counts)
-    fin = (yield {'moments': engine_lib.Request(stats_lib.Moments, spec,
-                                                {'shift': shift, 'weight': w})})['moments']
-  else:
-    fin = (yield {'moments': engine_lib.Request(stats_lib.Moments, spec,
-                                                {'shift': shift, 'weight': ones})})['moments']
-    if not equal_populated(fin.counts):
-      w = balanced_weights(fin.counts)
-      req = engine_lib.Request(stats_lib.Moments, spec, {'shift': fin.means, 'weight': w})
-      fin = (yield {'balanced': req})['balanced']
-      passes = 2
+  fin, passes = yield from collapse.class_moments_plan(info, options.weighting, dtype)
   return face_from_moments(fin, options, passes=passes)
 
 
@@ -186,8 +159,8 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
 
   Args:
     moments: ``ClassMoments`` whose scatter was accumulated with unit weights
-      ("sample") or ``balanced_weights(counts)`` ("balanced"; unit weights are
-      the same thing when the populated classes have equal counts).
+      ("sample") or ``collapse.balanced_weights(counts)`` ("balanced"; unit
+      weights are the same thing when the populated classes have equal counts).
     options: the variant.
     passes: recorded in the diagnostics.
 
@@ -215,12 +188,7 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
                   f'{singletons[:20]}', FaceJaxWarning, stacklevel=2)
   if moments.within_scatter is None:
     raise InputError('FaCe needs the within-class scatter (MomentsSpec.scatter=True)')
-  w = np.asarray(moments.weight)[present]
-  expected = balanced_weights(counts)[present] if options.weighting == 'balanced' else np.ones(k)
-  unit_ok = np.allclose(w, 1.0) and (options.weighting == 'sample' or equal_populated(counts))
-  if not (unit_ok or np.allclose(w, expected, rtol=1e-6)):
-    raise InputError(f'the scatter was accumulated with class weights that do not match '
-                     f'weighting={options.weighting!r}')
+  collapse.check_weights(moments, present, options.weighting)
 
   n = counts.sum()
   d = moments.dim
@@ -232,7 +200,8 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
     mu_g = (cls_counts[:, None] * mu).sum(0) / n
   sigma_w = moments.within_scatter / n                        # [D, D]
 
-  nc1, rank = nc1_core(mu, mu_g, sigma_w, cls_counts if options.weighting == 'sample' else None)
+  nc1, rank = collapse.nc1_core(mu, mu_g, sigma_w,
+                                cls_counts if options.weighting == 'sample' else None)
   if options.vc_transform == 'neg':
     c_term = -nc1
   else:
@@ -257,41 +226,12 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
   f_term = _fairness(overlap, options)
   if passes is not None:
     diag['passes'] = int(passes)
-  score = None if options.combine == 'pool_minmax' else float(c_term + options.fairness_weight * f_term)
+  score = (None if options.combine == 'pool_minmax'
+           else float(c_term + options.fairness_weight * f_term))
   return FaCeResult(score=score, variance_collapse=float(c_term), class_fairness=float(f_term),
                     nc1=float(nc1), overlap=overlap, mean_overlap=mean_overlap,
                     classes=np.flatnonzero(present), class_counts=counts.astype(np.int64),
                     options=options, diagnostics=diag)
-
-
-def nc1_core(mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray,
-         counts: np.ndarray | None) -> tuple[float, int]:
-  """NC1 = (1/K) Σ_{j kept} v_jᵀ Σ_W v_j / s_j², M = (μ_k − μ_G)/√K = U S Vᵀ.
-
-  Singular values are kept when s_j > s_max · max(K, D) · ε₆₄ (the spec's
-  rule) and, a face_jax addition, s_j > max(K, D) · ε₆₄ · max_k ‖μ_k‖, the
-  rounding level of the class means themselves, so means that agree to
-  rounding count as equal.  Returns (+inf, 0) when none is kept (all class
-  means equal).
-
-  The rows of M sum to zero exactly (weighted by ``counts`` for sample
-  weighting), so rank Σ_B ≤ K − 1.  Class means of features with a large
-  common offset carry absolute rounding errors of order |μ|·ε₆₄, which would
-  break that identity and could create a spurious K-th singular value above
-  the cutoff; re-centring M in float64 restores it (a mathematical no-op).
-  """
-  k, d = mu.shape
-  m = mu - mu_g
-  m = m - (m.mean(0) if counts is None else (counts[:, None] * m).sum(0) / counts.sum())
-  m = m / math.sqrt(k)
-  _, s, vt = np.linalg.svd(m, full_matrices=False)
-  tol = max(k, d) * EPS64 * max(s[0] if s.size else 0.0, float(np.linalg.norm(mu, axis=1).max()))
-  keep = s > tol
-  if not keep.any():
-    return math.inf, 0
-  v = vt[keep].T                                              # [D, r]
-  q = np.einsum('dr,dr->r', sigma_w @ v, v)
-  return float((q / s[keep] ** 2).sum() / k), int(keep.sum())
 
 
 def _pairwise_sq_dists(u: np.ndarray) -> np.ndarray:
@@ -303,7 +243,7 @@ def _pairwise_sq_dists(u: np.ndarray) -> np.ndarray:
 
 
 def _bhattacharyya_pooled(mu: np.ndarray, sigma_w: np.ndarray, ridge: float):
-  """D_B(i, j) = (1/8) δᵀ Σ_reg⁻¹ δ with Σ_reg = Σ_W + ρ(Tr Σ_W / D) I; returns (D_B, cond Σ_reg)."""
+  """D_B(i, j) = (1/8) δᵀ Σ_reg⁻¹ δ, Σ_reg = Σ_W + ρ(Tr Σ_W / D) I; returns (D_B, cond Σ_reg)."""
   k, d = mu.shape
   tr = float(np.trace(sigma_w))
   if tr <= 0.0:
@@ -326,7 +266,10 @@ def _bhattacharyya_pooled(mu: np.ndarray, sigma_w: np.ndarray, ridge: float):
 
 
 def _bhattacharyya_diagonal(mu: np.ndarray, var: np.ndarray) -> np.ndarray:
-  """Per-class diagonal Gaussians: D_B = (1/8) Σ_d δ_d²/v̄_d + (1/2) Σ_d [ln v̄_d − (ln v_i,d + ln v_j,d)/2]."""
+  """Per-class diagonal Gaussians [K, K].
+
+  D_B = (1/8) Σ_d δ_d²/v̄_d + (1/2) Σ_d [ln v̄_d − (ln v_i,d + ln v_j,d)/2].
+  """
   k = mu.shape[0]
   logv = np.log(var)
   out = np.zeros((k, k))
@@ -341,7 +284,10 @@ def _bhattacharyya_diagonal(mu: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def _bhattacharyya_spherical(mu: np.ndarray, v: np.ndarray, d: int) -> np.ndarray:
-  """Spherical Gaussians: D_B = (1/8)‖δ‖²/v̄ + (D/2)[ln v̄ − (ln v_i + ln v_j)/2] (exact Gaussian formula)."""
+  """Spherical Gaussians [K, K] (the exact Gaussian formula).
+
+  D_B = (1/8)‖δ‖²/v̄ + (D/2)[ln v̄ − (ln v_i + ln v_j)/2].
+  """
   vbar = 0.5 * (v[:, None] + v[None, :])
   logv = np.log(v)
   return 0.125 * _pairwise_sq_dists(mu) / vbar + 0.5 * d * (
@@ -395,3 +341,16 @@ def face_pool(results: Mapping[str, FaCeResult], *,
   comps = {m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
            for m, r in results.items()}
   return pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': fairness_weight})
+
+
+registry.register(registry.MetricInfo(
+    name='face',
+    plan=face_plan,
+    options=FaceOptions,
+    higher_is_better=True,
+    citation='Ding et al., Unleashing the power of Neural Collapse for Transferability Estimation, '
+             'arXiv 2310.05754 (2023); reconstruction per docs/face.md',
+    summary='FaCe (Fair Collapse): variance collapse −NC1 plus class fairness of '
+            'Bhattacharyya overlaps',
+    pool=face_pool,
+))

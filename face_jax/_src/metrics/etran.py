@@ -39,16 +39,19 @@ values).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from face_jax._src import engine as engine_lib
+from face_jax._src import pool as pool_lib
+from face_jax._src import registry
 from face_jax._src import stats as stats_lib
-from face_jax._src.baselines import mp_stats
-from face_jax._src.baselines import sfda as sfda_lib
 from face_jax._src.errors import InputError
+from face_jax._src.metrics import common
+from face_jax._src.metrics import posterior
 
 DIGIT_BITS = 16
 NUM_BINS = 1 << DIGIT_BITS
@@ -242,10 +245,10 @@ class _Select:
 def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 'float32'):
   """The ETran pass plan (see the module docstring).  Returns ``EtranComponents``."""
   k_cls = info.num_classes
-  got = yield {'moments': sfda_lib.moments_request(info, dtype, scatter=False),
+  got = yield {'moments': common.moments_request(info, dtype, scatter=False),
                'energy': _hist_request(info, dtype, 0, 0)}
   fin = got['moments']
-  present = mp_stats.populated_classes(fin.counts, 'etran')
+  present = common.populated_classes(fin.counts, 'etran')
   counts = fin.counts[present]
   n = int(round(counts.sum()))
   k = int(float(options.percent) * 10) * n // 1000
@@ -260,10 +263,10 @@ def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 
   g = fin.global_mean()
   mu = fin.means[present] - g                                  # [C, D] centred
   bias = -0.5 * np.sum(mu * mu, axis=1) + np.log(counts / counts.sum())
-  spec = mp_stats.PosteriorSpec(num_classes=k_cls, dim=info.dim, dtype=dtype)
-  params = {'center': g, 'coef': mp_stats.embed_classes(mu.T, present, 1),
-            'bias': mp_stats.embed_classes(bias, present, 0), 'valid': present.astype(np.float64)}
-  reqs = {'posterior': engine_lib.Request(mp_stats.LinearPosterior, spec, params)}
+  spec = posterior.PosteriorSpec(num_classes=k_cls, dim=info.dim, dtype=dtype)
+  params = {'center': g, 'coef': common.embed_classes(mu.T, present, 1),
+            'bias': common.embed_classes(bias, present, 0), 'valid': present.astype(np.float64)}
+  reqs = {'posterior': engine_lib.Request(posterior.LinearPosterior, spec, params)}
   s_cls = None
   while s_cls is None or not sel.done:
     if not sel.done:
@@ -275,3 +278,45 @@ def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 
       sel.update(*got['energy'], levels, dtype)
     reqs = {}
   return EtranComponents(s_cls=s_cls, s_en=sel.total / k, k=k, n=n)
+
+
+# -- the pool score ------------------------------------------------------------------
+
+# ETran (Gholami et al., ICCV 2023, mgholamikn/ETran): 0.15·s_en_n + 0.85·s_cls_n.
+ETRAN_WEIGHTS = {'s_en': 0.15, 's_cls': 0.85}
+ETRAN_COMPONENTS = ('s_cls', 's_en')
+
+
+def etran_pool(components: Mapping[str, Any]) -> dict[str, float]:
+  """Published ETran score over a pool of models: 0.15·s_en_n + 0.85·s_cls_n.
+
+  Gholami et al., "ETran: Energy-Based Transferability Estimation", ICCV 2023
+  (mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19): each raw
+  component is min–max normalised over the pool (``pool_minmax``).
+
+  Args:
+    components: ``{model: c}`` with c an ``EtranComponents``, a mapping with
+      keys ``s_cls``, ``s_en``, or a pair ``(s_cls, s_en)`` (the order of
+      ``face_jax.dense.etran_components``).
+
+  Returns:
+    ``{model: score}``; higher = predicted more transferable.
+  """
+  return pool_lib.pool_minmax(
+      pool_lib.named_components(components, ETRAN_COMPONENTS, 'etran_pool'), ETRAN_WEIGHTS)
+
+
+registry.register(registry.MetricInfo(
+    name='etran',
+    plan=etran_plan,
+    options=EtranOptions,
+    higher_is_better=True,
+    citation='Gholami et al., ETran: Energy-Based Transferability Estimation, ICCV 2023; '
+             'mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19 '
+             'metrics.py::LDA_Score, Energy_Score',
+    summary='ETran components (s_cls, s_en): nearest-mean classifier posterior and the mean of '
+            'the 0.5% lowest energies (exact radix select; 2 passes); the score is '
+            'face_jax.etran_pool over a pool of models',
+    pool_relative=True,
+    pool=etran_pool,
+))

@@ -1,4 +1,4 @@
-"""Streaming statistics for the multi-pass baselines (SFDA, NCTI, ETran).
+"""Posterior sums of a linear classifier fitted on an earlier pass (SFDA, NCTI, ETran).
 
 Synopsis::
 
@@ -19,9 +19,9 @@ with other params reuses the compiled step):
   Gram matrices Σ_{i∈k} P_i P_iᵀ (NCTI's nuclear norms).  With
   ``confmix=True`` the classifier is applied to SFDA's ConfMix-mixed features
   (below) instead of x_i.
-* ``ConfMixMoments``: ``stats.Moments`` of SFDA's ConfMix-mixed features
-  x'_i = w_i (x_i − c) + (1 − w_i) m̄_{y_i}, w_i = softmax(P_i)[y_i], computed
-  per sample on device from the pass-1 classifier.
+* ``confmix``: SFDA's ConfMix-mixed features x'_i = w_i (x_i − c) + (1 − w_i)
+  m̄_{y_i}, w_i = softmax(P_i)[y_i], computed per sample on device from the
+  pass-1 classifier (also the input of ``sfda.ConfMixMoments``).
 
 Classes without samples ("absent") are excluded by the ``valid`` [K] param:
 their logits are −∞ (posterior 0), so the posteriors are those of a
@@ -32,14 +32,12 @@ implementations, which only know the labels that occur.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from face_jax._src import stats as stats_lib
-from face_jax._src.errors import FaceJaxWarning, InputError
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -53,7 +51,7 @@ def _dt(spec):
   return jnp.dtype(spec.dtype)
 
 
-def _centred_rows(spec, params, batch: stats_lib.Batch):
+def centred_rows(spec, params, batch: stats_lib.Batch):
   """(x − center) [B, D] (padding rows zeroed), labels [B] (clipped), mask [B] (accum dtype)."""
   dt = _dt(spec)
   y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
@@ -150,7 +148,7 @@ class LinearPosterior(stats_lib.Statistic):
 
   @classmethod
   def from_batch(cls, spec: PosteriorSpec, params, batch: stats_lib.Batch) -> 'LinearPosterior':
-    xc, y, m = _centred_rows(spec, params, batch)
+    xc, y, m = centred_rows(spec, params, batch)
     k = spec.num_classes
     if spec.confmix:
       xc = confmix(xc, y, params)
@@ -192,56 +190,3 @@ def _class_grams(p: Array, y: Array, k: int) -> Array:
   # zeros_like keeps the varying-manual-axes type of p inside shard_map.
   acc, _ = jax.lax.scan(body, jnp.zeros_like(p, shape=(k, k, k)), (pc, yc))
   return acc
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfMixSpec(stats_lib.MomentsSpec):
-  """Static configuration of ``ConfMixMoments``: ``stats.MomentsSpec``'s fields (a distinct type)."""
-
-
-class ConfMixMoments(stats_lib.Moments):
-  """``stats.Moments`` of SFDA's ConfMix-mixed features (SFDA pass 2).
-
-  params: those of ``Moments`` (``shift`` [K, D] in the centred coordinates,
-  ``weight`` [K]) plus ``center`` [D], ``mix_coef`` [D, K], ``mix_bias`` [K],
-  ``valid`` [K], ``mbar`` [K, D] (see ``confmix``).  Finalises to
-  ``ClassMoments`` of x'_i (centred coordinates).
-  """
-
-  @classmethod
-  def prepare(cls, spec: ConfMixSpec, params, batch: stats_lib.Batch) -> stats_lib.Batch:
-    xc, y, _ = _centred_rows(spec, params, batch)
-    mixed = confmix(xc, y, params)
-    return stats_lib.Batch(mixed, batch.labels, batch.mask, batch.extras)
-
-
-def embed_classes(values: np.ndarray, present: np.ndarray, axis: int, fill=0.0) -> np.ndarray:
-  """Scatters ``values`` (one entry per populated class along ``axis``) into all K classes."""
-  values = np.asarray(values, np.float64)
-  shape = list(values.shape)
-  shape[axis] = present.shape[0]
-  out = np.full(shape, fill, np.float64)
-  idx = [slice(None)] * values.ndim
-  idx[axis] = np.flatnonzero(present)
-  out[tuple(idx)] = values
-  return out
-
-
-def populated_classes(counts: np.ndarray, metric: str) -> np.ndarray:
-  """[K] bool mask of classes with samples; warns about empty ones, needs at least 2.
-
-  Raises:
-    InputError: fewer than 2 populated classes.
-  """
-  counts = np.asarray(counts, np.float64)
-  present = counts > 0
-  if int(present.sum()) < 2:
-    shown = counts[:20].astype(np.int64).tolist()
-    raise InputError(f'{metric} needs at least 2 populated classes, got {int(present.sum())} '
-                     f'(class counts: {shown}' + (' ...)' if counts.size > 20 else ')'))
-  absent = np.flatnonzero(~present)
-  if absent.size:
-    warnings.warn(f'{metric}: {absent.size} class(es) have no sample and are left out: '
-                  f'{absent[:20].tolist()}' + (' ...' if absent.size > 20 else ''),
-                  FaceJaxWarning, stacklevel=3)
-  return present

@@ -2,9 +2,10 @@
 
 NLEEP's Gaussian mixture (an iterative EM fit) and PARC's two N×N
 dissimilarity matrices cannot be computed from additive statistics.  They are
-computed, with the same in-memory code as ``face_jax.dense.nleep`` /
-``face_jax.dense.parc``, on a subsample of at most ``subsample`` rows that the
-engine collects in one pass, so only S×D features are ever held in memory:
+computed in memory (``nleep_from_rows`` / ``parc_from_rows``, the maths that
+``face_jax.dense.nleep`` / ``face_jax.dense.parc`` run after validating their
+input) on a subsample of at most ``subsample`` rows that the engine collects
+in one pass, so only S×D features are ever held in memory:
 
 1. N is known up front for in-memory arrays (the label counts); for a stream a
    first, cheap pass counts it (``stats.Moments`` without the scatter).
@@ -29,19 +30,22 @@ default S at D = 2048.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
-from face_jax import dense
 from face_jax._src import engine as engine_lib
+from face_jax._src import registry
 from face_jax._src import stats as stats_lib
-from face_jax._src.baselines import ncti as ncti_lib
-from face_jax._src.baselines import sfda as sfda_lib
 from face_jax._src.errors import FaceJaxWarning, InputError
+from face_jax._src.metrics import common
+
+PARC_PCA_SEED = 1919        # dbolya/parc: PCA(random_state=1919, iterated_power=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +157,7 @@ def collect_rows(info: engine_lib.StreamInfo, dtype: str, size: int, seed: int):
   if info.label_counts is not None:
     n_total = int(np.asarray(info.label_counts).sum())
   else:
-    fin = (yield {'count': sfda_lib.moments_request(info, dtype, scatter=False)})['count']
+    fin = (yield {'count': common.moments_request(info, dtype, scatter=False)})['count']
     n_total = int(round(fin.counts.sum()))
   rows = select_rows(n_total, size, seed)
   if n_total >= np.iinfo(np.int32).max:
@@ -181,6 +185,136 @@ def _compact_labels(y: np.ndarray, metric: str) -> np.ndarray:
 def _check_int(name: str, v, lo: int, metric: str):
   if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
     raise InputError(f'{metric}: {name} must be an integer >= {lo}, got {v!r}')
+
+
+# -- the in-memory maths (shared with face_jax.dense) ----------------------------------
+
+
+def leep_float32_google(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
+  """google-research ``leep.get_leep_score`` semantics in float32.
+
+  P(t|s) with divide-no-nan (0 where a source component has no mass); a sample
+  whose expected prediction is 0 counts as −log C.
+
+  Args:
+    pred: [N, S] source "probabilities" (mixture responsibilities).
+    y: [N] int labels in 0..C-1.
+    num_classes: C.
+  """
+  pred = pred.astype(np.float32)
+  onehot = np.zeros((pred.shape[0], num_classes), np.float32)
+  onehot[np.arange(pred.shape[0]), y] = 1.0
+  occ = pred.T @ onehot                                    # [S, T]
+  occ_s = occ.sum(axis=1, keepdims=True)
+  cond = np.divide(occ, occ_s, out=np.zeros_like(occ), where=occ_s != 0)
+  eep = np.sum((pred @ cond) * onehot, axis=1)
+  with np.errstate(divide='ignore'):
+    vals = np.where(eep > 0, np.log(eep), -np.log(np.float32(num_classes)))
+  return float(np.mean(vals, dtype=np.float32))
+
+
+def nleep_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *,
+                    n_components_factor: int, pca_variance: float, random_state: int) -> float:
+  """NLEEP of in-memory rows (the maths of ``face_jax.dense.nleep``, inputs not re-checked).
+
+  F = scikit-learn ``PCA(n_components=pca_variance, svd_solver='full')`` of x,
+  cast to float32; a ``GaussianMixture(n_components_factor · C,
+  random_state=random_state)`` fitted on F (single-threaded BLAS/OpenMP, as
+  the fixtures were produced); its responsibilities replace the source
+  probabilities of LEEP (``leep_float32_google``).
+
+  Args:
+    x: [N, D] float64 features (finite).
+    y: [N] int labels covering 0..C-1.
+    num_classes: C >= 2.
+    n_components_factor: mixture components per class.
+    pca_variance: explained-variance fraction in (0, 1).
+    random_state: GaussianMixture seed.
+
+  Raises:
+    InputError: too many components for N, or scikit-learn cannot fit the
+      mixture (the message names the shapes).
+  """
+  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
+  from sklearn.mixture import GaussianMixture   # pylint: disable=g-import-not-at-top
+  from threadpoolctl import threadpool_limits   # pylint: disable=g-import-not-at-top
+
+  k = int(n_components_factor) * num_classes
+  if k < 1 or k > x.shape[0]:
+    raise InputError(
+        f'nleep: {k} mixture components for N={x.shape[0]} samples is not possible.')
+  feats = PCA(n_components=pca_variance, svd_solver='full').fit_transform(x)
+  feats = feats.astype(np.float32)
+  with threadpool_limits(limits=1):
+    try:
+      gmm = GaussianMixture(n_components=k, random_state=random_state).fit(feats)
+    except ValueError as e:
+      raise InputError(
+          f'nleep: scikit-learn GaussianMixture with {k} full-covariance '
+          f'components on N={feats.shape[0]} float32 samples of dimension '
+          f'{feats.shape[1]} failed (the reference fails identically): {e}') from e
+    pred = gmm.predict_proba(feats).astype(np.float32)
+  return leep_float32_google(pred, y, num_classes)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+  a = a - a.mean()
+  b = b - b.mean()
+  return float((a @ b) / math.sqrt(float(a @ a) * float(b @ b)))
+
+
+def parc_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *, n_dims: int | None,
+                   pca_solver: str, label_rdm: str) -> float:
+  """PARC of in-memory rows (the maths of ``face_jax.dense.parc``, inputs not re-checked).
+
+  PCA to f = min(n_dims, N) dimensions (``pca_solver`` "randomized": the
+  reference's seeded randomized PCA; "full": exact; ``n_dims=None``: none),
+  columns standardised, R_f = 1 − Pearson correlation of every pair of rows,
+  R_y the label dissimilarity (``label_rdm`` "exact" or "corrcoef"), PARC =
+  100 x Spearman correlation of their strict upper triangles.  O(N²) memory.
+
+  Args:
+    x: [N, D] float64 features (finite).
+    y: [N] int labels covering 0..C-1.
+    num_classes: C >= 2.
+    n_dims: PCA dimension or None.
+    pca_solver: "randomized" or "full".
+    label_rdm: "exact" or "corrcoef".
+
+  Raises:
+    InputError: the PCA dimension exceeds D.
+  """
+  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
+
+  n = x.shape[0]
+  feats = x
+  if n_dims is not None:
+    f = min(int(n_dims), n)
+    if f < 1 or f > x.shape[1]:
+      raise InputError(
+          f'parc: PCA to {f} dimensions needs 1 <= {f} <= D = {x.shape[1]}.')
+    if pca_solver == 'randomized':
+      pca = PCA(n_components=f, svd_solver='randomized', random_state=PARC_PCA_SEED,
+                iterated_power=1)
+    else:
+      pca = PCA(n_components=f, svd_solver='full')
+    feats = pca.fit_transform(x).astype(np.float64)
+  std = feats.std(axis=0)
+  std[std == 0] = 1.0
+  feats = (feats - feats.mean(axis=0)) / std
+  iu = np.triu_indices(n, 1)
+  rdm_f = (1.0 - np.corrcoef(feats))[iu]
+  rank_f = scipy.stats.rankdata(rdm_f)
+  del rdm_f
+  if label_rdm == 'exact':
+    # R_y takes two values (0 and C/(C-1)); its average ranks are an increasing
+    # affine function of the indicator [y_i != y_j], and Pearson correlation is
+    # invariant to that, so the indicator stands in for rank(R_y).
+    rank_y = (y[iu[0]] != y[iu[1]]).astype(np.float64)
+  else:
+    onehot = np.eye(num_classes)[y]
+    rank_y = scipy.stats.rankdata((1.0 - np.corrcoef(onehot))[iu])
+  return 100.0 * _pearson(rank_f, rank_y)
 
 
 # -- NLEEP ---------------------------------------------------------------------------------
@@ -218,8 +352,9 @@ def nleep_plan(info: engine_lib.StreamInfo, options: NleepOptions, dtype: str = 
   x, y, n_total = yield from collect_rows(info, dtype, options.subsample, options.subsample_seed)
   y = _compact_labels(y, 'nleep')
   try:
-    value = dense.nleep(x, y, n_components_factor=options.n_components_factor,
-                        pca_variance=options.pca_variance, random_state=options.random_state)
+    value = nleep_from_rows(x, y, int(y.max()) + 1,
+                            n_components_factor=options.n_components_factor,
+                            pca_variance=options.pca_variance, random_state=options.random_state)
   except ValueError as e:
     raise InputError(f'nleep on {x.shape[0]} of {n_total} rows: {e}') from e
   return SubsampleResult(value=float(value), n_used=int(x.shape[0]), n_total=n_total,
@@ -262,7 +397,7 @@ class ParcOptions:
     _check_int('subsample', self.subsample, 3, 'parc')
     _check_int('subsample_seed', self.subsample_seed, 0, 'parc')
     _check_int('n_dims', self.n_dims, 1, 'parc')
-    for name, allowed in (('pca_dim_policy', ncti_lib.PCA_DIM_POLICIES),
+    for name, allowed in (('pca_dim_policy', common.PCA_DIM_POLICIES),
                           ('pca_solver', PARC_SOLVERS), ('label_rdm', PARC_LABEL_RDMS)):
       if getattr(self, name) not in allowed:
         raise InputError(f'parc: {name} must be one of {allowed}, got {getattr(self, name)!r}')
@@ -272,12 +407,35 @@ def parc_plan(info: engine_lib.StreamInfo, options: ParcOptions, dtype: str = 'f
   """PARC on at most ``options.subsample`` rows (1 pass; 2 if N is not known up front)."""
   x, y, n_total = yield from collect_rows(info, dtype, options.subsample, options.subsample_seed)
   y = _compact_labels(y, 'parc')
-  dims = ncti_lib.resolve_pca_dim(options.n_dims, x.shape[0], x.shape[1],
+  dims = common.resolve_pca_dim(options.n_dims, x.shape[0], x.shape[1],
                                   options.pca_dim_policy, 'parc')
   try:
-    value = dense.parc(x, None, y, n_dims=dims, pca_solver=options.pca_solver,
-                       label_rdm=options.label_rdm)
+    value = parc_from_rows(x, y, int(y.max()) + 1, n_dims=dims, pca_solver=options.pca_solver,
+                           label_rdm=options.label_rdm)
   except ValueError as e:
     raise InputError(f'parc on {x.shape[0]} of {n_total} rows: {e}') from e
   return SubsampleResult(value=float(value), n_used=int(x.shape[0]), n_total=n_total,
                          seed=options.subsample_seed, details={'n_dims': dims})
+
+
+registry.register(registry.MetricInfo(
+    name='nleep',
+    plan=nleep_plan,
+    options=NleepOptions,
+    higher_is_better=True,
+    citation='Li et al., Ranking Neural Checkpoints, CVPR 2021; google-research/google-research@'
+             '4963f325fe8bf41c69aeb2717d0ef408f623500e stable_transfer/transferability/nleep.py',
+    summary='NLEEP: LEEP with a 5C-component Gaussian mixture on PCA(80% variance) features, '
+            'fitted on a seeded row subsample (SubsampleResult)',
+))
+
+registry.register(registry.MetricInfo(
+    name='parc',
+    plan=parc_plan,
+    options=ParcOptions,
+    higher_is_better=True,
+    citation='Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, '
+             'NeurIPS 2021; dbolya/parc@ddfca43a84d35328897d107d6f86e860b11801ce methods.py::PARC',
+    summary='PARC (x100): Spearman correlation of the feature and label dissimilarity matrices '
+            'after PCA-32, on a seeded row subsample (SubsampleResult)',
+))

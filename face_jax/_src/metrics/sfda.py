@@ -37,15 +37,41 @@ import math
 
 import numpy as np
 
-from face_jax import dense
 from face_jax._src import engine as engine_lib
+from face_jax._src import registry
 from face_jax._src import stats as stats_lib
-from face_jax._src.baselines import mp_stats
+from face_jax._src.metrics import common
+from face_jax._src.metrics import posterior
+from face_jax._src.numerics import power_largest_eig, solve_spd
+
+SFDA_POWER_ITERS = 3        # power-iteration steps for the largest eigenvalue of Sw
+SFDA_SHRINK_FLOOR = 1e-10   # shrinkage = max(exp(-5 lambda), 1e-10)
 
 
 @dataclasses.dataclass(frozen=True)
 class SfdaOptions:
   """SFDA has no options (the reference's constants: 3 power steps, floor 1e-10)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfMixSpec(stats_lib.MomentsSpec):
+  """Static configuration of ``ConfMixMoments``: ``MomentsSpec``'s fields (a distinct type)."""
+
+
+class ConfMixMoments(stats_lib.Moments):
+  """``stats.Moments`` of SFDA's ConfMix-mixed features (SFDA pass 2).
+
+  params: those of ``Moments`` (``shift`` [K, D] in the centred coordinates,
+  ``weight`` [K]) plus ``center`` [D], ``mix_coef`` [D, K], ``mix_bias`` [K],
+  ``valid`` [K], ``mbar`` [K, D] (see ``posterior.confmix``).  Finalises to
+  ``ClassMoments`` of x'_i (centred coordinates).
+  """
+
+  @classmethod
+  def prepare(cls, spec: ConfMixSpec, params, batch: stats_lib.Batch) -> stats_lib.Batch:
+    xc, y, _ = posterior.centred_rows(spec, params, batch)
+    mixed = posterior.confmix(xc, y, params)
+    return stats_lib.Batch(mixed, batch.labels, batch.mask, batch.extras)
 
 
 def denoise_scatter(within: np.ndarray, dtype: str) -> np.ndarray:
@@ -84,32 +110,21 @@ def shrunk_lda(mu: np.ndarray, within: np.ndarray, counts: np.ndarray,
   d = mu.shape[1]
   sw = within / n
   if shrinkage is None:
-    # pylint: disable=protected-access
-    lam = dense._power_largest_eig(sw, dense._SFDA_POWER_ITERS)
-    shrinkage = max(math.exp(-5.0 * lam), dense._SFDA_SHRINK_FLOOR)
-    # pylint: enable=protected-access
+    lam = power_largest_eig(sw, SFDA_POWER_ITERS)
+    shrinkage = max(math.exp(-5.0 * lam), SFDA_SHRINK_FLOOR)
   sw_s = (1.0 - shrinkage) * sw
   sw_s[np.diag_indices(d)] += shrinkage * float(np.trace(sw)) / d
-  a_mu = dense._solve_spd(sw_s, mu.T)                        # pylint: disable=protected-access
+  a_mu = solve_spd(sw_s, mu.T)
   bias = -0.5 * np.einsum('cd,dc->c', mu, a_mu) + np.log(counts / n)
   return a_mu, bias, shrinkage
-
-
-def moments_request(info: engine_lib.StreamInfo, dtype: str, scatter: bool = True):
-  """The pass-1 class-moments request (shared with any metric that asks for the same)."""
-  spec = stats_lib.MomentsSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype,
-                               scatter=scatter)
-  return engine_lib.Request(stats_lib.Moments, spec,
-                            {'shift': engine_lib.FIRST_BATCH_SHIFT,
-                             'weight': np.ones((info.num_classes,), np.float64)})
 
 
 def sfda_plan(info: engine_lib.StreamInfo, options: SfdaOptions, dtype: str = 'float32'):
   """The SFDA pass plan (3 passes; see the module docstring).  Returns a float."""
   del options
   k = info.num_classes
-  fin = (yield {'moments': moments_request(info, dtype)})['moments']
-  present = mp_stats.populated_classes(fin.counts, 'sfda')
+  fin = (yield {'moments': common.moments_request(info, dtype)})['moments']
+  present = common.populated_classes(fin.counts, 'sfda')
   counts = fin.counts[present]
   n = counts.sum()
   g = fin.global_mean()
@@ -118,19 +133,32 @@ def sfda_plan(info: engine_lib.StreamInfo, options: SfdaOptions, dtype: str = 'f
   c = mu.shape[0]
   mbar = (mu.sum(0)[None, :] - mu) / (c - 1)
   mix = {'center': g,
-         'mix_coef': mp_stats.embed_classes(coef, present, 1),
-         'mix_bias': mp_stats.embed_classes(bias, present, 0),
+         'mix_coef': common.embed_classes(coef, present, 1),
+         'mix_bias': common.embed_classes(bias, present, 0),
          'valid': present.astype(np.float64),
-         'mbar': mp_stats.embed_classes(mbar, present, 0)}
+         'mbar': common.embed_classes(mbar, present, 0)}
 
-  spec2 = mp_stats.ConfMixSpec(num_classes=k, dim=info.dim, dtype=dtype)
-  params2 = dict(mix, shift=mp_stats.embed_classes(mu, present, 0), weight=np.ones((k,)))
-  fin2 = (yield {'confmix': engine_lib.Request(mp_stats.ConfMixMoments, spec2, params2)})['confmix']
+  spec2 = ConfMixSpec(num_classes=k, dim=info.dim, dtype=dtype)
+  params2 = dict(mix, shift=common.embed_classes(mu, present, 0), weight=np.ones((k,)))
+  fin2 = (yield {'confmix': engine_lib.Request(ConfMixMoments, spec2, params2)})['confmix']
   coef2, bias2, _ = shrunk_lda(fin2.means[present], denoise_scatter(fin2.within_scatter, dtype),
                               counts, shrink)
 
-  spec3 = mp_stats.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, confmix=True)
-  params3 = dict(mix, coef=mp_stats.embed_classes(coef2, present, 1),
-                 bias=mp_stats.embed_classes(bias2, present, 0))
-  post = (yield {'posterior': engine_lib.Request(mp_stats.LinearPosterior, spec3, params3)})
+  spec3 = posterior.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, confmix=True)
+  params3 = dict(mix, coef=common.embed_classes(coef2, present, 1),
+                 bias=common.embed_classes(bias2, present, 0))
+  post = (yield {'posterior': engine_lib.Request(posterior.LinearPosterior, spec3, params3)})
   return float(post['posterior'].true_prob.sum() / n)
+
+
+registry.register(registry.MetricInfo(
+    name='sfda',
+    plan=sfda_plan,
+    options=SfdaOptions,
+    higher_is_better=True,
+    citation='Shao et al., Not All Models Are Equal: Predicting Model Transferability in a '
+             'Self-challenging Fisher Space, ECCV 2022; TencentARC/SFDA@'
+             '3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59 metrics.py::SFDA_Score',
+    summary='SFDA: mean true-class posterior of a shrunk LDA refitted on ConfMix-mixed features '
+            '(3 passes; float in (0, 1])',
+))

@@ -50,21 +50,28 @@ import dataclasses
 import math
 import warnings
 
+from typing import Any, Mapping
+
 import numpy as np
 import scipy.linalg
 
-from face_jax import dense
 from face_jax._src import engine as engine_lib
-from face_jax._src.baselines import mp_stats
-from face_jax._src.baselines import sfda as sfda_lib
+from face_jax._src import pool as pool_lib
+from face_jax._src import registry
 from face_jax._src.errors import FaceJaxWarning, InputError
+from face_jax._src.metrics import common
+from face_jax._src.metrics import posterior
+from face_jax._src.metrics import sfda as sfda_lib
+from face_jax._src.numerics import solve_spd, sqrt_eig_sum
 
-# Constants of the reference (see face_jax.dense): temp = max(exp(−Σ top-32
-# PCA variances), 1e-10); scikit-learn LDA tol 1e-4.
-_TOP_VAR = dense._NCTI_TOP_VAR            # pylint: disable=protected-access
-_SHRINK_FLOOR = dense._NCTI_SHRINK_FLOOR  # pylint: disable=protected-access
-_LDA_TOL = dense._LDA_SVD_TOL             # pylint: disable=protected-access
-PCA_DIM_POLICIES = ('clip', 'error')
+# Constants of the reference (shared with face_jax.dense): temp = max(exp(−Σ
+# top-32 PCA variances), 1e-10); scikit-learn LDA tol 1e-4; NCTI seeds numpy's
+# global RNG with 1 (the in-memory oracle's PCA random_state).
+NCTI_TOP_VAR = 32
+NCTI_SHRINK_FLOOR = 1e-10
+LDA_SVD_TOL = 1e-4
+NCTI_PCA_SEED = 1
+PCA_DIM_POLICIES = common.PCA_DIM_POLICIES
 # A FaceJaxWarning states the memory of pass 2 above this many Gram elements (K ≈ 465).
 GRAM_WARN_ELEMENTS = 10 ** 8
 
@@ -121,14 +128,6 @@ class NctiComponents:
     return (self.s_seli, self.s_ncc, self.vc)
 
 
-def _sqrt_eig_sum(gram: np.ndarray) -> float:
-  """Σ sqrt(eig(G)) of a PSD Gram matrix = the nuclear norm of any A with AᵀA = G."""
-  if gram.size == 0:
-    return 0.0
-  w = np.linalg.eigvalsh(0.5 * (gram + gram.T))
-  return float(np.sqrt(np.clip(w, 0.0, None)).sum())
-
-
 def _lda_svd(mu_f, sw_f, st_f, counts):
   """scikit-learn's 'svd' LDA solver maths from PCA-space moments (cf. ``dense._lda_svd``).
 
@@ -152,11 +151,11 @@ def _lda_svd(mu_f, sw_f, st_f, counts):
   lam, u = np.linalg.eigh(0.5 * (g + g.T))
   lam, u = lam[::-1], u[:, ::-1]
   s1 = np.sqrt(np.clip(lam, 0.0, None))
-  r1 = int(np.sum(s1 > _LDA_TOL))
+  r1 = int(np.sum(s1 > LDA_SVD_TOL))
   w1 = (u[:, :r1] / std[:, None]) / s1[:r1]            # [p, r1]
   mw = (np.sqrt(n * priors / (c - 1))[:, None] * (mu_f - xbar)) @ w1
   _, s2, vt2 = np.linalg.svd(mw, full_matrices=False)
-  r2 = int(np.sum(s2 > _LDA_TOL * s2[0]))
+  r2 = int(np.sum(s2 > LDA_SVD_TOL * s2[0]))
   w = w1 @ vt2[:r2].T                                  # [p, r2]
   coef = (mu_f - xbar) @ w                             # [C, r2]
   a = w @ coef.T                                       # [p, C]
@@ -177,7 +176,7 @@ def _lda_eigen(mu_f, sw_f, st_f, counts, shrinkage):
   evals, evecs = scipy.linalg.eigh(st_s - sw_s, sw_s)
   evecs = evecs[:, np.argsort(evals)[::-1]]
   e = evecs[:, :min(c - 1, p)]
-  a = dense._solve_spd(sw_s, mu_f.T)                   # pylint: disable=protected-access
+  a = solve_spd(sw_s, mu_f.T)
   bias = -0.5 * np.einsum('cd,dc->c', mu_f, a) + np.log(priors)
   return a, bias, e.T @ st_f @ e
 
@@ -195,29 +194,14 @@ def null_variance_tol(lam_max: float, dim: int, dtype: str) -> float:
   return math.sqrt(dim) * float(np.finfo(np.dtype(dtype)).eps) * max(float(lam_max), 0.0)
 
 
-def resolve_pca_dim(requested: int, n: int, d: int, policy: str, metric: str,
-                    what: str = 'PCA') -> int:
-  """min(requested, N, D) under ``policy`` ('clip': warn; 'error': raise)."""
-  limit = min(int(n), int(d))
-  if requested <= limit:
-    return int(requested)
-  msg = (f'{metric}: {what} to {requested} dimensions needs min(N, D) >= {requested} '
-         f'(N={int(n)}, D={int(d)})')
-  if policy == 'error':
-    raise InputError(msg + '; the reference recipe is not defined for these features')
-  warnings.warn(msg + f'; using {limit} dimensions instead (the reference raises; '
-                'recorded in the result)', FaceJaxWarning, stacklevel=3)
-  return limit
-
-
 def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'float32'):
   """The NCTI pass plan (2 passes; see the module docstring).  Returns ``NctiComponents``."""
   k = info.num_classes
-  fin = (yield {'moments': sfda_lib.moments_request(info, dtype)})['moments']
-  present = mp_stats.populated_classes(fin.counts, 'ncti')
+  fin = (yield {'moments': common.moments_request(info, dtype)})['moments']
+  present = common.populated_classes(fin.counts, 'ncti')
   counts = fin.counts[present]
   n = counts.sum()
-  p = resolve_pca_dim(options.pca_dim, n, info.dim, options.pca_dim_policy, 'ncti')
+  p = common.resolve_pca_dim(options.pca_dim, n, info.dim, options.pca_dim_policy, 'ncti')
   g = fin.global_mean()
   s_t = fin.total_scatter()
   evals, vecs = np.linalg.eigh(0.5 * (s_t + s_t.T))
@@ -229,31 +213,74 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
   null = lam <= null_variance_tol(lam[0], info.dim, dtype)
   v[:, null] = 0.0
   explained = np.where(null, 0.0, lam) / (n - 1)
-  temp = max(math.exp(-float(explained[:_TOP_VAR].sum())), _SHRINK_FLOOR)
+  temp = max(math.exp(-float(explained[:NCTI_TOP_VAR].sum())), NCTI_SHRINK_FLOOR)
   mu_f = (fin.means[present] - g) @ v
   sw_f = sfda_lib.denoise_scatter(v.T @ fin.within_scatter @ v, dtype)
   st_f = v.T @ s_t @ v
-  if temp == _SHRINK_FLOOR:
+  if temp == NCTI_SHRINK_FLOOR:
     a_f, bias, h_gram = _lda_svd(mu_f, sw_f, st_f, counts)
     solver = 'svd'
   else:
     a_f, bias, h_gram = _lda_eigen(mu_f, sw_f, st_f, counts, temp)
     solver = 'eigen'
-  s_seli = _sqrt_eig_sum(h_gram)
+  s_seli = sqrt_eig_sum(h_gram)
 
   if k ** 3 > GRAM_WARN_ELEMENTS:
     gib = 2 * k ** 3 * np.dtype(dtype).itemsize / 2 ** 30
     warnings.warn(f'ncti: the per-class posterior Grams hold K^3 = {k ** 3:.3g} elements '
                   f'(~{gib:.1f} GiB per device with compensated sums) for K = {k}',
                   FaceJaxWarning, stacklevel=3)
-  spec = mp_stats.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, gram=True)
-  params = {'center': g, 'coef': mp_stats.embed_classes(v @ a_f, present, 1),
-            'bias': mp_stats.embed_classes(bias, present, 0),
+  spec = posterior.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, gram=True)
+  params = {'center': g, 'coef': common.embed_classes(v @ a_f, present, 1),
+            'bias': common.embed_classes(bias, present, 0),
             'valid': present.astype(np.float64)}
-  post = (yield {'posterior': engine_lib.Request(mp_stats.LinearPosterior, spec, params)})
-  post = post['posterior']
+  req = engine_lib.Request(posterior.LinearPosterior, spec, params)
+  post = (yield {'posterior': req})['posterior']
   s_ncc = float(post.true_prob.sum() / n)
   idx = np.flatnonzero(present)
-  nuc = sum(_sqrt_eig_sum(post.gram[c][np.ix_(idx, idx)]) for c in idx)
+  nuc = sum(sqrt_eig_sum(post.gram[c][np.ix_(idx, idx)]) for c in idx)
   return NctiComponents(s_seli=s_seli, s_ncc=s_ncc, vc=math.log(nuc), pca_dim=p,
                         lda_solver=solver, n=int(round(n)))
+
+
+# -- the pool score ------------------------------------------------------------------
+
+# NCTI (Wang et al., ICCV 2023, BUserName/NCTI): ncc_n + seli_n − vc_n.
+NCTI_WEIGHTS = {'s_ncc': 1.0, 's_seli': 1.0, 'vc': -1.0}
+NCTI_COMPONENTS = ('s_seli', 's_ncc', 'vc')
+
+
+def ncti_pool(components: Mapping[str, Any]) -> dict[str, float]:
+  """Published NCTI score over a pool of models: ncc_n + seli_n − vc_n.
+
+  Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the
+  Target Dataset Informs their Transferability", ICCV 2023
+  (BUserName/NCTI@b18d39514a3f2a7a949500b467a38b93de1428e4): each raw
+  component is min–max normalised over the pool (``pool_minmax``).
+
+  Args:
+    components: ``{model: c}`` with c an ``NctiComponents`` (from
+      ``face_jax.score(..., metrics=('ncti',))``), a mapping with keys
+      ``s_seli``, ``s_ncc``, ``vc``, or a 3-tuple ``(s_seli, s_ncc, vc)`` (the
+      order of ``face_jax.dense.ncti_components``).
+
+  Returns:
+    ``{model: score}``; higher = predicted more transferable.
+  """
+  return pool_lib.pool_minmax(pool_lib.named_components(components, NCTI_COMPONENTS, 'ncti_pool'),
+                              NCTI_WEIGHTS)
+
+
+registry.register(registry.MetricInfo(
+    name='ncti',
+    plan=ncti_plan,
+    options=NctiOptions,
+    higher_is_better=True,
+    citation='Wang et al., How Far Pre-trained Models Are from Neural Collapse on the Target '
+             'Dataset Informs their Transferability, ICCV 2023; BUserName/NCTI@'
+             'b18d39514a3f2a7a949500b467a38b93de1428e4 metrics.py::NCTI_Score',
+    summary='NCTI components (S_seli, S_ncc, vc) after exact PCA-64 and LDA (2 passes); the score '
+            'is face_jax.ncti_pool over a pool of models',
+    pool_relative=True,
+    pool=ncti_pool,
+))
