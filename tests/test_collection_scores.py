@@ -10,11 +10,11 @@ Which entries are compared, and why:
 - Only the digits target: the other targets need the benchmark's procedural generators.
 - A subset, to stay fast: three models (a plain CNN, a ResNet and a ViT; both sources, all three
   losses) and the metrics that run in a few cheap passes; nleep and parc (scikit-learn mixture
-  models and PCA on the subsample) are left out for time.  etran records an error on this N in scores.json
-  (its energy tail is empty at N=111): the fresh run must record the same error.
+  models and PCA on the subsample) are left out for time.  etran records an error on this N in
+  scores.json (its energy tail is empty at N=111): the fresh run must record the same error.
 - Values agree to rtol 1e-4 / atol 1e-6, the tolerance of the streamed-vs-oracle tests, which
-  allows for other CPUs and XLA versions (on the machine that wrote scores.json the fresh run is
-  bit-for-bit equal); the FaCe ablation terms (a float64 pass) of every variant to rtol 1e-6.
+  allows for other CPUs and XLA versions (on the project's 2-core CPU machine the fresh run of
+  the whole zoo is bit-for-bit equal to scores.json); the FaCe ablation terms (a float64 pass) of every variant to rtol 1e-6.
 """
 
 import dataclasses

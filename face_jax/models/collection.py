@@ -165,7 +165,8 @@ class Collection:
     for e in self.entries:
       if e.name == name:
         return e
-    raise KeyError(f'no model {name!r} in the collection at {self.path}; models: {list(self.names)}')
+    raise KeyError(f'no model {name!r} in the collection at {self.path}; '
+                   f'models: {list(self.names)}')
 
   def verify(self) -> None:
     """Checks every weights file against its sha256 (``InputError`` on the first bad one)."""
