@@ -1,14 +1,17 @@
 r"""Rank models by transferability on a target dataset (absl batch job).
 
 Default (no flags): the bundled model zoo on the digits target, offline.  The
-16 small pre-trained Flax models of ``benchmarks/zoo`` (weights shipped in
-``benchmarks/zoo/weights``) are scored on the labelled budget of
-scikit-learn's real handwritten digits (10 images per class, the data they are
-fine-tuned on) with every registered metric (``face_jax.metric_names()``);
-the ranking is printed with every score next to the fine-tuned ground truth
-(``benchmarks/zoo/results/ground_truth.json``: test accuracy after full
-fine-tuning), together with how well each score ranks the zoo (weighted τ,
-Kendall τ, Pearson, top-1 relative accuracy).
+16 small pre-trained Flax models of the zoo (a model collection:
+``benchmarks/zoo/weights``, read with ``face_jax.models.load_collection``) are
+scored on the labelled budget of scikit-learn's real handwritten digits (20
+down to 5 images per class, the data they are fine-tuned on;
+``face_jax.data.targets.digits_target``) with every registered metric
+(``face_jax.metric_names()``); the ranking is printed with every score next to
+the fine-tuned ground truth (``benchmarks/zoo/results/ground_truth.json``: test
+accuracy after full fine-tuning), together with how well each score ranks the
+zoo (weighted τ, Kendall τ, Pearson, top-1 relative accuracy).  The zoo's other
+targets (greek, textures) need the benchmark's procedural generators: score
+them with ``python -m benchmarks.zoo.run --targets=greek,textures``.
 
 With ``--features`` each model is a features file: an ``.npz`` with
 ``features`` [N, D] (float), ``labels`` [N] (int) and optionally
@@ -18,7 +21,7 @@ feature maps of the digits images (``face_jax.demo``).
 Examples::
 
     python scripts/score.py                                  # the bundled zoo on digits
-    python scripts/score.py --target=greek --metrics=face    # another zoo target
+    python scripts/score.py --metrics=face,logme --rank_by=logme   # the zoo, two metrics
     python scripts/score.py --features=a=feats_a.npz,b=feats_b.npz \
         --metrics=face --bc_cov=diagonal --output_dir=out/run1
     python scripts/score.py --demo=digits_features
@@ -32,6 +35,7 @@ the ranked table.  Progress and throughput go to the absl log.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -46,8 +50,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import face_jax  # noqa: E402
+from face_jax import collection_scoring  # noqa: E402
 from face_jax import demo  # noqa: E402
 from face_jax import reports  # noqa: E402
+
+ZOO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       'benchmarks', 'zoo')
+_FACE = face_jax.FaceOptions()   # the FaCe flags' defaults
+_FACE_CHOICES = collection_scoring.FACE_VARIANT_CHOICES
 
 _FEATURES = flags.DEFINE_list(
     'features', [], 'Models to score, as name=path.npz (or path.npz: the file stem is the name). '
@@ -56,8 +66,14 @@ _DEMO = flags.DEFINE_enum('demo', 'zoo', ['zoo', 'digits_features'],
                           'Without --features: "zoo" ranks the bundled model zoo on --target '
                           'against its fine-tuned ground truth; "digits_features" ranks simple '
                           'feature maps of the digits images.')
-_TARGET = flags.DEFINE_enum('target', 'digits', ['digits', 'greek', 'textures'],
-                            'Zoo target task (--demo=zoo).')
+_TARGET = flags.DEFINE_string('target', 'digits',
+                              'Zoo target task (--demo=zoo): digits. The zoo\'s greek and textures '
+                              'targets need its procedural generators: python -m '
+                              'benchmarks.zoo.run --targets=greek,textures scores them.')
+flags.register_validator('target', lambda t: t == 'digits',
+                         message='the main job scores the zoo on digits only; python -m '
+                                 'benchmarks.zoo.run --targets=greek,textures scores the zoo\'s '
+                                 'other targets')
 _METRICS = flags.DEFINE_list('metrics', [], 'Metrics to compute (face_jax.metric_names()). Empty: '
                              'every registered metric for the zoo, face otherwise.')
 _N_BOOT = flags.DEFINE_integer('n_boot', 200, 'Bootstrap resamples of the zoo ranking evaluation.')
@@ -66,13 +82,18 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'out/score', 'Where results are 
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 4096, 'Rows per streamed step.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'Accumulation dtype.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 50, 'Log progress every this many steps.')
-_WEIGHTING = flags.DEFINE_enum('weighting', 'sample', ['balanced', 'sample'], 'FaCe weighting.')
-_VC = flags.DEFINE_enum('vc_transform', 'neglog', ['neg', 'neglog'], 'FaCe variance-collapse transform.')
-_BC = flags.DEFINE_enum('bc_cov', 'spherical', ['pooled', 'diagonal', 'spherical'], 'FaCe class Gaussians.')
-_FAIRNESS = flags.DEFINE_enum('fairness', 'range', ['std', 'range', 'entropy'], 'FaCe fairness.')
-_TEMPERATURE = flags.DEFINE_float('temperature', 0.1, 'FaCe entropy-fairness temperature.')
-_LAMBDA = flags.DEFINE_float('fairness_weight', 1.0, 'FaCe λ.')
-_RIDGE = flags.DEFINE_float('ridge', 1e-3, 'FaCe pooled ridge ρ.')
+_WEIGHTING = flags.DEFINE_enum('weighting', _FACE.weighting, list(_FACE_CHOICES['weighting']),
+                               'FaCe weighting.')
+_VC = flags.DEFINE_enum('vc_transform', _FACE.vc_transform, list(_FACE_CHOICES['vc_transform']),
+                        'FaCe variance-collapse transform.')
+_BC = flags.DEFINE_enum('bc_cov', _FACE.bc_cov, list(_FACE_CHOICES['bc_cov']),
+                        'FaCe class Gaussians.')
+_FAIRNESS = flags.DEFINE_enum('fairness', _FACE.fairness, list(_FACE_CHOICES['fairness']),
+                              'FaCe fairness.')
+_TEMPERATURE = flags.DEFINE_float('temperature', _FACE.temperature,
+                                  'FaCe entropy-fairness temperature.')
+_LAMBDA = flags.DEFINE_float('fairness_weight', _FACE.fairness_weight, 'FaCe λ.')
+_RIDGE = flags.DEFINE_float('ridge', _FACE.ridge, 'FaCe pooled ridge ρ.')
 _PLOT = flags.DEFINE_bool('plot', True, 'Write ranking.png.')
 
 
@@ -157,48 +178,49 @@ def main(argv):
 # The bundled zoo.
 
 def _zoo_main():
-  from benchmarks.zoo import analysis
-  from benchmarks.zoo import harness
-  from benchmarks.zoo import stages
-  from benchmarks.zoo import zoo
   from face_jax import evaluation
+  from face_jax import models
+  from face_jax.data import targets
 
-  zoo_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         'benchmarks', 'zoo')
-  weights_dir = os.path.join(zoo_dir, 'weights')
-  manifest = stages.read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
-  gt = stages.read_json(os.path.join(zoo_dir, 'results', 'ground_truth.json'))
-  if not manifest or not gt:
-    raise app.UsageError(f'the bundled zoo is missing under {zoo_dir} (weights/manifest.json, '
-                         'results/ground_truth.json)')
+  weights_dir = os.path.join(ZOO_DIR, 'weights')
+  gt_path = os.path.join(ZOO_DIR, 'results', 'ground_truth.json')
+  try:
+    collection = models.load_collection(weights_dir)
+  except face_jax.InputError as e:
+    raise app.UsageError(f'the bundled zoo is missing under {ZOO_DIR}: {e}') from e
+  if not os.path.exists(gt_path):
+    raise app.UsageError(f'the bundled zoo is missing under {ZOO_DIR} (results/ground_truth.json)')
+  with open(gt_path) as f:
+    gt = json.load(f)
   target = _TARGET.value
-  infos = harness.metric_infos(_METRICS.value or None)
+  infos = collection_scoring.metric_infos(_METRICS.value or None)
   rank_by = _RANK_BY.value or ('face' if 'face' in infos else next(iter(infos)))
   face_opts = _face_options()
-  split = stages.target_splits(stages.Data(None), target)['train']
+  split = targets.digits_target()['train']
   n, k = split.images.shape[0], len(split.class_names)
-  logging.info('zoo: %d models on %s (%d labelled images, %d classes), metrics %s', len(zoo.ZOO),
-               target, n, k, list(infos))
-  records = {}
-  suspects: set = set()   # metrics that failed on an earlier model run on their own
-  for spec in zoo.ZOO:
-    t0 = time.perf_counter()
-    ex = zoo.load_pretrained(spec, weights_dir)
-    recs = harness.score_extractor(ex, split.images, split.labels, infos, num_classes=k,
-                                   metric_options={'face': face_opts} if 'face' in infos else None,
-                                   suspects=suspects, log=lambda m: logging.warning('%s: %s', spec.name, m))
-    dt = time.perf_counter() - t0
-    errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
-    logging.info('%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s', spec.name, len(infos), n,
+  logging.info('zoo: %d models on %s (%d labelled images, %d classes), metrics %s',
+               len(collection), target, n, k, list(infos))
+
+  def done(model, recs, dt):
+    errors = {m: r['error'] for m, r in recs.items() if r.get('error')}
+    logging.info('%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s', model, len(infos), n,
                  dt, n / dt, f'; errors: {errors}' if errors else '')
-    records[spec.name] = {m: r for m, r in recs.items() if m in infos}
-  truth = analysis.truth_of(gt, target, list(records))
+
+  records = collection_scoring.score_collection(
+      collection, split.images, split.labels, infos, num_classes=k,
+      metric_options={'face': face_opts} if 'face' in infos else None,
+      log=lambda model, m: logging.warning('%s: %s', model, m), done=done)
+  truth_of = gt.get('results', {}).get(target, {})
+  no_truth = [m for m in records if m not in truth_of]
+  if no_truth:
+    raise app.UsageError(f'no ground truth for {no_truth} on {target} in {gt_path}')
+  truth = {m: float(truth_of[m]['test_accuracy']) for m in records}
   # Every score over the zoo, oriented (higher = predicted better) and as displayed.
-  names = list(infos) + ([harness.FACE_POOL] if 'face' in infos else [])
+  names = list(infos) + ([collection_scoring.FACE_POOL] if 'face' in infos else [])
   oriented, errors, missing = {}, {}, {}
   for m in names:
     try:
-      s, miss = harness.available_scores(records, m)
+      s, miss = collection_scoring.available_scores(records, m)
     except ValueError as e:
       errors[m] = str(e)
       continue
@@ -213,11 +235,11 @@ def _zoo_main():
   truth_rank = {m: i + 1 for i, m in enumerate(sorted(truth, key=lambda m: -truth[m]))}
   rows = []
   for model in records:
-    e = manifest[model]
+    e = collection[model].metadata
     row = {'model': model, 'arch': e['arch'], 'source': e['source'], 'loss': e['loss']}
     for m in names:
       rec = records[model].get(m, {})
-      if m in oriented and (m == harness.FACE_POOL or rec.get('pool_relative')):
+      if m in oriented and (m == collection_scoring.FACE_POOL or rec.get('pool_relative')):
         row[m] = oriented[m].get(model)
       else:
         row[m] = rec.get('value')

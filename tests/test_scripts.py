@@ -39,8 +39,8 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
     for m in res['metrics']:
       rec = res['records'][r['model']][m]
       assert rec['error'] is not None or rec['value'] is not None or 'components' in rec
-  from benchmarks.zoo import zoo
-  assert res['labelled_images'] == sum(zoo.target_budget(10))
+  from face_jax.data import targets
+  assert res['labelled_images'] == sum(targets.long_tailed_budget(10))
   top = res['records'][names[0]]['face']
   assert np.isfinite(top['terms']['nc1']) and top['terms']['nc1'] > 0
   wt = res['evaluation']['face']['weighted_tau']
@@ -86,6 +86,13 @@ def test_features_files_and_options(tmp_path):
   assert [r['model'] for r in res['ranking']] == ['g', 'bad']
   assert res['results']['g']['face']['options']['bc_cov'] == 'spherical'
   assert not os.path.exists(tmp_path / 'ranking.png')
+
+
+def test_zoo_targets_other_than_digits_are_left_to_the_benchmark(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'), '--target=greek',
+                         f'--output_dir={tmp_path}'], capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and 'benchmarks.zoo.run' in proc.stderr
+  assert not (tmp_path / 'results.json').exists()
 
 
 def test_missing_file_is_a_usage_error(tmp_path):

@@ -5,7 +5,9 @@ TARGET tasks; transferability scores are judged by how well they predict the
 fine-tuned accuracies.  Everything here is generated offline from a seed with
 numpy, Pillow and the fonts matplotlib ships (plus system fonts, see below),
 except ``digits``, which is scikit-learn's bundled copy of the UCI
-handwritten digits.  Nothing is downloaded.
+handwritten digits.  Nothing is downloaded.  The digits target, its split
+and the ``Dataset`` format live in the package (``face_jax.data.targets``,
+which ``scripts/score.py`` scores the zoo on); this module re-exports them.
 
 Synopsis::
 
@@ -89,25 +91,24 @@ import math
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-IMAGE_SIZE = 32
-CHANNELS = 1
+from face_jax.data import targets
+from face_jax.data.targets import CHANNELS
+from face_jax.data.targets import Dataset
+from face_jax.data.targets import IMAGE_SIZE
+from face_jax.data.targets import load_digits_32
+from face_jax.data.targets import split_counts
+from face_jax.data.targets import stratified_split
+from face_jax.data.targets import to_uint8
+
 GENERATOR_VERSION = 1
 
 _SUPER = 4  # supersampling factor for rendering
 _HI = IMAGE_SIZE * _SUPER  # 128: rendering canvas side
-
-
-class Dataset(NamedTuple):
-  """One split: unpacks as ``images, labels, class_names``."""
-
-  images: np.ndarray  # [N, 32, 32, 1] uint8
-  labels: np.ndarray  # [N] int32 in [0, K)
-  class_names: tuple[str, ...]  # [K]
 
 
 def _check_dataset(ds: Dataset, what: str) -> None:
@@ -250,10 +251,6 @@ def glyph_fonts(role: str, chars: str) -> tuple[FontFace, ...]:
 # Shared rendering helpers.
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def _box_down(hi: Image.Image) -> np.ndarray:
   """Box-averages a 128x128 'L' image to 32x32 float in [0, 1]."""
   return np.asarray(hi.reduce(_SUPER), dtype=np.float32) / 255.0
@@ -378,7 +375,7 @@ def _make_glyph_dataset(classes: Sequence[tuple[str, str]], faces: Sequence[Font
     chars = classes[k][1]
     ch = chars[rng.integers(len(chars))]
     face = faces[rng.integers(len(faces))]
-    images[i, :, :, 0] = _to_uint8(_render_glyph(rng, cache.get(face, ch)))
+    images[i, :, :, 0] = to_uint8(_render_glyph(rng, cache.get(face, ch)))
   return Dataset(images, labels, tuple(name for name, _ in classes))
 
 
@@ -515,7 +512,7 @@ def make_shapes(n_per_class: int, seed: int = 0) -> Dataset:
   labels = _balanced_labels(rng, len(SHAPE_CLASSES), n_per_class)
   images = np.empty((labels.size, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), np.uint8)
   for i, k in enumerate(labels):
-    images[i, :, :, 0] = _to_uint8(_render_shape(rng, SHAPE_CLASSES[k]))
+    images[i, :, :, 0] = to_uint8(_render_shape(rng, SHAPE_CLASSES[k]))
   return Dataset(images, labels, SHAPE_CLASSES)
 
 
@@ -604,35 +601,8 @@ def make_textures(n_per_class: int, seed: int = 0) -> Dataset:
   labels = _balanced_labels(rng, len(TEXTURE_CLASSES), n_per_class)
   images = np.empty((labels.size, IMAGE_SIZE, IMAGE_SIZE, CHANNELS), np.uint8)
   for i, k in enumerate(labels):
-    images[i, :, :, 0] = _to_uint8(_render_texture(rng, TEXTURE_CLASSES[k]))
+    images[i, :, :, 0] = to_uint8(_render_texture(rng, TEXTURE_CLASSES[k]))
   return Dataset(images, labels, TEXTURE_CLASSES)
-
-
-# ---------------------------------------------------------------------------
-# scikit-learn digits (target "digits").
-
-
-def load_digits_32() -> Dataset:
-  """Target 1: scikit-learn's 1797 handwritten digits, resized to 32x32.
-
-  Resize: the 8x8 images (0..16, ink high; themselves 4x4 block counts of
-  32x32 bitmaps, UCI optdigits) are scaled to 0..255 and resized to 32x32 with
-  Pillow's bilinear filter on float32 ('F' mode) images, then rounded to
-  uint8.  The digit fills the frame as in the 8x8 original.  The order is
-  scikit-learn's.
-
-  Returns:
-    ``Dataset`` with N = 1797, classes "0".."9".
-  """
-  from sklearn.datasets import load_digits
-
-  d = load_digits()
-  images = np.empty((d.images.shape[0], IMAGE_SIZE, IMAGE_SIZE, CHANNELS), np.uint8)
-  for i, im in enumerate(d.images):
-    f = Image.fromarray((im * (255.0 / 16.0)).astype(np.float32), mode="F")
-    up = f.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    images[i, :, :, 0] = _to_uint8(np.asarray(up))
-  return Dataset(images, d.target.astype(np.int32), tuple(str(i) for i in range(10)))
 
 
 # ---------------------------------------------------------------------------
@@ -642,72 +612,6 @@ def load_digits_32() -> Dataset:
 def _check_n(n: int) -> None:
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n_per_class must be a positive int, got {n!r}.")
-
-
-def _split_counts(n: int, per_class: Mapping[str, int] | None,
-                  fractions: Mapping[str, float] | None) -> list[int]:
-  """Examples of one class (of n) going to each split, in mapping order."""
-  if per_class is not None:
-    counts = [int(c) for c in per_class.values()]
-    if min(counts) < 0 or sum(counts) > n:
-      raise ValueError(f"{n} examples, {sum(counts)} requested ({dict(per_class)}).")
-    return counts
-  # Largest-remainder rounding: each count is within 1 of fraction * n.
-  exact = [f * n for f in fractions.values()]
-  counts = [int(math.floor(e)) for e in exact]
-  by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
-  for i in by_remainder[: n - sum(counts)]:
-    counts[i] += 1
-  return counts
-
-
-def stratified_split(ds: Dataset, per_class: Mapping[str, int] | None = None, *,
-                     fractions: Mapping[str, float] | None = None,
-                     seed: int = 0) -> dict[str, Dataset]:
-  """Deterministic stratified split.
-
-  Exactly one of ``per_class`` (examples per class in each split) or
-  ``fractions`` (of each class; summing to 1; per class the counts are
-  rounded by largest remainder, ties to the earlier split, so each is within
-  1 of fraction * class size) is given.  Within
-  each class the examples are permuted with ``default_rng(seed)`` and cut in
-  the order of the mapping; each split keeps the dataset's relative order.
-
-  Args:
-    ds: dataset to split.
-    per_class: e.g. ``{"train": 60, "val": 20, "test": 40}``.
-    fractions: e.g. ``{"train": 0.55, "val": 0.15, "test": 0.30}``.
-    seed: permutation seed.
-
-  Returns:
-    split name -> ``Dataset``.
-
-  Raises:
-    ValueError: a class has too few examples, or bad arguments.
-  """
-  if (per_class is None) == (fractions is None):
-    raise ValueError("Give exactly one of per_class and fractions.")
-  names = list((per_class or fractions).keys())
-  if fractions is not None and not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-9):
-    raise ValueError(f"fractions must sum to 1, got {sum(fractions.values())}.")
-  rng = np.random.default_rng(seed)
-  chosen: dict[str, list[np.ndarray]] = {s: [] for s in names}
-  for k in range(len(ds.class_names)):
-    idx = np.flatnonzero(ds.labels == k)
-    idx = idx[rng.permutation(idx.size)]
-    try:
-      counts = _split_counts(idx.size, per_class, fractions)
-    except ValueError as e:
-      raise ValueError(f"Class {ds.class_names[k]!r}: {e}") from None
-    start = 0
-    for s, c in zip(names, counts):
-      chosen[s].append(idx[start:start + c])
-      start += c
-  out = {}
-  for s in names:
-    idx = np.sort(np.concatenate(chosen[s]))
-    out[s] = Dataset(ds.images[idx], ds.labels[idx], ds.class_names)
-  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -733,7 +637,7 @@ REGISTRY: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec("shapes", "source", make_shapes, {"train": 720, "val": 80}, None, 202,
                           "filled shapes"),
     "digits": DatasetSpec("digits", "target", load_digits_32, None,
-                          {"train": 0.55, "val": 0.15, "test": 0.30}, 303,
+                          targets.DIGITS_FRACTIONS, targets.DIGITS_SEED,
                           "scikit-learn handwritten digits, 8x8 -> 32x32 bilinear"),
     "greek": DatasetSpec("greek", "target", make_greek, {"train": 60, "val": 20, "test": 40},
                          None, 404, "Greek lower-case letters in held-out fonts"),
@@ -924,9 +828,9 @@ def describe() -> dict[str, Any]:
     if name == "digits":
       from sklearn.datasets import load_digits
 
-      names = tuple(str(i) for i in range(10))
+      names = targets.DIGITS_CLASSES
       class_sizes = np.bincount(load_digits().target, minlength=10)
-      per_split = np.sum([_split_counts(int(c), None, spec.fractions) for c in class_sizes], 0)
+      per_split = np.sum([split_counts(int(c), None, spec.fractions) for c in class_sizes], 0)
       sizes = dict(zip(spec.fractions, per_split.tolist()))
     else:
       names = {"glyphs": tuple(n for n, _ in LETTER_CLASSES), "shapes": SHAPE_CLASSES,

@@ -29,6 +29,7 @@ import numpy as np
 import face_jax
 from face_jax import models
 from face_jax import reports
+from face_jax.data import targets
 
 from benchmarks.zoo import datasets
 from benchmarks.zoo import harness
@@ -61,40 +62,13 @@ class Data:
     return self._splits[name]
 
 
-def per_class_subset(ds: datasets.Dataset, per_class: int | Sequence[int],
-                     seed: int) -> datasets.Dataset:
-  """A seeded random subset of ``per_class[k]`` examples of every class k (dataset order kept).
-
-  Args:
-    ds: the dataset.
-    per_class: examples per class, one int for every class or [K] ints.
-    seed: the permutation seed.
-
-  Raises:
-    ValueError: a class has fewer examples than asked, or ``per_class`` has the wrong length.
-  """
-  k_all = len(ds.class_names)
-  counts = [int(per_class)] * k_all if np.ndim(per_class) == 0 else [int(c) for c in per_class]
-  if len(counts) != k_all:
-    raise ValueError(f'per_class has {len(counts)} entries for {k_all} classes')
-  rng = np.random.default_rng(seed)
-  idx = []
-  for k in range(k_all):
-    members = np.flatnonzero(ds.labels == k)
-    if members.size < counts[k]:
-      raise ValueError(f'class {ds.class_names[k]!r} has {members.size} < {counts[k]} examples')
-    idx.append(rng.permutation(members)[:counts[k]])
-  idx = np.sort(np.concatenate(idx))
-  return datasets.Dataset(ds.images[idx], ds.labels[idx], ds.class_names)
+per_class_subset = targets.per_class_subset
 
 
 def target_splits(data: Data, name: str) -> dict[str, datasets.Dataset]:
-  """A target task: ``train`` = the labelled budget (``zoo.target_budget``: a long-tailed subset
-  of the dataset's train split), ``val`` and ``test`` = the full splits."""
-  splits = data[name]
-  budget = zoo.target_budget(len(splits['train'].class_names))
-  return {'train': per_class_subset(splits['train'], budget, zoo.TARGET_SUBSET_SEED),
-          'val': splits['val'], 'test': splits['test']}
+  """A target task: ``train`` = the labelled budget (``targets.labelled_budget``: a long-tailed
+  subset of the dataset's train split), ``val`` and ``test`` = the full splits."""
+  return targets.labelled_budget(data[name], zoo.TARGET_SUBSET_SEED)
 
 
 def _count(counts: dict | None, key: str) -> None:

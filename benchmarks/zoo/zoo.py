@@ -31,10 +31,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-import numpy as np
-
 from face_jax import models
-from face_jax.models import weights as weights_lib
+from face_jax.data import targets
 
 from benchmarks.zoo import training
 
@@ -56,22 +54,16 @@ PRETRAIN_BATCH = 128
 PRETRAIN_WEIGHT_DECAY = 1e-4
 
 # Target tasks: the labelled budget.  Fine-tuning and scoring both use a long-tailed subset of
-# the target's train split: class k gets n_k = round(MAX * (MIN / MAX) ** (r_k / (K - 1)))
-# examples, r_k the rank of class k in a seeded permutation (so which classes are rare is
-# random, not the label order), i.e. 20 down to 5 per class, imbalance ratio 4; the
-# examples of each class are a seeded random subset.  Validation (LR selection) and test
-# (ground truth) are the full splits.  Unequal class counts make FaCe's two weightings
-# (balanced / sample) differ, which the ablation needs.
-TARGET_TRAIN_MAX = 20
-TARGET_TRAIN_MIN = 5
-TARGET_SUBSET_SEED = 0
-
-
-def target_budget(num_classes: int, seed: int = TARGET_SUBSET_SEED) -> list[int]:
-  """[K] examples per class of the labelled budget (see above)."""
-  rank = np.random.default_rng(seed).permutation(num_classes)
-  ratio = TARGET_TRAIN_MIN / TARGET_TRAIN_MAX
-  return [int(round(TARGET_TRAIN_MAX * ratio ** (r / max(num_classes - 1, 1)))) for r in rank]
+# the target's train split (face_jax.data.targets.labelled_budget): class k gets
+# n_k = round(MAX * (MIN / MAX) ** (r_k / (K - 1))) examples, r_k the rank of class k in a seeded
+# permutation (so which classes are rare is random, not the label order), i.e. 20 down to 5 per
+# class, imbalance ratio 4; the examples of each class are a seeded random subset.  Validation
+# (LR selection) and test (ground truth) are the full splits.  Unequal class counts make FaCe's
+# two weightings (balanced / sample) differ, which the ablation needs.
+TARGET_TRAIN_MAX = targets.BUDGET_MAX
+TARGET_TRAIN_MIN = targets.BUDGET_MIN
+TARGET_SUBSET_SEED = targets.BUDGET_SEED
+target_budget = targets.long_tailed_budget
 
 
 # Fine-tuning: every parameter is trained, with a freshly initialised head.
@@ -147,7 +139,7 @@ def load_pretrained(model: ModelSpec, weights_dir: str):
 
 def for_finetuning(model: ModelSpec, weights_dir: str, num_classes: int, seed: int):
   """The pre-trained body with a fresh ``num_classes``-way head (initialised from ``seed``)."""
-  params = weights_lib.load_params(weights_path(weights_dir, model))
+  params = models.load_params(weights_path(weights_dir, model))
   params.pop('head', None)
   return models.get(model.preset, weights=params, num_classes=num_classes, seed=seed,
                     **model.options)

@@ -11,6 +11,8 @@ Synopsis:
 Families: ResNet v1.5 (torchvision layout, `resnet18`..`resnet152`, CIFAR-style `resnet_mini`),
 ViT (`vit_ti16`, `vit_s16`, `vit_b16`, `vit_mini`), plain CNNs (`cnn_tiny`, `cnn_small`,
 `cnn_base`), `mlp`, and the all-MiniLM-L6-v2 text encoder (`all-minilm-l6-v2`).
+Model collections (a directory of checkpoints with a manifest, e.g. the bundled zoo in
+`benchmarks/zoo/weights`): `load_collection`, `add_to_collection` (see `face_jax.models.collection`).
 """
 
 from face_jax.models.bert import BertConfig
@@ -20,6 +22,10 @@ from face_jax.models.cnn import CNNConfig
 from face_jax.models.cnn import MLP
 from face_jax.models.cnn import MLPConfig
 from face_jax.models.cnn import SmallCNN
+from face_jax.models.collection import add_to_collection
+from face_jax.models.collection import Collection
+from face_jax.models.collection import CollectionEntry
+from face_jax.models.collection import load_collection
 from face_jax.models.extractor import FeatureExtractor
 from face_jax.models.preprocess import ImagePreprocess
 from face_jax.models.preprocess import TextTokenizer
@@ -44,6 +50,8 @@ __all__ = (
     "BertConfig",
     "BertEncoder",
     "CNNConfig",
+    "Collection",
+    "CollectionEntry",
     "FeatureExtractor",
     "ImagePreprocess",
     "MINILM_L6_CONFIG",
@@ -55,10 +63,12 @@ __all__ = (
     "TextTokenizer",
     "ViT",
     "ViTConfig",
+    "add_to_collection",
     "assign_params",
     "describe_presets",
     "get",
     "list_presets",
+    "load_collection",
     "load_hf_bert",
     "load_minilm",
     "load_params",

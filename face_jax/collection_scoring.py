@@ -1,0 +1,356 @@
+"""Scoring a model collection with many metrics: records, failure isolation, pool-relative scores.
+
+Synopsis::
+
+    from face_jax import collection_scoring as cs
+    from face_jax import models
+    from face_jax.data import targets
+
+    coll = models.load_collection('benchmarks/zoo/weights')
+    train = targets.digits_target()['train']
+    records = cs.score_collection(coll, train.images, train.labels)   # every registered metric
+    # {model: {metric: record}}
+    scores, missing = cs.available_scores(records, 'face')    # {model: score}, higher = better
+    pooled, _ = cs.available_scores(records, cs.FACE_POOL)    # FaCe's pool min-max score
+
+A *record* is the JSON-ready outcome of one metric on one model:
+
+- ``value``: the metric's scalar (``FaCeResult.score``, ``float(result)``, ...),
+  or None for pool-relative metrics (their score only exists over a pool) and
+  for errors;
+- ``error``: None, or ``"<ExceptionType>: message"`` when the metric raised
+  (the error is recorded and scoring goes on);
+- ``higher_is_better``, ``pool_relative``: from the metric registry;
+- ``components``: the per-model components of a pool-relative metric;
+- ``terms``: FaCe's ``variance_collapse``, ``class_fairness``, ``nc1``.
+
+Pool-relative scores (combined over the models scored on the same data) are
+formed by ``available_scores``: the metric's ``<name>_pool`` function
+(``face_jax.ncti_pool``, ``face_jax.etran_pool``), and for FaCe the extra
+score ``FACE_POOL`` = ``face_jax.pool_minmax`` of (C, F) with λ = 1, which is
+exactly ``face_jax.face_pool``.
+
+``face_variant_terms`` gives FaCe's terms under many variants from one pass of
+statistics (the zoo benchmark's ablation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from face_jax import engine as engine_lib
+from face_jax._src import pool as pool_lib
+from face_jax._src.metrics import face as face_lib
+from face_jax.scoring import score_model
+
+FACE_POOL = 'face_pool_minmax'
+
+# The values of FaCe's variant options (``face_jax.FaceOptions``).
+FACE_VARIANT_CHOICES: dict[str, tuple[str, ...]] = {
+    name: face_lib.FaceOptions.CHOICES[name]
+    for name in ('weighting', 'vc_transform', 'bc_cov', 'fairness')
+}
+
+MetricInfo = engine_lib.MetricInfo
+
+
+def metric_info(name: str) -> MetricInfo:
+  """The registry entry of a metric (``InputError`` if unknown)."""
+  return engine_lib.get(name)
+
+
+def metric_infos(names: Sequence[str] | None = None) -> dict[str, MetricInfo]:
+  """``{name: MetricInfo}`` of the requested metrics (default: every registered one)."""
+  names = engine_lib.names() if names is None else list(names)
+  return {n: engine_lib.get(n) for n in names}
+
+
+def scalar(value: Any) -> float:
+  """The scalar of a metric value: ``.score`` of a result object, else ``float(value)``."""
+  if hasattr(value, 'score'):
+    return float(value.score)
+  return float(value)
+
+
+def error_text(e: BaseException) -> str:
+  """``"<ExceptionType>: message"``: how a record states an error."""
+  return f'{type(e).__name__}: {e}'
+
+
+def metric_record(info: MetricInfo, value: Any = None, error: str | None = None) -> dict:
+  """The record (module docstring) of a metric's value, or of its error.
+
+  A value that cannot be read (e.g. a pool-relative value without
+  ``components()``) becomes the record's error.
+  """
+  rec: dict[str, Any] = {'value': None, 'error': error,
+                         'higher_is_better': bool(info.higher_is_better),
+                         'pool_relative': bool(info.pool_relative)}
+  if error is not None:
+    return rec
+  try:
+    if info.pool_relative:
+      if not (hasattr(value, 'components') and callable(value.components)):
+        raise TypeError(f'pool-relative metric {info.name!r} returned {type(value).__name__} '
+                        'without components()')
+      rec['components'] = {k: float(v) for k, v in value.components().items()}
+    else:
+      rec['value'] = scalar(value)
+    if hasattr(value, 'variance_collapse'):
+      rec['terms'] = {'variance_collapse': float(value.variance_collapse),
+                      'class_fairness': float(value.class_fairness), 'nc1': float(value.nc1)}
+  except Exception as e:  # pylint: disable=broad-except  # a value we cannot read is its error
+    rec['error'] = error_text(e)
+  return rec
+
+
+def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
+                    infos: Mapping[str, MetricInfo], *, batch_size: int = 512,
+                    num_classes: int | None = None,
+                    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+                    suspects: set | None = None,
+                    log: Callable[[str], None] | None = None) -> dict[str, dict]:
+  """Every metric of ``infos`` on a model's default-layer features, via ``score_model``.
+
+  The metrics run together (shared passes).  When that raises, the group is
+  split in halves and each half retried (recursively), so a failing metric
+  costs only its own record and about 2·log2(#metrics) extra calls.  Metrics
+  in ``suspects`` (e.g. those that failed on the previous model) run on their
+  own from the start, and newly failing metrics are added to it.  Metrics
+  that need ``source_probs`` get the softmax of the model's ``logits`` layer
+  (its source classifier head); a model without a head records an error for them.
+
+  Args:
+    extractor: a ``face_jax.models.FeatureExtractor``.
+    images: uint8 [N, H, W, C].
+    labels: int [N].
+    infos: ``{metric: MetricInfo}`` (``metric_infos``).
+    batch_size: examples per streamed step.
+    num_classes: K (default ``labels.max() + 1``).
+    metric_options: ``{metric: {option: value}}`` (as in ``face_jax.score``).
+    suspects: optional mutable set of metric names to run separately (updated).
+    log: optional callback, called with a message for every failing metric.
+
+  Returns:
+    ``{metric: record}`` in the order of ``infos``, plus ``'_seconds'`` (wall time).
+  """
+  t0 = time.perf_counter()
+  suspects = set() if suspects is None else suspects
+
+  def run(ms):
+    opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
+    out = score_model(extractor, (images, labels), metrics=tuple(ms), batch_size=batch_size,
+                      num_classes=num_classes, metric_options=opts or None)
+    return out[extractor.default_layer]
+
+  records: dict[str, Any] = {}
+
+  def group(ms):
+    try:
+      values = run(ms)
+    except Exception as e:  # pylint: disable=broad-except  # one metric must not stop the rest
+      if len(ms) == 1:
+        records[ms[0]] = metric_record(infos[ms[0]], error=error_text(e))
+        suspects.add(ms[0])
+        if log:
+          log(f'{ms[0]}: {error_text(e)}')
+        return
+      half = len(ms) // 2
+      group(ms[:half])
+      group(ms[half:])
+      return
+    for n in ms:
+      records[n] = metric_record(infos[n], values[n])
+
+  names = [n for n in infos if n not in suspects]
+  if names:
+    group(names)
+  for n in infos:
+    if n in suspects and n not in records:
+      group([n])
+  records = {n: records[n] for n in infos}
+  records['_seconds'] = time.perf_counter() - t0
+  return records
+
+
+def score_collection(collection, images: np.ndarray, labels: np.ndarray,
+                     metrics: Sequence[str] | Mapping[str, MetricInfo] | None = None, *,
+                     batch_size: int = 512, num_classes: int | None = None,
+                     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+                     log: Callable[[str, str], None] | None = None,
+                     done: Callable[[str, Mapping[str, Any], float], None] | None = None,
+                     ) -> dict[str, dict[str, dict]]:
+  """Every model of a collection on one labelled dataset (``score_extractor`` per model).
+
+  A metric that fails on one model runs on its own for the following models,
+  so it cannot take the others' shared passes down with it.
+
+  Args:
+    collection: a ``face_jax.models.Collection`` (or any iterable of entries
+      with ``name`` and ``build()``).
+    images: uint8 [N, H, W, C].
+    labels: int [N].
+    metrics: metric names or ``metric_infos(...)`` (default: every registered metric).
+    batch_size, num_classes, metric_options: as in ``score_extractor``.
+    log: optional ``log(model, message)`` for every failing metric.
+    done: optional ``done(model, records, seconds)`` after each model.
+
+  Returns:
+    ``{model: {metric: record}}`` in collection order (no ``'_seconds'``).
+  """
+  infos = metrics if isinstance(metrics, Mapping) else metric_infos(metrics)
+  records: dict[str, dict[str, dict]] = {}
+  suspects: set = set()
+  for entry in collection:
+    t0 = time.perf_counter()
+    ex = entry.build()
+    name = entry.name
+    recs = score_extractor(ex, images, labels, infos, batch_size=batch_size,
+                           num_classes=num_classes, metric_options=metric_options,
+                           suspects=suspects,
+                           log=(lambda m, name=name: log(name, m)) if log else None)
+    records[name] = {m: r for m, r in recs.items() if m in infos}
+    if done:
+      done(name, records[name], time.perf_counter() - t0)
+  return records
+
+
+def pool_function(name: str) -> Callable | None:
+  """The pool function of a metric (``MetricInfo.pool``, e.g. ``ncti_pool``), or None."""
+  return engine_lib.get(name).pool
+
+
+def available_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                     metric: str) -> tuple[dict[str, float], dict[str, str]]:
+  """Oriented scores (higher = better) of the models that have a finite value for ``metric``.
+
+  Args:
+    records: ``{model: {metric: record}}`` for the models scored on one dataset.
+    metric: a metric name, or ``FACE_POOL``.
+
+  Returns:
+    ``(scores, missing)``: ``{model: score}`` of the models with a value
+    (pool-relative metrics combined over exactly those models; metrics with
+    ``higher_is_better=False`` negated) and ``{model: reason}`` of the others.
+
+  Raises:
+    ValueError: a pool-relative metric without a pool function.
+  """
+  missing: dict[str, str] = {}
+  if metric == FACE_POOL:
+    comps = {}
+    for m, recs in records.items():
+      rec = recs.get('face') or {}
+      t = rec.get('terms')
+      if rec.get('error') or not t:
+        missing[m] = rec.get('error') or 'no FaCe terms'
+      elif not (math.isfinite(t['variance_collapse']) and math.isfinite(t['class_fairness'])):
+        missing[m] = f'non-finite FaCe terms {t}'
+      else:
+        comps[m] = {'variance_collapse': t['variance_collapse'],
+                    'class_fairness': t['class_fairness']}
+    scores = pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0}) \
+        if comps else {}
+    return scores, missing
+  good = {}
+  for m, recs in records.items():
+    rec = recs.get(metric)
+    if rec is None or rec.get('error'):
+      missing[m] = (rec or {}).get('error') or 'not scored'
+      continue
+    vals = rec.get('components') if rec['pool_relative'] else {'value': rec['value']}
+    if vals is None or not all(v is not None and math.isfinite(float(v)) for v in vals.values()):
+      missing[m] = f'non-finite value {vals}'
+      continue
+    good[m] = rec
+  if not good:
+    return {}, missing
+  first = next(iter(good.values()))
+  if first['pool_relative']:
+    fn = pool_function(metric)
+    if fn is None:
+      raise ValueError(f'{metric} is pool-relative but the library has no {metric}_pool function')
+    out = {m: float(v) for m, v in fn({m: r['components'] for m, r in good.items()}).items()}
+  else:
+    out = {m: float(r['value']) for m, r in good.items()}
+  sign = 1.0 if first['higher_is_better'] else -1.0
+  return {m: sign * v for m, v in out.items()}, missing
+
+
+def oriented_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                    metric: str) -> dict[str, float]:
+  """``{model: score}`` of one metric over a pool, oriented so that higher = better.
+
+  Like ``available_scores``, but every model must have a value.
+
+  Raises:
+    ValueError: a model has an error or no finite value for the metric (the
+      message names them), or a pool-relative metric has no pool function.
+  """
+  scores, missing = available_scores(records, metric)
+  if missing:
+    raise ValueError(f'{metric}: no value for {len(missing)} model(s): '
+                     + '; '.join(f'{m}: {e}' for m, e in sorted(missing.items())[:3]))
+  return scores
+
+
+def class_moments(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                  engine: engine_lib.Engine | None = None) -> dict[str, engine_lib.ClassMoments]:
+  """Finalised ``Moments`` of both FaCe weightings, from one float64 pass of the engine.
+
+  Args:
+    features: [N, D] features.
+    labels: [N] int labels in [0, num_classes).
+    num_classes: K.
+    engine: the engine (default: a float64 ``face_jax.Engine``).
+
+  Returns:
+    ``{'sample': ClassMoments (unit class weights), 'balanced': ClassMoments
+    (weights N/(K n_k))}``.
+  """
+  features = np.asarray(features, np.float64)
+  labels = np.asarray(labels, np.int32)
+  counts = np.bincount(labels, minlength=num_classes)
+  spec = engine_lib.MomentsSpec(num_classes=num_classes, dim=features.shape[1], dtype='float64')
+  shift = engine_lib.FIRST_BATCH_SHIFT
+  reqs = {'sample': engine_lib.Request(engine_lib.Moments, spec,
+                                       {'shift': shift, 'weight': np.ones(num_classes)}),
+          'balanced': engine_lib.Request(engine_lib.Moments, spec,
+                                         {'shift': shift,
+                                          'weight': engine_lib.balanced_weights(counts)})}
+  eng = engine or engine_lib.Engine(dtype='float64')
+  src = engine_lib.ArraySource(features, labels, num_classes=num_classes, feat_dtype=np.float64)
+  return dict(eng.run_pass(src, {'features': reqs})['features'])
+
+
+def face_variant_terms(features: np.ndarray, labels: np.ndarray,
+                       variants: Iterable[Mapping[str, Any]],
+                       num_classes: int | None = None) -> list[dict[str, float]]:
+  """C, F and NC1 of FaCe variants, from one pass of statistics.
+
+  The statistics (both weightings' ``ClassMoments``) are accumulated once;
+  every variant is then ``face_jax.face_from_moments`` (host float64, cheap).
+
+  Args:
+    features: [N, D] features.
+    labels: [N] int labels.
+    variants: ``face_jax.FaceOptions`` fields of each variant, e.g.
+      ``{'weighting': 'balanced', 'bc_cov': 'pooled'}`` (the others default);
+      ``FACE_VARIANT_CHOICES`` lists the values of the variant options.
+    num_classes: K (default ``labels.max() + 1``).
+
+  Returns:
+    One ``{'C': float, 'F': float, 'nc1': float}`` per variant, in order.
+  """
+  k = int(num_classes or int(np.max(labels)) + 1)
+  mom = class_moments(features, labels, k)
+  out = []
+  for v in variants:
+    opts = face_lib.FaceOptions(**v)
+    r = face_lib.face_from_moments(mom[opts.weighting], opts)
+    out.append({'C': r.variance_collapse, 'F': r.class_fairness, 'nc1': r.nc1})
+  return out
