@@ -136,8 +136,10 @@ def resnet50_overhead(quick: bool, cpu_smoke: bool = False) -> dict:
   forward_stats()
   tf, ts = [], []
   for _ in range(2 if cpu_smoke else 5):
-    t = time.perf_counter(); forward(); tf.append(time.perf_counter() - t)
-    t = time.perf_counter(); forward_stats(); ts.append(time.perf_counter() - t)
+    for fn, times in ((forward, tf), (forward_stats, ts)):
+      t = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t)
   t_f, t_s = min(tf), min(ts)
   n = batch * steps
   return {'status': 'ok', 'model': preset, 'image_size': size, 'batch_size': batch,

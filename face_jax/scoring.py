@@ -28,7 +28,6 @@ import numpy as np
 from face_jax._src import engine as engine_lib
 from face_jax._src import featurize
 from face_jax._src import plan as plan_lib
-from face_jax._src import registry
 from face_jax._src.api import route_options
 from face_jax._src.errors import InputError
 from face_jax._src.sources import round_up

@@ -14,7 +14,6 @@ import pytest
 import face_jax
 from face_jax import engine
 from face_jax._src import cpu_moments
-from face_jax._src import engine as engine_lib
 from face_jax._src import stats as stats_lib
 from tests import cases
 

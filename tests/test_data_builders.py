@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import face_jax.data as fd
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 from face_jax.data.builders import digits as digits_lib
 from face_jax.data.builders import wordnet_glosses as wn
 
@@ -45,11 +45,11 @@ def _get(name, split, data_dir, **kw):
 
 def test_every_kth_per_class_is_stratified_and_in_order():
   labels = np.array([0, 1, 0, 0, 1, 0, 1, 1, 0, 2])
-  mask = _common.every_kth_per_class(labels, k=2)
+  mask = common.every_kth_per_class(labels, k=2)
   # class 0 at 0,2,3,5,8 -> ranks 1,3 held out (idx 2, 5); class 1 at 1,4,6,7 -> idx 4, 7.
   np.testing.assert_array_equal(np.flatnonzero(mask), [2, 4, 5, 7])
   with pytest.raises(ValueError):
-    _common.every_kth_per_class(labels, k=1)
+    common.every_kth_per_class(labels, k=1)
 
 
 # ------------------------------------------------------------------ digits --
@@ -301,7 +301,7 @@ def _require_wordnet():
 def test_wordnet_subset(data_dir):
   _require_wordnet()
   ids, texts, labels = wn.load_source(WORDNET_DIR, wn.PARTS, subsample=25)
-  test_mask = _common.every_kth_per_class(labels, 5)
+  test_mask = common.every_kth_per_class(labels, 5)
   pipe = _get("wordnet_glosses", "test", data_dir, batch_size=500, subsample=25)
   assert pipe.num_classes == 45 and pipe.class_names == wn.LEXNAMES
   assert pipe.input_key == "text"

@@ -1,6 +1,5 @@
 """Engine properties: monoid laws, streaming invariance, single trace, passes, transfer guard."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp

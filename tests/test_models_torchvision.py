@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from face_jax import models  # pylint: disable=g-import-not-at-top
-from face_jax.models import preprocess as pp  # pylint: disable=g-import-not-at-top
+from face_jax import models  # noqa: E402  # pylint: disable=g-import-not-at-top
+from face_jax.models import preprocess as pp  # noqa: E402  # pylint: disable=g-import-not-at-top
 
 ATOL = 1e-4
 RTOL = 1e-4

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 from face_jax.data.builders.arrays import Arrays
 from face_jax.data.builders.digits import Digits
 from face_jax.data.builders.image_folder import ImageFolder
@@ -473,7 +473,7 @@ class Pipeline:
     if self.label_key != LABEL_KEY:
       return None
     metadata = getattr(self.info, "metadata", None)
-    stored = metadata.get(_common.LABEL_COUNTS_KEY) if metadata else None
+    stored = metadata.get(common.LABEL_COUNTS_KEY) if metadata else None
     if not stored:
       return None
     names = [s.strip() for s in str(self.split).split("+")]

@@ -174,7 +174,6 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
   counts = np.asarray(moments.counts, np.float64)
   present = counts > 0
   k = int(present.sum())
-  num_classes = counts.shape[0]
   if k < 2:
     raise InputError(f'FaCe needs at least 2 populated classes, got {k} '
                      f'(class counts: {counts.astype(np.int64).tolist()})')

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 
 _NAME = "arrays"
 _INPUT_KEYS = ("image", "features")
@@ -94,7 +94,7 @@ def make_config(arrays: Any, num_classes: int | None = None,
   Raises:
     ValueError / TypeError: on missing or inconsistent arrays.
   """
-  sources = _common.normalize_split_sources(arrays, kind="arrays", is_single=_is_single_source)
+  sources = common.normalize_split_sources(arrays, kind="arrays", is_single=_is_single_source)
   data: dict[str, dict[str, np.ndarray]] = {}
   input_key = None
   file_names = None
@@ -173,17 +173,17 @@ def make_config(arrays: Any, num_classes: int | None = None,
   if len(names) < 1:
     raise ValueError("arrays: no class (empty labels and no num_classes/class_names).")
 
-  digest = _common.fingerprint({
+  digest = common.fingerprint({
       "input_key": input_key, "names": names,
-      "data": {s: {k: _common.array_digest(v) for k, v in sorted(d.items())}
+      "data": {s: {k: common.array_digest(v) for k, v in sorted(d.items())}
                for s, d in data.items()}})
   return ArraysConfig(name=f"{input_key}-{digest}", version=Arrays.VERSION,
                       description=f"arrays ({input_key}) with splits {list(data)}.",
                       data=data, input_key=input_key, class_names=names)
 
 
-class Arrays(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-             skip_registration=_common.already_registered(_NAME)):
+class Arrays(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
+             skip_registration=common.already_registered(_NAME)):
   """In-memory arrays (or an .npz) -> tfds array_record dataset."""
 
   name = _NAME
@@ -221,7 +221,7 @@ class Arrays(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     if "source_probs" in first:
       feats["source_probs"] = tfds.features.Tensor(
           shape=first["source_probs"].shape[1:], dtype=np.float32)
-    return _common.make_info(
+    return common.make_info(
         self,
         description=("Examples from in-memory numpy arrays / an .npz file "
                      f"(input '{cfg.input_key}', labels, optional source_probs), in array order."),
@@ -232,8 +232,8 @@ class Arrays(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     del dl_manager
     cfg: ArraysConfig = self.builder_config
     k = len(cfg.class_names)
-    _common.set_label_counts(
-        self, {s: _common.count_labels(d["labels"], k) for s, d in cfg.data.items()})
+    common.set_label_counts(
+        self, {s: common.count_labels(d["labels"], k) for s, d in cfg.data.items()})
     return {s: self._generate_examples(d) for s, d in cfg.data.items()}
 
   def _generate_examples(self, d):

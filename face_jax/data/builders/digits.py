@@ -10,7 +10,7 @@ Handwritten Digits" test set, 1797 images of 8x8 pixels with values 0..16,
 bundled with scikit-learn, so no download). Pixels are rescaled to uint8 with
 `round(v * 255 / 16)`; images keep one channel ([8, 8, 1]).
 
-Splits (deterministic, no RNG; see `_common.every_kth_per_class`):
+Splits (deterministic, no RNG; see `common.every_kth_per_class`):
 
 * `test`: within each digit class, in source order, every 5th example
   (class ranks 4, 9, 14, ...): 355 examples, a stratified ~20 % split.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 
 _NAME = "digits"
 _HOLDOUT_EVERY = 5
@@ -48,12 +48,12 @@ def load_source() -> tuple[np.ndarray, np.ndarray]:
 def split_indices() -> dict[str, np.ndarray]:
   """Source indices of the `train` and `test` splits (each in source order)."""
   _, labels = load_source()
-  test = _common.every_kth_per_class(labels, _HOLDOUT_EVERY)
+  test = common.every_kth_per_class(labels, _HOLDOUT_EVERY)
   return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
 
 
-class Digits(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-             skip_registration=_common.already_registered(_NAME)):
+class Digits(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
+             skip_registration=common.already_registered(_NAME)):
   """scikit-learn's handwritten digits (1797 x [8, 8, 1] uint8, 10 classes)."""
 
   name = _NAME
@@ -61,7 +61,7 @@ class Digits(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
   RELEASE_NOTES = {"1.0.0": "Initial release: train/test = 80/20 every-5th-per-class split."}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return _common.make_info(
+    return common.make_info(
         self,
         description=(
             "scikit-learn's 8x8 handwritten digits (UCI optdigits test set): "
@@ -84,8 +84,8 @@ class Digits(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     del dl_manager  # Everything is local.
     images, labels = load_source()
     splits = split_indices()
-    _common.set_label_counts(
-        self, {s: _common.count_labels(labels[idx], 10) for s, idx in splits.items()})
+    common.set_label_counts(
+        self, {s: common.count_labels(labels[idx], 10) for s, idx in splits.items()})
     return {s: self._generate_examples(images, labels, idx) for s, idx in splits.items()}
 
   def _generate_examples(self, images, labels, indices):

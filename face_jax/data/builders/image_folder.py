@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 
 _NAME = "image_folder"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -120,7 +120,7 @@ def make_config(root_dir: Any, image_size: Any = 32, channels: int = 3) -> Image
   size = _normalize_size(image_size)
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels!r}.")
-  roots = _common.normalize_split_sources(root_dir, kind="root_dir",
+  roots = common.normalize_split_sources(root_dir, kind="root_dir",
                                           is_single=lambda x: not isinstance(x, Mapping))
   roots = {s: os.path.abspath(os.fspath(r)) for s, r in roots.items()}
   per_split_classes = {s: _class_dirs(r) for s, r in roots.items()}
@@ -142,7 +142,7 @@ def make_config(root_dir: Any, image_size: Any = 32, channels: int = 3) -> Image
           f"image_folder: split {split!r} ({root}) has no image with extension "
           f"in {IMAGE_EXTENSIONS}.")
     files[split] = entries
-  digest = _common.fingerprint({"roots": roots, "size": size, "channels": channels,
+  digest = common.fingerprint({"roots": roots, "size": size, "channels": channels,
                                 "classes": class_names, "files": stat_keys})
   return ImageFolderConfig(
       name=f"{size[0]}x{size[1]}x{channels}-{digest}",
@@ -175,8 +175,8 @@ def _encode_png(arr: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-class ImageFolder(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-                  skip_registration=_common.already_registered(_NAME)):
+class ImageFolder(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
+                  skip_registration=common.already_registered(_NAME)):
   """One sub-folder per class; images resized to a fixed size."""
 
   name = _NAME
@@ -207,7 +207,7 @@ class ImageFolder(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
   def _info(self) -> tfds.core.DatasetInfo:
     cfg: ImageFolderConfig = self.builder_config
     h, w = cfg.image_size
-    return _common.make_info(
+    return common.make_info(
         self,
         description=(
             "Images from one sub-folder per class (labels = sorted folder names), "
@@ -225,8 +225,8 @@ class ImageFolder(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     del dl_manager
     cfg: ImageFolderConfig = self.builder_config
     k = len(cfg.class_names)
-    _common.set_label_counts(
-        self, {s: _common.count_labels([lab for _, lab in e], k) for s, e in cfg.files.items()})
+    common.set_label_counts(
+        self, {s: common.count_labels([lab for _, lab in e], k) for s, e in cfg.files.items()})
     return {s: self._generate_examples(cfg.roots[s], e) for s, e in cfg.files.items()}
 
   def _generate_examples(self, root, entries):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 
 _NAME = "text_csv"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -124,9 +124,9 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
   Raises:
     FileNotFoundError, ValueError: unreadable files, missing columns, bad labels.
   """
-  sources = _common.normalize_split_sources(files, kind="files",
+  sources = common.normalize_split_sources(files, kind="files",
                                             is_single=lambda x: not isinstance(x, Mapping))
-  paths = {s: [os.path.abspath(p) for p in _common.as_path_list(v)] for s, v in sources.items()}
+  paths = {s: [os.path.abspath(p) for p in common.as_path_list(v)] for s, v in sources.items()}
   texts: dict[str, list[str]] = {}
   raw_labels: dict[str, list[Any]] = {}
   for split, plist in paths.items():
@@ -164,8 +164,8 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
     for split, ls in str_labels.items():
       labels[split] = np.asarray([index[l] for l in ls], dtype=np.int64)
 
-  digest = _common.fingerprint({
-      "files": {s: [[p, _common.file_digest(p)] for p in ps] for s, ps in paths.items()},
+  digest = common.fingerprint({
+      "files": {s: [[p, common.file_digest(p)] for p in ps] for s, ps in paths.items()},
       "text_column": text_column, "label_column": label_column, "names": names,
       "delimiter": delimiter})
   return TextCsvConfig(name=f"k{len(names)}-{digest}", version=TextCsv.VERSION,
@@ -173,8 +173,8 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
                        texts=texts, labels=labels, class_names=names)
 
 
-class TextCsv(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-              skip_registration=_common.already_registered(_NAME)):
+class TextCsv(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
+              skip_registration=common.already_registered(_NAME)):
   """Text classification from CSV / JSON-lines files (`text`, `label`)."""
 
   name = _NAME
@@ -206,7 +206,7 @@ class TextCsv(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg: TextCsvConfig = self.builder_config
-    return _common.make_info(
+    return common.make_info(
         self,
         description=("Text classification examples read from CSV / JSON-lines files "
                      "(columns text, label), in file order."),
@@ -220,7 +220,7 @@ class TextCsv(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     del dl_manager
     cfg: TextCsvConfig = self.builder_config
     k = len(cfg.class_names)
-    _common.set_label_counts(self, {s: _common.count_labels(l, k) for s, l in cfg.labels.items()})
+    common.set_label_counts(self, {s: common.count_labels(l, k) for s, l in cfg.labels.items()})
     return {s: self._generate_examples(cfg.texts[s], cfg.labels[s]) for s in cfg.texts}
 
   def _generate_examples(self, texts, labels):

@@ -19,7 +19,7 @@ installed; Debian's `wordnet-base` does not ship it, and then the standard
 WordNet 3.0 table below is used (`LEXNAMES`, transcribed from the lexnames(5WN)
 manual page that `wordnet-base` installs as /usr/share/man/man5/lexnames.5WN.gz).
 
-Splits (deterministic, no RNG; `_common.every_kth_per_class` with k=5):
+Splits (deterministic, no RNG; `common.every_kth_per_class` with k=5):
 `test` = every 5th synset of each class in source order (parts in the order
 noun, verb, adj, adv; file order within a part), `train` = the rest, `all` =
 `train` followed by `test`.
@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from face_jax.data.builders import _common
+from face_jax.data.builders import common
 
 _NAME = "wordnet_glosses"
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
@@ -181,10 +181,10 @@ def make_config(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = P
     raise FileNotFoundError(f"{INSTALL_HINT} ({wordnet_dir} does not exist.)")
   files = data_files(wordnet_dir, parts)
   _, lex_source = find_lexnames(wordnet_dir)
-  keys = [_common.file_stat_key(f) for f in files]
+  keys = [common.file_stat_key(f) for f in files]
   if lex_source != "builtin":
-    keys.append(_common.file_stat_key(lex_source))
-  digest = _common.fingerprint({"parts": parts, "subsample": int(subsample), "files": keys})
+    keys.append(common.file_stat_key(lex_source))
+  digest = common.fingerprint({"parts": parts, "subsample": int(subsample), "files": keys})
   name = ("all" if parts == PARTS else "-".join(parts)) + (
       f"-every{int(subsample)}" if int(subsample) > 1 else "") + f"-{digest}"
   return WordnetGlossesConfig(name=name, version=WordnetGlosses.VERSION,
@@ -192,8 +192,8 @@ def make_config(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = P
                               wordnet_dir=wordnet_dir, parts=parts, subsample=int(subsample))
 
 
-class WordnetGlosses(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-                     skip_registration=_common.already_registered(_NAME)):
+class WordnetGlosses(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
+                     skip_registration=common.already_registered(_NAME)):
   """WordNet 3.0 glosses -> lexicographer-file labels (45 classes)."""
 
   name = _NAME
@@ -224,7 +224,7 @@ class WordnetGlosses(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilde
   def _info(self) -> tfds.core.DatasetInfo:
     cfg: WordnetGlossesConfig = self.builder_config
     names, source = find_lexnames(cfg.wordnet_dir)
-    return _common.make_info(
+    return common.make_info(
         self,
         description=(
             "WordNet 3.0 synset glosses (text) labelled with the synset's "
@@ -248,10 +248,10 @@ class WordnetGlosses(_common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilde
     k = self.info.features["label"].num_classes
     if labels.size and labels.max() >= k:
       raise ValueError(f"lex_filenum {labels.max()} >= {k} lexicographer files.")
-    test = _common.every_kth_per_class(labels, _HOLDOUT_EVERY)
+    test = common.every_kth_per_class(labels, _HOLDOUT_EVERY)
     splits = {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
-    _common.set_label_counts(
-        self, {s: _common.count_labels(labels[idx], k) for s, idx in splits.items()})
+    common.set_label_counts(
+        self, {s: common.count_labels(labels[idx], k) for s, idx in splits.items()})
     return {s: self._generate_examples(ids, texts, labels, idx) for s, idx in splits.items()}
 
   def _generate_examples(self, ids, texts, labels, indices):
