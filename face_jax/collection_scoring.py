@@ -40,11 +40,14 @@ import math
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from face_jax import engine as engine_lib
 from face_jax._src import pool as pool_lib
 from face_jax._src.metrics import face as face_lib
+from face_jax._src import api
+from face_jax._src.errors import InputError
 from face_jax.scoring import score_model
 
 FACE_POOL = 'face_pool_minmax'
@@ -113,8 +116,9 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
                     num_classes: int | None = None,
                     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
                     suspects: set | None = None,
-                    log: Callable[[str], None] | None = None) -> dict[str, dict]:
-  """Every metric of ``infos`` on a model's default-layer features, via ``score_model``.
+                    log: Callable[[str], None] | None = None,
+                    in_memory: bool = True) -> dict[str, dict]:
+  """Every metric of ``infos`` on a model's default-layer features.
 
   The metrics run together (shared passes).  When that raises, the group is
   split in halves and each half retried (recursively), so a failing metric
@@ -134,6 +138,12 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
     metric_options: ``{metric: {option: value}}`` (as in ``face_jax.score``).
     suspects: optional mutable set of metric names to run separately (updated).
     log: optional callback, called with a message for every failing metric.
+    in_memory: compute the features once (``FeatureExtractor.embed``) and score
+      the arrays with ``face_jax.score``: one forward compilation per model, and
+      the statistics compile once for every model with the same feature dimension
+      (the default; the images are in memory already).  False: ``score_model``
+      streams the images through the model, fused with the statistics, for every
+      metric group.
 
   Returns:
     ``{metric: record}`` in the order of ``infos``, plus ``'_seconds'`` (wall time).
@@ -141,11 +151,30 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
   t0 = time.perf_counter()
   suspects = set() if suspects is None else suspects
 
+  layer = extractor.default_layer
+  feats = None
+  if in_memory:
+    needs_probs = any('source_probs' in infos[m].needs for m in infos)
+    with_probs = needs_probs and 'logits' in extractor.layer_names
+    feats = extractor.embed(images, (layer, 'logits') if with_probs else (layer,),
+                            batch_size=batch_size)
+    if with_probs:   # the source model's predictions, as score_model forms them
+      feats['source_probs'] = np.asarray(jax.nn.softmax(feats.pop('logits'), axis=-1))
+
   def run(ms):
     opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
-    out = score_model(extractor, (images, labels), metrics=tuple(ms), batch_size=batch_size,
-                      num_classes=num_classes, metric_options=opts or None)
-    return out[extractor.default_layer]
+    if feats is None:
+      out = score_model(extractor, (images, labels), metrics=tuple(ms), batch_size=batch_size,
+                        num_classes=num_classes, metric_options=opts or None)
+      return out[layer]
+    probs = feats.get('source_probs')
+    if probs is None and any('source_probs' in infos[m].needs for m in ms):
+      raise InputError(
+          f'metrics {[m for m in ms if infos[m].needs]} need source probabilities, but '
+          f'{extractor.name} has no classifier head (a "logits" layer)')
+    return api.score(feats[layer], labels, metrics=tuple(ms), source_probs=probs,
+                     batch_size=batch_size, num_classes=num_classes,
+                     metric_options=opts or None)
 
   records: dict[str, Any] = {}
 
@@ -183,7 +212,7 @@ def score_collection(collection, images: np.ndarray, labels: np.ndarray,
                      metric_options: Mapping[str, Mapping[str, Any]] | None = None,
                      log: Callable[[str, str], None] | None = None,
                      done: Callable[[str, Mapping[str, Any], float], None] | None = None,
-                     ) -> dict[str, dict[str, dict]]:
+                     in_memory: bool = True) -> dict[str, dict[str, dict]]:
   """Every model of a collection on one labelled dataset (``score_extractor`` per model).
 
   A metric that fails on one model runs on its own for the following models,
@@ -198,6 +227,7 @@ def score_collection(collection, images: np.ndarray, labels: np.ndarray,
     batch_size, num_classes, metric_options: as in ``score_extractor``.
     log: optional ``log(model, message)`` for every failing metric.
     done: optional ``done(model, records, seconds)`` after each model.
+    in_memory: as in ``score_extractor``.
 
   Returns:
     ``{model: {metric: record}}`` in collection order (no ``'_seconds'``).
@@ -211,7 +241,7 @@ def score_collection(collection, images: np.ndarray, labels: np.ndarray,
     name = entry.name
     recs = score_extractor(ex, images, labels, infos, batch_size=batch_size,
                            num_classes=num_classes, metric_options=metric_options,
-                           suspects=suspects,
+                           suspects=suspects, in_memory=in_memory,
                            log=(lambda m, name=name: log(name, m)) if log else None)
     records[name] = {m: r for m, r in recs.items() if m in infos}
     if done:

@@ -266,7 +266,7 @@ def score_model(model, data, *, split: str | None = None, data_dir: str | None =
                                            seg)
   feat = cache[key]
   eng = engine or engine_lib.Engine(mesh, progress=progress)
-  params = jax.device_put(extractor.params, eng._replicated)
+  params = eng.replicate(extractor.params)
   extras = {}
   if needs_probs:
     extras['source_probs'] = (extractor.feature_dim(source_probs_layer),)
