@@ -91,8 +91,8 @@ REFERENCE_CALLS = {
                   'tllib/ranking/transrate.py::transrate(x, y)  (eps=1e-4)'),
     'leep': ('LogME', 'LEEP.py::LEEP(p, y)'),
     'nce': ('LogME', 'NCE.py::NCE(np.argmax(p, axis=1), y)  (argmax timed too)'),
-    'sfda': ('SFDA', 'metrics.py::SFDA_Score(x.copy(), y)  (it overwrites its input; '
-                     'the copy is made before the timer)'),
+    'sfda': ('SFDA', 'metrics.py::SFDA_Score(x, y)  (on the worker\'s own copy of x: it '
+                     'overwrites its input)'),
     'ncti': ('NCTI', 'metrics.py::NCTI_Score(x, y) -> (s_seli, s_ncc, vc)'),
 }
 
@@ -266,12 +266,12 @@ def worker_reference(args: dict) -> dict:
                        record)
   except Exception as e:  # pylint: disable=broad-except  # any import failure is reported
     return {'status': f'not available: {type(e).__name__}: {e}'}
-  data = _load(args['paths'], ('features', 'labels', 'source_probs'))
-  x, y, p = data['features'], data['labels'], data['source_probs']
+  # The worker's own in-memory copies (SFDA_Score overwrites its X with the ConfMix features).
+  data = _load(args['paths'], ('labels', 'source_probs' if metric in SOURCE_METRICS
+                               else 'features'))
+  x, y, p = data.get('features'), data['labels'], data.get('source_probs')
   random.seed(REFERENCE_SEED)
   np.random.seed(REFERENCE_SEED)
-  if metric == 'sfda':
-    x = x.copy()                         # SFDA_Score overwrites X (ConfMix); copied untimed
   try:
     with contextlib.redirect_stdout(sys.stderr):   # the references print diagnostics
       value, rec = _timed(lambda: fn(x, y, p))

@@ -128,3 +128,16 @@ def test_reference_commit_sources(tmp_path):
   assert info['NCTI']['commit'] == 'abc123' and info['NCTI']['matches_pinned'] is False
   assert info['NCTI']['commit_source'] == '--reference_commits'
   assert info['LogME']['status'].startswith('not available: ')
+
+
+def test_readme_documents_every_field(quick):
+  r, _ = quick
+  readme = (ROOT / 'benchmarks' / 'README.md').read_text()
+  documented = set(re.findall(r'`([A-Za-z_][A-Za-z0-9_]*)`', readme))
+  fields = set(r) | set(r['data']) | set(r['all_eight']) | set(r['all_eight']['face_jax'])
+  for ref in r['references'].values():
+    fields |= set(ref)
+  for rec in r['per_metric'].values():
+    fields |= set(rec) | set(rec['reference']) | set(rec['face_jax'])
+  missing = sorted(fields - documented)
+  assert not missing, f'benchmarks/README.md does not document {missing}'
