@@ -112,13 +112,15 @@ class SourceJoint(stats_lib.Statistic):
   def from_batch(cls, spec: SourceJointSpec, params, batch: stats_lib.Batch) -> 'SourceJoint':
     del params
     y, m = common.labels_mask(spec, batch)
-    p = _masked_probs(spec, batch)
-    dt = p.dtype
+    dt = jnp.dtype(spec.dtype)
+    k, ks = spec.num_classes, spec.source_classes
+    count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
     if spec.hard:
-      z = jnp.argmax(batch.extras['source_probs'], axis=-1)
-      p = jax.nn.one_hot(z, spec.source_classes, dtype=dt) * m[:, None].astype(dt)
-    count = jax.ops.segment_sum(m.astype(dt), y, num_segments=spec.num_classes)
-    joint = jax.ops.segment_sum(p, y, num_segments=spec.num_classes)
+      # One count per sample at (y, argmax z): a histogram of y·Ks + z (no [B, Ks] one-hot).
+      z = jnp.argmax(batch.extras['source_probs'], axis=-1).astype(jnp.int32)
+      joint = jax.ops.segment_sum(m.astype(dt), y * ks + z, num_segments=k * ks).reshape(k, ks)
+    else:
+      joint = jax.ops.segment_sum(_masked_probs(spec, batch), y, num_segments=k)
     return cls(count=count, joint=joint)
 
   def finalize(self, spec: SourceJointSpec, params) -> JointCounts:
