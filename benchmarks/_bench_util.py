@@ -101,8 +101,14 @@ class RssSampler:
     return self.samples[-1][1]
 
 
-def interleaved(fns: Mapping[str, Callable[[], object]], *, min_rounds: int, max_rounds: int,
-                budget_s: float, warmup: int = 1) -> dict[str, np.ndarray]:
+def interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    min_rounds: int,
+    max_rounds: int,
+    budget_s: float,
+    warmup: int = 1,
+) -> dict[str, np.ndarray]:
   """Times every function once per round, round after round.
 
   Args:
@@ -154,6 +160,7 @@ def blas_info() -> list[dict]:
 def host_info() -> dict:
   """A description of the machine and software the numbers were measured on."""
   import jax
+
   info = {
       'python': platform.python_version(),
       'platform': platform.platform(),
@@ -164,9 +171,18 @@ def host_info() -> dict:
       'jax_backend': jax.default_backend(),
       'devices': [str(d.device_kind) for d in jax.devices()],
       'blas': blas_info(),
-      'env': {k: os.environ[k] for k in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE',
-                                         'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS',
-                                         'XLA_FLAGS', 'JAX_PLATFORMS') if k in os.environ},
+      'env': {
+          k: os.environ[k]
+          for k in (
+              'OPENBLAS_CORETYPE',
+              'OPENBLAS_L2_SIZE',
+              'OPENBLAS_NUM_THREADS',
+              'OMP_NUM_THREADS',
+              'XLA_FLAGS',
+              'JAX_PLATFORMS',
+          )
+          if k in os.environ
+      },
       'load_average': list(os.getloadavg()),
       'mem_total_mb': _mem_total_mb(),
   }
@@ -221,8 +237,9 @@ def forward_and_stats(extractor, layer: str, engine, batches, num_classes: int):
   feat = fje.ModelFeaturizer(extractor.feature_fn((layer,)), (layer,))
   layout = ((layer, k, ((fje.Moments, fje.MomentsSpec(num_classes=k, dim=d)),)),)
   step = engine.build_step(layout, feat)
-  pdev = engine.replicate({layer: ({'shift': np.zeros((k, d), np.float32),
-                                    'weight': np.ones((k,), np.float32)},)})
+  pdev = engine.replicate(
+      {layer: ({'shift': np.zeros((k, d), np.float32), 'weight': np.ones((k,), np.float32)},)}
+  )
 
   def forward():
     out = None

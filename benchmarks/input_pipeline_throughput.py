@@ -74,24 +74,30 @@ def _run(args, tmp: str) -> None:
 
   cases = [
       ("digits/all", dict(name="digits", split="all")),
-      (f"arrays 32x32x3 raw ({args.n32})",
-       dict(name="arrays", split="train", arrays={"image": images, "labels": labels})),
-      (f"image_folder 32x32x3 png ({n_png})",
-       dict(name="image_folder", split="train", root_dir=root, image_size=32)),
+      (
+          f"arrays 32x32x3 raw ({args.n32})",
+          dict(name="arrays", split="train", arrays={"image": images, "labels": labels}),
+      ),
+      (
+          f"image_folder 32x32x3 png ({n_png})",
+          dict(name="image_folder", split="train", root_dir=root, image_size=32),
+      ),
   ]
   if os.path.isfile("/usr/share/wordnet/data.noun"):
     cases.append(("wordnet_glosses/train (text)", dict(name="wordnet_glosses", split="train")))
-  print(f"{'dataset':36s} {'workers':>7s} {'prep s':>7s} {'pass ex/s':>10s} "
-        f"{'1st batch s':>11s} {'steady ex/s':>11s}")
+  print(
+      f"{'dataset':36s} {'workers':>7s} {'prep s':>7s} {'pass ex/s':>10s} "
+      f"{'1st batch s':>11s} {'steady ex/s':>11s}"
+  )
   for label, kw in cases:
     for w in args.workers:
       t0 = time.perf_counter()
-      pipe = fd.get(data_dir=data_dir, batch_size=256, process_index=0, process_count=1,
-                    num_workers=w, **kw)
+      pipe = fd.get(
+          data_dir=data_dir, batch_size=256, process_index=0, process_count=1, num_workers=w, **kw
+      )
       prep = time.perf_counter() - t0
       rate, first, steady = _rate(pipe, args.repeats)
-      print(f"{label:36s} {w:7d} {prep:7.1f} {rate:10.0f} {first:11.2f} {steady:11.0f}",
-            flush=True)
+      print(f"{label:36s} {w:7d} {prep:7.1f} {rate:10.0f} {first:11.2f} {steady:11.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,14 @@ def bench_model(name, quick, repeats, data_dir):
   rng = np.random.default_rng(0)
   labels = rng.integers(0, k, n)
   images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
-  pipe = data.get('arrays', 'train', data_dir=data_dir, batch_size=batch,
-                  arrays={'image': images, 'labels': labels}, num_classes=k)
+  pipe = data.get(
+      'arrays',
+      'train',
+      data_dir=data_dir,
+      batch_size=batch,
+      arrays={'image': images, 'labels': labels},
+      num_classes=k,
+  )
   ex = models.get(preset, image_size=size, **opts)
   d = ex.feature_dim()
   layer = ex.default_layer
@@ -80,6 +86,7 @@ def bench_model(name, quick, repeats, data_dir):
   def read():
     for b in pipe:
       ex.host_preprocess(b['image'])
+
   read()
   t_pipe = _median_time(read, repeats)
 
@@ -87,9 +94,16 @@ def bench_model(name, quick, repeats, data_dir):
   eng = face_jax.Engine()
   src_batches = []
   from face_jax.scoring import ModelInputSource
-  src = ModelInputSource(lambda: iter(pipe), extractor=ex, input_key='image', batch_size=batch,
-                         num_classes=k, label_counts=pipe.label_counts(),
-                         num_batches=pipe.num_batches)
+
+  src = ModelInputSource(
+      lambda: iter(pipe),
+      extractor=ex,
+      input_key='image',
+      batch_size=batch,
+      num_classes=k,
+      label_counts=pipe.label_counts(),
+      num_batches=pipe.num_batches,
+  )
   for raw, _ in src:
     src_batches.append(eng.to_global(raw))
   forward, forward_stats = bu.forward_and_stats(ex, layer, eng, src_batches, k)
@@ -97,24 +111,32 @@ def bench_model(name, quick, repeats, data_dir):
   forward()
   forward_stats()
   tf, ts = [], []
-  for _ in range(repeats):                       # interleaved: the same machine conditions
+  for _ in range(repeats):  # interleaved: the same machine conditions
     tf.append(_median_time(forward, 1))
     ts.append(_median_time(forward_stats, 1))
   t_fwd, t_fs = float(np.median(tf)), float(np.median(ts))
 
   # (d) end to end.
-  face_jax.score_model(ex, pipe)                # warm-up: compiles
+  face_jax.score_model(ex, pipe)  # warm-up: compiles
   t0 = time.perf_counter()
   face_jax.score_model(ex, pipe)
   t_e2e = time.perf_counter() - t0
 
   ex_n = pipe.num_examples
   return {
-      'model': name, 'image_size': size, 'channels': channels, 'feature_dim': d,
-      'num_classes': k, 'batch_size': batch, 'num_examples': ex_n,
-      'pipeline_images_per_s': ex_n / t_pipe, 'forward_images_per_s': ex_n / t_fwd,
-      'forward_stats_images_per_s': ex_n / t_fs, 'stats_overhead': t_fs / t_fwd - 1.0,
-      'end_to_end_images_per_s': ex_n / t_e2e, 'pipeline_keeps_up': t_pipe <= t_fwd,
+      'model': name,
+      'image_size': size,
+      'channels': channels,
+      'feature_dim': d,
+      'num_classes': k,
+      'batch_size': batch,
+      'num_examples': ex_n,
+      'pipeline_images_per_s': ex_n / t_pipe,
+      'forward_images_per_s': ex_n / t_fwd,
+      'forward_stats_images_per_s': ex_n / t_fs,
+      'stats_overhead': t_fs / t_fwd - 1.0,
+      'end_to_end_images_per_s': ex_n / t_e2e,
+      'pipeline_keeps_up': t_pipe <= t_fwd,
       'repeats': repeats,
   }
 
@@ -122,32 +144,52 @@ def bench_model(name, quick, repeats, data_dir):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--quick', action='store_true', help='small N, 3 repeats (~1-2 min)')
-  ap.add_argument('--smoke', action='store_true', help='cnn_tiny only, 1 repeat (schema check, ~20 s)')
-  ap.add_argument('--models', default='cnn_small,resnet50', help='comma-separated: ' + ','.join(CONFIGS))
+  ap.add_argument(
+      '--smoke', action='store_true', help='cnn_tiny only, 1 repeat (schema check, ~20 s)'
+  )
+  ap.add_argument(
+      '--models', default='cnn_small,resnet50', help='comma-separated: ' + ','.join(CONFIGS)
+  )
   ap.add_argument('--repeats', type=int, default=None)
-  ap.add_argument('--out', default=None, help='JSON output (default: benchmarks/results/'
-                  'model_throughput[_quick].json)')
+  ap.add_argument(
+      '--out',
+      default=None,
+      help='JSON output (default: benchmarks/results/' 'model_throughput[_quick].json)',
+  )
   args = ap.parse_args(argv)
   if args.smoke:
     args.quick, args.models = True, 'cnn_tiny'
   repeats = args.repeats or (1 if args.smoke else 3 if args.quick else 5)
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                 'model_throughput_quick.json' if args.quick else
-                                 'model_throughput.json')
+  out = args.out or os.path.join(
+      os.path.dirname(os.path.abspath(__file__)),
+      'results',
+      'model_throughput_quick.json' if args.quick else 'model_throughput.json',
+  )
   results = []
   with tempfile.TemporaryDirectory() as data_dir:
     for name in args.models.split(','):
       r = bench_model(name, args.quick, repeats, data_dir)
       results.append(r)
-      print(f"{name:10s} D={r['feature_dim']:5d} K={r['num_classes']}  pipeline "
-            f"{r['pipeline_images_per_s']:9.1f}/s  forward {r['forward_images_per_s']:8.1f}/s  "
-            f"forward+stats {r['forward_stats_images_per_s']:8.1f}/s  overhead "
-            f"{100 * r['stats_overhead']:+.1f}%  end-to-end {r['end_to_end_images_per_s']:8.1f}/s  "
-            f"pipeline keeps up: {r['pipeline_keeps_up']}", flush=True)
-  payload = {'quick': args.quick, 'smoke': args.smoke, 'machine': {
-      'cpu_count': os.cpu_count(), 'platform': platform.platform(), 'jax': jax.__version__,
-      'devices': [str(d) for d in jax.devices()]}, 'models': results,
-      'command': ' '.join(['python', 'benchmarks/model_throughput.py'] + (argv or sys.argv[1:]))}
+      print(
+          f"{name:10s} D={r['feature_dim']:5d} K={r['num_classes']}  pipeline "
+          f"{r['pipeline_images_per_s']:9.1f}/s  forward {r['forward_images_per_s']:8.1f}/s  "
+          f"forward+stats {r['forward_stats_images_per_s']:8.1f}/s  overhead "
+          f"{100 * r['stats_overhead']:+.1f}%  end-to-end {r['end_to_end_images_per_s']:8.1f}/s  "
+          f"pipeline keeps up: {r['pipeline_keeps_up']}",
+          flush=True,
+      )
+  payload = {
+      'quick': args.quick,
+      'smoke': args.smoke,
+      'machine': {
+          'cpu_count': os.cpu_count(),
+          'platform': platform.platform(),
+          'jax': jax.__version__,
+          'devices': [str(d) for d in jax.devices()],
+      },
+      'models': results,
+      'command': ' '.join(['python', 'benchmarks/model_throughput.py'] + (argv or sys.argv[1:])),
+  }
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, 'w') as f:
     json.dump(payload, f, indent=1)

@@ -58,62 +58,166 @@ from benchmarks import _bench_util as bu  # noqa: E402
 SCHEMA = 'face_jax.benchmarks.throughput/1'
 SECTIONS = ('step', 'breakdown', 'memory', 'finalise', 'versus', 'devices')
 RESULT_PREFIX = 'RESULT '
-TARGET_STEP_RATIO = 0.7          # step rate / matmul rate, CPU, D >= 512
-TARGET_FINALISE_S = 10.0         # FaCe finalisation, D = 2048, K = 1000, CPU
+TARGET_STEP_RATIO = 0.7  # step rate / matmul rate, CPU, D >= 512
+TARGET_FINALISE_S = 10.0  # FaCe finalisation, D = 2048, K = 1000, CPU
 
 
 # -- the JSON schema (documented field by field in benchmarks/README.md) ----------------
 
 _F, _I, _S, _B, _L, _D = float, int, str, bool, list, dict
 STEP_FIELDS = {
-    'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'dtype': _S, 'compensated': _B,
-    'scatter_blocks': _I, 'scatter_kernel': _S, 'rounds': _I, 'step_s': _F, 'step_s_median': _F,
-    'numpy_matmul_s': _F, 'jax_matmul_s': _F, 'samples_per_s': _F, 'flops_per_s': _F,
-    'numpy_matmul_flops_per_s': _F, 'jax_matmul_flops_per_s': _F, 'matmul_flops_per_s': _F,
-    'matmul_baseline': _S, 'ratio': _F, 'ratio_numpy': _F, 'ratio_jax': _F,
-    'ratio_paired_median': _F, 'peak_rss_mb': _F,
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'devices': _I,
+    'dtype': _S,
+    'compensated': _B,
+    'scatter_blocks': _I,
+    'scatter_kernel': _S,
+    'rounds': _I,
+    'step_s': _F,
+    'step_s_median': _F,
+    'numpy_matmul_s': _F,
+    'jax_matmul_s': _F,
+    'samples_per_s': _F,
+    'flops_per_s': _F,
+    'numpy_matmul_flops_per_s': _F,
+    'jax_matmul_flops_per_s': _F,
+    'matmul_flops_per_s': _F,
+    'matmul_baseline': _S,
+    'ratio': _F,
+    'ratio_numpy': _F,
+    'ratio_jax': _F,
+    'ratio_paired_median': _F,
+    'peak_rss_mb': _F,
 }
-BREAKDOWN_FIELDS = {'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'auto_scatter_blocks': _I,
-                    'scatter_kernel': _S, 'rounds': _I, 'parts': _D}
-BREAKDOWN_PART_FIELDS = {'time_s': _F, 'time_s_median': _F, 'ratio_numpy': _F, 'ratio_jax': _F,
-                         'fraction_of_step': _F}
+BREAKDOWN_FIELDS = {
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'devices': _I,
+    'auto_scatter_blocks': _I,
+    'scatter_kernel': _S,
+    'rounds': _I,
+    'parts': _D,
+}
+BREAKDOWN_PART_FIELDS = {
+    'time_s': _F,
+    'time_s_median': _F,
+    'ratio_numpy': _F,
+    'ratio_jax': _F,
+    'fraction_of_step': _F,
+}
 MEMORY_FIELDS = {
-    'N': _I, 'D': _I, 'K': _I, 'batch_size': _I, 'warmup_s': _F, 'stream_s': _F,
-    'finalise_s': _F, 'samples_per_s': _F, 'passes': _I, 'rss_before_stream_mb': _F, 'rss_sampled_peak_mb': _F,
-    'rss_end_mb': _F, 'peak_rss_mb': _F, 'rss_growth_mb': _F,
+    'N': _I,
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'warmup_s': _F,
+    'stream_s': _F,
+    'finalise_s': _F,
+    'samples_per_s': _F,
+    'passes': _I,
+    'rss_before_stream_mb': _F,
+    'rss_sampled_peak_mb': _F,
+    'rss_end_mb': _F,
+    'peak_rss_mb': _F,
+    'rss_growth_mb': _F,
 }
 FINALISE_FIELDS = {
-    'metric': _S, 'options': _D, 'D': _I, 'K': _I, 'N': _I, 'passes': _I, 'stream_s': _F,
-    'stat_finalize_s': _F, 'plan_s': _F, 'finalise_s': _F, 'plan_s_1_blas_thread': _F,
-    'blas_threads': _I, 'value': (float, type(None)),
+    'metric': _S,
+    'options': _D,
+    'D': _I,
+    'K': _I,
+    'N': _I,
+    'passes': _I,
+    'stream_s': _F,
+    'stat_finalize_s': _F,
+    'plan_s': _F,
+    'finalise_s': _F,
+    'plan_s_1_blas_thread': _F,
+    'blas_threads': _I,
+    'value': (float, type(None)),
 }
-VERSUS_FIELDS = {'N': _I, 'D': _I, 'K': _I, 'batch_size': _I, 'stream': _D, 'dense': _D,
-                 'summary': _D}
+VERSUS_FIELDS = {
+    'N': _I,
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'stream': _D,
+    'dense': _D,
+    'summary': _D,
+}
 VERSUS_STREAM_FIELDS = {
-    'side': _S, 'N': _I, 'D': _I, 'K': _I, 'batch_size': _I, 'metrics': _L, 'warmup_s': _F,
-    'generate_s': _F, 'time_s': _F, 'rss_before_mb': _F, 'rss_sampled_peak_mb': _F,
-    'peak_rss_mb': _F, 'values': _D,
+    'side': _S,
+    'N': _I,
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'metrics': _L,
+    'warmup_s': _F,
+    'generate_s': _F,
+    'time_s': _F,
+    'rss_before_mb': _F,
+    'rss_sampled_peak_mb': _F,
+    'peak_rss_mb': _F,
+    'values': _D,
 }
 VERSUS_DENSE_FIELDS = {
-    'side': _S, 'N': _I, 'D': _I, 'K': _I, 'metrics': _L, 'prepare_s': _F, 'rss_with_data_mb': _F,
-    'time_s': _F, 'per_metric': _D, 'peak_rss_mb': _F,
+    'side': _S,
+    'N': _I,
+    'D': _I,
+    'K': _I,
+    'metrics': _L,
+    'prepare_s': _F,
+    'rss_with_data_mb': _F,
+    'time_s': _F,
+    'per_metric': _D,
+    'peak_rss_mb': _F,
 }
 VERSUS_DENSE_METRIC_FIELDS = {'time_s': _F, 'rss_sampled_peak_mb': _F, 'value': _F}
 VERSUS_SUMMARY_FIELDS = {
-    'common_metrics': _L, 'dense_time_common_s': _F, 'stream_time_s': _F,
-    'time_ratio_dense_over_stream': (float, type(None)), 'peak_rss_ratio_dense_over_stream': _F,
+    'common_metrics': _L,
+    'dense_time_common_s': _F,
+    'stream_time_s': _F,
+    'time_ratio_dense_over_stream': (float, type(None)),
+    'peak_rss_ratio_dense_over_stream': _F,
     'value_rel_diff': _D,
 }
 DEVICES_FIELDS = {'runs': _L, 'comparison': _L}
 DEVICES_RUN_FIELDS = {'devices': _I, 'step': _L, 'pass': _L, 'peak_rss_mb': _F}
-DEVICES_PASS_FIELDS = {'D': _I, 'K': _I, 'batch_size': _I, 'devices': _I, 'steps': _I,
-                       'pass_s': _F, 'pass_s_median': _F, 'samples_per_s': _F}
-DEVICES_COMPARISON_FIELDS = {
-    'D': _I, 'K': _I, 'batch_size': _I, 'devices': _L, 'step_samples_per_s': _L,
-    'step_speed_ratio': _F, 'pass_samples_per_s': _L, 'pass_speed_ratio': _F,
+DEVICES_PASS_FIELDS = {
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'devices': _I,
+    'steps': _I,
+    'pass_s': _F,
+    'pass_s_median': _F,
+    'samples_per_s': _F,
 }
-TOP_FIELDS = {'schema': _S, 'mode': _S, 'sections': _L, 'created': _S, 'host': _D, 'timing': _D,
-              'targets': _D, 'section_seconds': _D, 'summary': _D, 'total_seconds': _F}
+DEVICES_COMPARISON_FIELDS = {
+    'D': _I,
+    'K': _I,
+    'batch_size': _I,
+    'devices': _L,
+    'step_samples_per_s': _L,
+    'step_speed_ratio': _F,
+    'pass_samples_per_s': _L,
+    'pass_speed_ratio': _F,
+}
+TOP_FIELDS = {
+    'schema': _S,
+    'mode': _S,
+    'sections': _L,
+    'created': _S,
+    'host': _D,
+    'timing': _D,
+    'targets': _D,
+    'section_seconds': _D,
+    'summary': _D,
+    'total_seconds': _F,
+}
 
 
 # -- configurations -----------------------------------------------------------------
@@ -130,18 +234,18 @@ class Rounds:
 class Config:
   """What each mode measures."""
 
-  step_grid: tuple            # (D, K, batch_size) triples
-  breakdown_grid: tuple       # (D, K, batch_size) triples
-  block_counts: tuple         # scatter block counts swept in ``breakdown``
+  step_grid: tuple  # (D, K, batch_size) triples
+  breakdown_grid: tuple  # (D, K, batch_size) triples
+  block_counts: tuple  # scatter block counts swept in ``breakdown``
   rounds: Rounds
   memory_n: tuple
   memory_dim: int
   memory_classes: int
   memory_batch: int
-  finalise_grid: tuple        # (D, K, all_variants) triples
-  versus: tuple               # (N, D, K, batch_size)
-  dense_metrics: tuple        # in-memory float64 metrics timed in ``versus``
-  devices_grid: tuple         # (D, K, batch_size) triples
+  finalise_grid: tuple  # (D, K, all_variants) triples
+  versus: tuple  # (N, D, K, batch_size)
+  dense_metrics: tuple  # in-memory float64 metrics timed in ``versus``
+  devices_grid: tuple  # (D, K, batch_size) triples
   devices_pass_steps: int
 
 
@@ -155,7 +259,9 @@ FULL = Config(
     block_counts=(1, 2, 4, 8),
     rounds=Rounds(min_rounds=5, max_rounds=61, budget_s=4.0),
     memory_n=(100_000, 300_000, 1_000_000, 3_000_000, 10_000_000),
-    memory_dim=512, memory_classes=100, memory_batch=8192,
+    memory_dim=512,
+    memory_classes=100,
+    memory_batch=8192,
     finalise_grid=tuple((d, k, True) for d in (256, 512, 1024, 2048) for k in (10, 100, 1000)),
     versus=(200_000, 1024, 100, 8192),
     dense_metrics=('face', 'hscore', 'reg_hscore', 'nc1', 'logme'),
@@ -169,7 +275,9 @@ QUICK = Config(
     block_counts=(2, 4, 8),
     rounds=Rounds(min_rounds=5, max_rounds=31, budget_s=2.5),
     memory_n=(100_000, 1_000_000),
-    memory_dim=512, memory_classes=100, memory_batch=8192,
+    memory_dim=512,
+    memory_classes=100,
+    memory_batch=8192,
     finalise_grid=((512, 100, False), (2048, 1000, False)),
     versus=(20_000, 1024, 100, 8192),
     dense_metrics=('face', 'nc1'),
@@ -183,7 +291,9 @@ SMOKE = Config(
     block_counts=(2,),
     rounds=Rounds(min_rounds=2, max_rounds=2, budget_s=0.0),
     memory_n=(2_048, 8_192),
-    memory_dim=32, memory_classes=4, memory_batch=512,
+    memory_dim=32,
+    memory_classes=4,
+    memory_batch=512,
     finalise_grid=((32, 4, False),),
     versus=(2_000, 32, 4, 512),
     dense_metrics=('face', 'hscore', 'reg_hscore', 'nc1', 'logme'),
@@ -193,10 +303,12 @@ SMOKE = Config(
 
 MODES = {'full': FULL, 'quick': QUICK, 'smoke': SMOKE}
 
+
 # FaCe variants timed in ``finalise``: the default and every single-option change
 # away from it (every other value of every option of face.FaceOptions).
 def _face_variants() -> tuple:
   import face_jax  # pylint: disable=g-import-not-at-top
+
   d = face_jax.FaceOptions()
   out = [{}]
   for name, allowed in face_jax.FaceOptions.CHOICES.items():
@@ -210,15 +322,26 @@ METRIC_VARIANTS = {'face': FACE_VARIANTS}
 # ``finalise``: every one-pass metric.  TransRate's
 # per-class scatter holds K·D² numbers: it is timed only where that stays under
 # TRANSRATE_MAX_ELEMENTS (1 GiB of float32).
-ONE_PASS_METRICS = ('face', 'nc1', 'vci', 'logme', 'nce', 'hscore', 'reg_hscore', 'gbc',
-                    'transrate')
-TRANSRATE_MAX_ELEMENTS = 2 ** 28
+ONE_PASS_METRICS = (
+    'face',
+    'nc1',
+    'vci',
+    'logme',
+    'nce',
+    'hscore',
+    'reg_hscore',
+    'gbc',
+    'transrate',
+)
+TRANSRATE_MAX_ELEMENTS = 2**28
 
 
 def _finalise_metrics(d: int, k: int) -> list:
   from face_jax import engine
+
   names = [m for m in ONE_PASS_METRICS if m in engine.names()]
   return [m for m in names if m != 'transrate' or k * d * d <= TRANSRATE_MAX_ELEMENTS]
+
 
 # ``versus``: metrics with an in-memory float64 implementation (the reference repositories'
 # way); the streamed side computes those of them that are registered.
@@ -254,13 +377,15 @@ def _engine_step(engine, spec, params_host, raw, compensated=True):
   import jax
   import face_jax
   from face_jax import engine as fje
+
   layout = (('features', spec.num_classes, ((fje.Moments, spec),)),)
   if engine.compensated != compensated:
     engine = face_jax.Engine(engine.mesh, compensated=compensated)
   step = engine.build_step(layout)
   states = [engine.init_states(layout)]
-  params = engine.replicate({'features': ({k: np.asarray(v, np.float32)
-                                           for k, v in params_host.items()},)})
+  params = engine.replicate(
+      {'features': ({k: np.asarray(v, np.float32) for k, v in params_host.items()},)}
+  )
   batch = engine.to_global(raw)
 
   def run():
@@ -274,7 +399,12 @@ def _step_inputs(d, k, b, seed=0):
   means = _class_means(seed, k, d)
   x, _ = _chunk(seed, 0, 0, b, means)
   y = np.random.default_rng(seed + 1).integers(0, k, b).astype(np.int32)
-  raw = {'features': x, 'label': y, '_mask': np.ones(b, bool), '_index': np.arange(b, dtype=np.int32)}
+  raw = {
+      'features': x,
+      'label': y,
+      '_mask': np.ones(b, bool),
+      '_index': np.arange(b, dtype=np.int32),
+  }
   params = {'shift': means, 'weight': np.ones(k, np.float32)}
   return x, raw, params
 
@@ -283,10 +413,10 @@ def _matmul_fns(x):
   """numpy ``x.T @ x`` and a jitted HIGHEST-precision ``jnp.dot(x.T, x)`` on a device copy."""
   import jax
   import jax.numpy as jnp
+
   xj = jax.device_put(x, jax.devices()[0])
   mm = jax.jit(lambda a: jnp.dot(a.T, a, precision=jax.lax.Precision.HIGHEST))
-  return {'numpy_matmul': lambda: x.T @ x,
-          'jax_matmul': lambda: mm(xj).block_until_ready()}
+  return {'numpy_matmul': lambda: x.T @ x, 'jax_matmul': lambda: mm(xj).block_until_ready()}
 
 
 def _rates(times, flops, rows):
@@ -295,8 +425,10 @@ def _rates(times, flops, rows):
   best = tn if tn.min() <= tj.min() else tj
   return {
       'rounds': int(len(ts)),
-      'step_s': float(ts.min()), 'step_s_median': float(np.median(ts)),
-      'numpy_matmul_s': float(tn.min()), 'jax_matmul_s': float(tj.min()),
+      'step_s': float(ts.min()),
+      'step_s_median': float(np.median(ts)),
+      'numpy_matmul_s': float(tn.min()),
+      'jax_matmul_s': float(tj.min()),
       'samples_per_s': rows / float(ts.min()),
       'flops_per_s': flops / float(ts.min()),
       'numpy_matmul_flops_per_s': flops / float(tn.min()),
@@ -314,6 +446,7 @@ def _kernel_name(spec, rows: int) -> str:
   """Which code a ``Moments`` step on ``rows`` rows per device runs here: ``cpu_kernel`` or ``xla``."""
   import jax
   from face_jax import engine as fje
+
   cpu = jax.default_backend() == 'cpu' and fje.Moments.uses_cpu_kernel(spec, rows)
   return 'cpu_kernel' if cpu else 'xla'
 
@@ -323,6 +456,7 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   import jax
   import face_jax
   from face_jax import engine as fje
+
   ndev = jax.device_count()
   engine = face_jax.Engine()
   spec = fje.MomentsSpec(num_classes=k, dim=d, scatter_blocks=blocks)
@@ -330,11 +464,19 @@ def measure_step(d, k, b, rounds: Rounds, *, compensated=True, blocks=None) -> d
   fns = dict(_matmul_fns(x))
   fns['step'] = _engine_step(engine, spec, params, raw, compensated)
   with bu.RssSampler() as rss:
-    times = bu.interleaved(fns, min_rounds=rounds.min_rounds, max_rounds=rounds.max_rounds,
-                           budget_s=rounds.budget_s)
-  rec = {'D': d, 'K': k, 'batch_size': b, 'devices': ndev, 'dtype': 'float32',
-         'compensated': compensated, 'scatter_blocks': spec.blocks,
-         'scatter_kernel': _kernel_name(spec, b // ndev)}
+    times = bu.interleaved(
+        fns, min_rounds=rounds.min_rounds, max_rounds=rounds.max_rounds, budget_s=rounds.budget_s
+    )
+  rec = {
+      'D': d,
+      'K': k,
+      'batch_size': b,
+      'devices': ndev,
+      'dtype': 'float32',
+      'compensated': compensated,
+      'scatter_blocks': spec.blocks,
+      'scatter_kernel': _kernel_name(spec, b // ndev),
+  }
   rec.update(_rates(times, 2.0 * b * d * d, b))
   rec['peak_rss_mb'] = rss.peak_mb
   return rec
@@ -344,10 +486,12 @@ def section_step(cfg: Config) -> list:
   out = []
   for d, k, b in cfg.step_grid:
     rec = measure_step(d, k, b, cfg.rounds)
-    bu.log(f'step D={d} K={k} B={b}: {rec["samples_per_s"]:.3g} samples/s, '
-           f'{rec["flops_per_s"] / 1e9:.1f} GFLOP/s, ratio {rec["ratio"]:.2f} '
-           f'(numpy {rec["ratio_numpy"]:.2f}, jax {rec["ratio_jax"]:.2f}, '
-           f'paired median {rec["ratio_paired_median"]:.2f})')
+    bu.log(
+        f'step D={d} K={k} B={b}: {rec["samples_per_s"]:.3g} samples/s, '
+        f'{rec["flops_per_s"] / 1e9:.1f} GFLOP/s, ratio {rec["ratio"]:.2f} '
+        f'(numpy {rec["ratio_numpy"]:.2f}, jax {rec["ratio_jax"]:.2f}, '
+        f'paired median {rec["ratio_paired_median"]:.2f})'
+    )
     out.append(rec)
   return out
 
@@ -361,6 +505,7 @@ def _breakdown_fns(d, k, b, block_counts):
   import jax.numpy as jnp
   import face_jax
   from face_jax import engine as fje
+
   hi = jax.lax.Precision.HIGHEST
   engine = face_jax.Engine()
   spec = fje.MomentsSpec(num_classes=k, dim=d)
@@ -394,8 +539,7 @@ def _breakdown_fns(d, k, b, block_counts):
   fns = dict(_matmul_fns(x))
   fns['health'] = ready(jax.jit(lambda b: fje.health_counts(b, k)), batch)
   # The default code (on CPU: the cpu_moments kernels where they are available).
-  fns['from_batch'] = ready(jax.jit(lambda p, bt: fje.Moments.from_batch(spec, p, bt)),
-                            pj, batch)
+  fns['from_batch'] = ready(jax.jit(lambda p, bt: fje.Moments.from_batch(spec, p, bt)), pj, batch)
   fns['step_uncompensated'] = _engine_step(engine, spec, params, raw, compensated=False)
   fns['step'] = _engine_step(engine, spec, params, raw, compensated=True)
   # The XLA code (what GPUs and TPUs run) and its parts.
@@ -403,13 +547,21 @@ def _breakdown_fns(d, k, b, block_counts):
   fns['centre'] = ready(jax.jit(centre), xj, yj, mj, pj['shift'])
   fns['class_sums_segment_sum'] = ready(jax.jit(sums_segment), xj, yj)
   fns['class_sums_one_hot'] = ready(jax.jit(sums_one_hot), xj, yj)
-  fns['two_sum_state'] = ready(jax.jit(lambda h, l, c: jax.tree.map(fje.two_sum, h, l, c)),
-                               state, lo_state, state)
-  fns['from_batch_no_scatter'] = ready(jax.jit(
-      lambda p, bt: fje.Moments.from_batch(
-          fje.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt)), pj, batch)
-  fns['from_batch_xla'] = ready(jax.jit(lambda p, bt: fje.Moments.from_batch(xla, p, bt)),
-                                pj, batch)
+  fns['two_sum_state'] = ready(
+      jax.jit(lambda h, l, c: jax.tree.map(fje.two_sum, h, l, c)), state, lo_state, state
+  )
+  fns['from_batch_no_scatter'] = ready(
+      jax.jit(
+          lambda p, bt: fje.Moments.from_batch(
+              fje.MomentsSpec(num_classes=k, dim=d, scatter=False), p, bt
+          )
+      ),
+      pj,
+      batch,
+  )
+  fns['from_batch_xla'] = ready(
+      jax.jit(lambda p, bt: fje.Moments.from_batch(xla, p, bt)), pj, batch
+  )
   fns['step_xla'] = _engine_step(engine, xla, params, raw, compensated=True)
   for nb in block_counts:
     if nb != spec.blocks and nb <= d:
@@ -420,22 +572,40 @@ def _breakdown_fns(d, k, b, block_counts):
 
 def section_breakdown(cfg: Config) -> list:
   from face_jax import engine as fje
+
   out = []
   for d, k, b in cfg.breakdown_grid:
     fns, auto_blocks = _breakdown_fns(d, k, b, cfg.block_counts)
-    times = bu.interleaved(fns, min_rounds=cfg.rounds.min_rounds,
-                           max_rounds=cfg.rounds.max_rounds, budget_s=2 * cfg.rounds.budget_s)
+    times = bu.interleaved(
+        fns,
+        min_rounds=cfg.rounds.min_rounds,
+        max_rounds=cfg.rounds.max_rounds,
+        budget_s=2 * cfg.rounds.budget_s,
+    )
     tn, tj, ts = times['numpy_matmul'], times['jax_matmul'], times['step']
     parts = {}
     for name, t in times.items():
-      parts[name] = {'time_s': float(t.min()), 'time_s_median': float(np.median(t)),
-                     'ratio_numpy': bu.ratio_min(tn, t), 'ratio_jax': bu.ratio_min(tj, t),
-                     'fraction_of_step': float(t.min() / ts.min())}
-    rec = {'D': d, 'K': k, 'batch_size': b, 'devices': 1, 'auto_scatter_blocks': auto_blocks,
-           'scatter_kernel': _kernel_name(fje.MomentsSpec(num_classes=k, dim=d), b),
-           'rounds': int(len(ts)), 'parts': parts}
-    bu.log(f'breakdown D={d} K={k} B={b}: ' + ', '.join(
-        f'{n} {p["time_s"] * 1e3:.1f} ms' for n, p in parts.items()))
+      parts[name] = {
+          'time_s': float(t.min()),
+          'time_s_median': float(np.median(t)),
+          'ratio_numpy': bu.ratio_min(tn, t),
+          'ratio_jax': bu.ratio_min(tj, t),
+          'fraction_of_step': float(t.min() / ts.min()),
+      }
+    rec = {
+        'D': d,
+        'K': k,
+        'batch_size': b,
+        'devices': 1,
+        'auto_scatter_blocks': auto_blocks,
+        'scatter_kernel': _kernel_name(fje.MomentsSpec(num_classes=k, dim=d), b),
+        'rounds': int(len(ts)),
+        'parts': parts,
+    }
+    bu.log(
+        f'breakdown D={d} K={k} B={b}: '
+        + ', '.join(f'{n} {p["time_s"] * 1e3:.1f} ms' for n, p in parts.items())
+    )
     out.append(rec)
   return out
 
@@ -453,9 +623,10 @@ def worker_memory(args: dict) -> dict:
   import face_jax
   import face_jax.engine  # pylint: disable=g-import-not-at-top
   from face_jax import engine
+
   n, d, k, b = args['n'], args['dim'], args['num_classes'], args['batch_size']
   means = _class_means(0, k, d)
-  pool = [_chunk(0, i, 0, b, means)[0] for i in range(4)]   # 4 noise blocks, reused
+  pool = [_chunk(0, i, 0, b, means)[0] for i in range(4)]  # 4 noise blocks, reused
 
   def batches(total):
     def gen():
@@ -467,6 +638,7 @@ def worker_memory(args: dict) -> dict:
         yield pool[i % len(pool)][:rows] + means[y], y
         done += rows
         i += 1
+
     return gen
 
   mi = engine.get('face')
@@ -474,33 +646,54 @@ def worker_memory(args: dict) -> dict:
 
   def run(total):
     src = face_jax.engine.IterableSource(batches(total), num_classes=k, batch_size=b)
-    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=None,
-                               extras={}, reiterable=True)
+    info = face_jax.engine.StreamInfo(
+        name='features', dim=d, num_classes=k, label_counts=None, extras={}, reiterable=True
+    )
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')
       return _drive_plan(face_jax.Engine(), src, mi.plan(info, options, 'float32'), {})
 
   t = time.perf_counter()
-  run(2 * b)                                        # compile once (same shapes)
+  run(2 * b)  # compile once (same shapes)
   warmup_s = time.perf_counter() - t
   rss_before = bu.rss_mb()
   with bu.RssSampler(0.05) as rss:
     _, stream_s, stat_s, plan_s, passes = run(n)
-  return {'N': n, 'D': d, 'K': k, 'batch_size': b, 'warmup_s': warmup_s, 'stream_s': stream_s,
-          'finalise_s': stat_s + plan_s, 'samples_per_s': n / stream_s, 'passes': passes,
-          'rss_before_stream_mb': rss_before, 'rss_sampled_peak_mb': rss.peak_mb,
-          'rss_end_mb': rss.end_mb, 'peak_rss_mb': bu.max_rss_mb(),
-          'rss_growth_mb': rss.peak_mb - rss_before}
+  return {
+      'N': n,
+      'D': d,
+      'K': k,
+      'batch_size': b,
+      'warmup_s': warmup_s,
+      'stream_s': stream_s,
+      'finalise_s': stat_s + plan_s,
+      'samples_per_s': n / stream_s,
+      'passes': passes,
+      'rss_before_stream_mb': rss_before,
+      'rss_sampled_peak_mb': rss.peak_mb,
+      'rss_end_mb': rss.end_mb,
+      'peak_rss_mb': bu.max_rss_mb(),
+      'rss_growth_mb': rss.peak_mb - rss_before,
+  }
 
 
 def section_memory(cfg: Config) -> list:
   out = []
   for n in cfg.memory_n:
-    rec = run_worker('memory', {'n': n, 'dim': cfg.memory_dim, 'num_classes': cfg.memory_classes,
-                                'batch_size': cfg.memory_batch})
-    bu.log(f'memory N={n:.0e}: peak RSS {rec["peak_rss_mb"]:.0f} MB (sampled during the stream '
-           f'{rec["rss_sampled_peak_mb"]:.0f}, before {rec["rss_before_stream_mb"]:.0f}), '
-           f'{rec["samples_per_s"]:.3g} samples/s streaming, finalise {rec["finalise_s"]:.2f} s')
+    rec = run_worker(
+        'memory',
+        {
+            'n': n,
+            'dim': cfg.memory_dim,
+            'num_classes': cfg.memory_classes,
+            'batch_size': cfg.memory_batch,
+        },
+    )
+    bu.log(
+        f'memory N={n:.0e}: peak RSS {rec["peak_rss_mb"]:.0f} MB (sampled during the stream '
+        f'{rec["rss_sampled_peak_mb"]:.0f}, before {rec["rss_before_stream_mb"]:.0f}), '
+        f'{rec["samples_per_s"]:.3g} samples/s streaming, finalise {rec["finalise_s"]:.2f} s'
+    )
     out.append(rec)
   return out
 
@@ -576,11 +769,14 @@ def section_finalise(cfg: Config) -> list:
   import face_jax.engine  # pylint: disable=g-import-not-at-top
   from face_jax import engine as engine_api
   from threadpoolctl import threadpool_limits
+
   blas_threads = max([i['num_threads'] for i in bu.blas_info()] or [0])
   # Untimed warm-up of every metric's host code on a tiny stream (imports, first calls).
   xw, yw = _chunk(0, 0, 0, 64, 3.0 * _class_means(0, 3, 8))
   wsrc = face_jax.engine.ArraySource(xw, yw)
-  winfo = face_jax.engine.StreamInfo(name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts)
+  winfo = face_jax.engine.StreamInfo(
+      name='features', dim=8, num_classes=3, label_counts=wsrc.label_counts
+  )
   for name in _finalise_metrics(8, 3):
     mi = engine_api.get(name)
     if not mi.needs:
@@ -599,8 +795,14 @@ def section_finalise(cfg: Config) -> list:
       p = np.exp(logits - logits.max(1, keepdims=True))
       extras['source_probs'] = (p / p.sum(1, keepdims=True)).astype(np.float32)
     src = face_jax.engine.ArraySource(x, y, extras=extras, batch_size=4096)
-    info = face_jax.engine.StreamInfo(name='features', dim=d, num_classes=k, label_counts=src.label_counts,
-                               extras=src.extras_shapes, reiterable=True)
+    info = face_jax.engine.StreamInfo(
+        name='features',
+        dim=d,
+        num_classes=k,
+        label_counts=src.label_counts,
+        extras=src.extras_shapes,
+        reiterable=True,
+    )
     engine = face_jax.Engine()
     cache: dict = {}
     for name in names:
@@ -611,20 +813,33 @@ def section_finalise(cfg: Config) -> list:
         with warnings.catch_warnings():
           warnings.simplefilter('ignore')
           value, stream_s, stat_s, plan_s, passes = _drive_plan(
-              engine, src, mi.plan(info, options, 'float32'), cache)
+              engine, src, mi.plan(info, options, 'float32'), cache
+          )
           # The same host work with numpy's BLAS limited to one thread (statistics cached):
           # multi-threaded OpenBLAS calls slow down badly when other processes share the cores.
           with threadpool_limits(1, user_api='blas'):
             plan_1 = _drive_plan(engine, src, mi.plan(info, options, 'float32'), cache)[3]
         score = getattr(value, 'score', value)
-        rec = {'metric': name, 'options': opts, 'D': d, 'K': k, 'N': n, 'passes': passes,
-               'stream_s': stream_s, 'stat_finalize_s': stat_s, 'plan_s': plan_s,
-               'finalise_s': stat_s + plan_s, 'plan_s_1_blas_thread': plan_1,
-               'blas_threads': blas_threads,
-               'value': score if isinstance(score, (int, float)) or score is None else None}
-        bu.log(f'finalise {name} {opts or "default"} D={d} K={k}: {rec["finalise_s"]:.3f} s '
-               f'(statistics {stat_s:.3f} s + metric {plan_s:.3f} s, metric with 1 BLAS thread '
-               f'{plan_1:.3f} s; streaming {stream_s:.2f} s)')
+        rec = {
+            'metric': name,
+            'options': opts,
+            'D': d,
+            'K': k,
+            'N': n,
+            'passes': passes,
+            'stream_s': stream_s,
+            'stat_finalize_s': stat_s,
+            'plan_s': plan_s,
+            'finalise_s': stat_s + plan_s,
+            'plan_s_1_blas_thread': plan_1,
+            'blas_threads': blas_threads,
+            'value': score if isinstance(score, (int, float)) or score is None else None,
+        }
+        bu.log(
+            f'finalise {name} {opts or "default"} D={d} K={k}: {rec["finalise_s"]:.3f} s '
+            f'(statistics {stat_s:.3f} s + metric {plan_s:.3f} s, metric with 1 BLAS thread '
+            f'{plan_1:.3f} s; streaming {stream_s:.2f} s)'
+        )
         out.append(rec)
   return out
 
@@ -649,32 +864,46 @@ def _gen_chunks(n, d, k, b, seed, timer: list):
 def worker_versus_stream(args: dict) -> dict:
   """face_jax.score on streamed float32 chunks (never all in memory)."""
   import face_jax
+
   n, d, k, b = args['n'], args['dim'], args['num_classes'], args['batch_size']
   metrics = [m for m in DENSE_METRICS if m in face_jax.metric_names()]
   timer = [0.0]
   t = time.perf_counter()
-  face_jax.score(_gen_chunks(min(n, 2 * b), d, k, b, 0, timer), num_classes=k, batch_size=b,
-                 metrics=metrics)   # compilation (same shapes), reported apart
+  face_jax.score(
+      _gen_chunks(min(n, 2 * b), d, k, b, 0, timer), num_classes=k, batch_size=b, metrics=metrics
+  )  # compilation (same shapes), reported apart
   warmup_s = time.perf_counter() - t
   timer = [0.0]
   rss_before = bu.rss_mb()
   with bu.RssSampler(0.05) as rss:
     t = time.perf_counter()
-    res = face_jax.score(_gen_chunks(n, d, k, b, 0, timer), num_classes=k, batch_size=b,
-                         metrics=metrics)
+    res = face_jax.score(
+        _gen_chunks(n, d, k, b, 0, timer), num_classes=k, batch_size=b, metrics=metrics
+    )
     total = time.perf_counter() - t
   values = {m: getattr(v, 'score', v) for m, v in res.items()}
-  return {'side': 'face_jax streamed float32', 'N': n, 'D': d, 'K': k, 'batch_size': b,
-          'metrics': metrics, 'warmup_s': warmup_s, 'generate_s': timer[0],
-          'time_s': total - timer[0], 'rss_before_mb': rss_before, 'rss_sampled_peak_mb': rss.peak_mb,
-          'peak_rss_mb': bu.max_rss_mb(),
-          'values': {m: (float(v) if isinstance(v, (int, float)) else None) for m, v in values.items()}}
+  return {
+      'side': 'face_jax streamed float32',
+      'N': n,
+      'D': d,
+      'K': k,
+      'batch_size': b,
+      'metrics': metrics,
+      'warmup_s': warmup_s,
+      'generate_s': timer[0],
+      'time_s': total - timer[0],
+      'rss_before_mb': rss_before,
+      'rss_sampled_peak_mb': rss.peak_mb,
+      'peak_rss_mb': bu.max_rss_mb(),
+      'values': {m: (float(v) if isinstance(v, (int, float)) else None) for m, v in values.items()},
+  }
 
 
 def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   """FaCe the usual way: in-memory float64 class statistics, then the same host finalisation."""
   import face_jax
   from face_jax import engine
+
   counts = np.bincount(y, minlength=k).astype(np.float64)
   sums = np.zeros((k, x.shape[1]))
   np.add.at(sums, y, x)
@@ -686,14 +915,16 @@ def _dense_face(x: np.ndarray, y: np.ndarray, k: int):
   w = engine.balanced_weights(counts)
   rw = r * np.sqrt(w)[y][:, None]
   within = rw.T @ rw
-  mom = engine.ClassMoments(counts=counts, sums=sums, means=means, var_diag=var,
-                              within_scatter=within, weight=w)
+  mom = engine.ClassMoments(
+      counts=counts, sums=sums, means=means, var_diag=var, within_scatter=within, weight=w
+  )
   return face_jax.face_from_moments(mom).score
 
 
 def worker_versus_dense(args: dict) -> dict:
   """The same metrics on the whole dataset in memory, float64 (face_jax.dense / dense FaCe)."""
   from face_jax import dense
+
   n, d, k, b = args['n'], args['dim'], args['num_classes'], args['batch_size']
   timer = [0.0]
   t = time.perf_counter()
@@ -703,9 +934,13 @@ def worker_versus_dense(args: dict) -> dict:
   del parts
   prepare_s = time.perf_counter() - t
   rss_data = bu.rss_mb()
-  fns = {'face': lambda: _dense_face(x, y, k), 'hscore': lambda: dense.hscore(x, y),
-         'reg_hscore': lambda: dense.reg_hscore(x, y), 'nc1': lambda: dense.nc1(x, y),
-         'logme': lambda: dense.logme(x, y)}
+  fns = {
+      'face': lambda: _dense_face(x, y, k),
+      'hscore': lambda: dense.hscore(x, y),
+      'reg_hscore': lambda: dense.reg_hscore(x, y),
+      'nc1': lambda: dense.nc1(x, y),
+      'logme': lambda: dense.logme(x, y),
+  }
   per = {}
   for m in args['metrics']:
     with bu.RssSampler(0.05) as rss:
@@ -713,10 +948,18 @@ def worker_versus_dense(args: dict) -> dict:
       v = fns[m]()
       secs = time.perf_counter() - t
     per[m] = {'time_s': secs, 'rss_sampled_peak_mb': rss.peak_mb, 'value': float(v)}
-  return {'side': 'in-memory float64 numpy', 'N': n, 'D': d, 'K': k, 'metrics': list(args['metrics']),
-          'prepare_s': prepare_s, 'rss_with_data_mb': rss_data,
-          'time_s': sum(p['time_s'] for p in per.values()), 'per_metric': per,
-          'peak_rss_mb': bu.max_rss_mb()}
+  return {
+      'side': 'in-memory float64 numpy',
+      'N': n,
+      'D': d,
+      'K': k,
+      'metrics': list(args['metrics']),
+      'prepare_s': prepare_s,
+      'rss_with_data_mb': rss_data,
+      'time_s': sum(p['time_s'] for p in per.values()),
+      'per_metric': per,
+      'peak_rss_mb': bu.max_rss_mb(),
+  }
 
 
 def section_versus(cfg: Config) -> dict:
@@ -732,15 +975,27 @@ def section_versus(cfg: Config) -> dict:
       'stream_time_s': stream['time_s'],
       'time_ratio_dense_over_stream': dense_common_s / stream['time_s'] if common else None,
       'peak_rss_ratio_dense_over_stream': dense_rec['peak_rss_mb'] / stream['peak_rss_mb'],
-      'value_rel_diff': {m: abs(stream['values'][m] - dense_rec['per_metric'][m]['value'])
-                         / max(abs(dense_rec['per_metric'][m]['value']), 1e-300)
-                         for m in common if stream['values'].get(m) is not None},
+      'value_rel_diff': {
+          m: abs(stream['values'][m] - dense_rec['per_metric'][m]['value'])
+          / max(abs(dense_rec['per_metric'][m]['value']), 1e-300)
+          for m in common
+          if stream['values'].get(m) is not None
+      },
   }
-  bu.log(f'versus N={n} D={d} K={k}: streamed {common} {stream["time_s"]:.2f} s, peak RSS '
-         f'{stream["peak_rss_mb"]:.0f} MB; dense {dense_common_s:.2f} s (all {len(cfg.dense_metrics)} '
-         f'metrics {dense_rec["time_s"]:.2f} s), peak RSS {dense_rec["peak_rss_mb"]:.0f} MB')
-  return {'N': n, 'D': d, 'K': k, 'batch_size': b, 'stream': stream, 'dense': dense_rec,
-          'summary': summary}
+  bu.log(
+      f'versus N={n} D={d} K={k}: streamed {common} {stream["time_s"]:.2f} s, peak RSS '
+      f'{stream["peak_rss_mb"]:.0f} MB; dense {dense_common_s:.2f} s (all {len(cfg.dense_metrics)} '
+      f'metrics {dense_rec["time_s"]:.2f} s), peak RSS {dense_rec["peak_rss_mb"]:.0f} MB'
+  )
+  return {
+      'N': n,
+      'D': d,
+      'K': k,
+      'batch_size': b,
+      'stream': stream,
+      'dense': dense_rec,
+      'summary': summary,
+  }
 
 
 # -- devices (worker processes) ------------------------------------------------------------
@@ -752,6 +1007,7 @@ def worker_devices(args: dict) -> dict:
   import face_jax
   import face_jax.engine  # pylint: disable=g-import-not-at-top
   from face_jax import engine as fje
+
   want = args['devices']
   if jax.device_count() != want:
     raise RuntimeError(f'expected {want} devices, got {jax.device_count()}')
@@ -766,16 +1022,25 @@ def worker_devices(args: dict) -> dict:
     req = face_jax.engine.Request(fje.Moments, spec, params)
     engine = face_jax.Engine()
     src = face_jax.engine.IterableSource(batches, num_classes=k, batch_size=b)
-    engine.run_pass(src, {'features': {'m': req}})          # compile
+    engine.run_pass(src, {'features': {'m': req}})  # compile
     ts = []
     for _ in range(max(2, rounds.min_rounds)):
       t = time.perf_counter()
       engine.run_pass(src, {'features': {'m': req}})
       ts.append(time.perf_counter() - t)
     rows = b * args['pass_steps']
-    passes.append({'D': d, 'K': k, 'batch_size': b, 'devices': want, 'steps': args['pass_steps'],
-                   'pass_s': float(min(ts)), 'pass_s_median': float(np.median(ts)),
-                   'samples_per_s': rows / float(min(ts))})
+    passes.append(
+        {
+            'D': d,
+            'K': k,
+            'batch_size': b,
+            'devices': want,
+            'steps': args['pass_steps'],
+            'pass_s': float(min(ts)),
+            'pass_s_median': float(np.median(ts)),
+            'samples_per_s': rows / float(min(ts)),
+        }
+    )
   return {'devices': want, 'step': steps, 'pass': passes, 'peak_rss_mb': bu.max_rss_mb()}
 
 
@@ -783,50 +1048,89 @@ def section_devices(cfg: Config, counts) -> dict:
   rounds = dataclasses.asdict(cfg.rounds)
   runs = {}
   for c in counts:
-    env = {'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '')
-                         + f' --xla_force_host_platform_device_count={c}').strip(),
-           'JAX_PLATFORMS': 'cpu'}
-    runs[c] = run_worker('devices', {'devices': c, 'grid': [list(g) for g in cfg.devices_grid],
-                                     'rounds': rounds, 'pass_steps': cfg.devices_pass_steps},
-                         env=env)
+    env = {
+        'XLA_FLAGS': (
+            os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={c}'
+        ).strip(),
+        'JAX_PLATFORMS': 'cpu',
+    }
+    runs[c] = run_worker(
+        'devices',
+        {
+            'devices': c,
+            'grid': [list(g) for g in cfg.devices_grid],
+            'rounds': rounds,
+            'pass_steps': cfg.devices_pass_steps,
+        },
+        env=env,
+    )
   base = min(counts)
   overhead = []
   for c in counts:
     if c == base:
       continue
-    for s1, sc, p1, pc in zip(runs[base]['step'], runs[c]['step'], runs[base]['pass'], runs[c]['pass']):
-      overhead.append({'D': s1['D'], 'K': s1['K'], 'batch_size': s1['batch_size'],
-                       'devices': [base, c],
-                       'step_samples_per_s': [s1['samples_per_s'], sc['samples_per_s']],
-                       'step_speed_ratio': sc['samples_per_s'] / s1['samples_per_s'],
-                       'pass_samples_per_s': [p1['samples_per_s'], pc['samples_per_s']],
-                       'pass_speed_ratio': pc['samples_per_s'] / p1['samples_per_s']})
+    for s1, sc, p1, pc in zip(
+        runs[base]['step'], runs[c]['step'], runs[base]['pass'], runs[c]['pass']
+    ):
+      overhead.append(
+          {
+              'D': s1['D'],
+              'K': s1['K'],
+              'batch_size': s1['batch_size'],
+              'devices': [base, c],
+              'step_samples_per_s': [s1['samples_per_s'], sc['samples_per_s']],
+              'step_speed_ratio': sc['samples_per_s'] / s1['samples_per_s'],
+              'pass_samples_per_s': [p1['samples_per_s'], pc['samples_per_s']],
+              'pass_speed_ratio': pc['samples_per_s'] / p1['samples_per_s'],
+          }
+      )
       o = overhead[-1]
-      bu.log(f'devices D={o["D"]} K={o["K"]} B={o["batch_size"]}: {c} vs {base} devices: step '
-             f'{o["step_speed_ratio"]:.2f}x, pass {o["pass_speed_ratio"]:.2f}x the speed')
+      bu.log(
+          f'devices D={o["D"]} K={o["K"]} B={o["batch_size"]}: {c} vs {base} devices: step '
+          f'{o["step_speed_ratio"]:.2f}x, pass {o["pass_speed_ratio"]:.2f}x the speed'
+      )
   return {'runs': [runs[c] for c in counts], 'comparison': overhead}
 
 
 # -- driver -----------------------------------------------------------------------------------
 
-WORKERS = {'memory': worker_memory, 'versus_stream': worker_versus_stream,
-           'versus_dense': worker_versus_dense, 'devices': worker_devices}
+WORKERS = {
+    'memory': worker_memory,
+    'versus_stream': worker_versus_stream,
+    'versus_dense': worker_versus_dense,
+    'devices': worker_devices,
+}
 
 
 def run_worker(name: str, args: dict, env: dict | None = None, timeout: float = 3600) -> dict:
   """Runs ``name`` in a fresh Python process (clean peak RSS, its own XLA flags)."""
   full_env = dict(os.environ)
   full_env.update(env or {})
-  full_env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in full_env.get(
-      'PYTHONPATH', '').split(os.pathsep) if p])
-  proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), '--worker', name,
-                         '--worker_args', json.dumps(args)], cwd=str(ROOT), env=full_env,
-                        capture_output=True, text=True, timeout=timeout)
+  full_env['PYTHONPATH'] = os.pathsep.join(
+      [str(ROOT)] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p]
+  )
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(pathlib.Path(__file__).resolve()),
+          '--worker',
+          name,
+          '--worker_args',
+          json.dumps(args),
+      ],
+      cwd=str(ROOT),
+      env=full_env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
   if proc.returncode != 0 or not lines:
-    raise RuntimeError(f'worker {name} {args} failed (exit {proc.returncode}):\n'
-                       f'{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
-  return json.loads(lines[-1][len(RESULT_PREFIX):])
+    raise RuntimeError(
+        f'worker {name} {args} failed (exit {proc.returncode}):\n'
+        f'{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
+    )
+  return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 def _summary(res: dict) -> dict:
@@ -841,26 +1145,36 @@ def _summary(res: dict) -> dict:
     out['step_target_met_everywhere'] = bool(worst['ratio'] >= TARGET_STEP_RATIO)
     out['step_configs_below_target'] = [
         {k: r[k] for k in ('D', 'K', 'batch_size', 'ratio', 'ratio_numpy', 'ratio_jax')}
-        for r in steps if r['ratio'] < TARGET_STEP_RATIO]
+        for r in steps
+        if r['ratio'] < TARGET_STEP_RATIO
+    ]
   mem = res.get('memory', [])
   if len(mem) >= 2:
     out['memory_peak_rss_mb_by_N'] = {str(r['N']): r['peak_rss_mb'] for r in mem}
-    out['memory_peak_rss_spread_mb'] = (max(r['peak_rss_mb'] for r in mem)
-                                        - min(r['peak_rss_mb'] for r in mem))
-  fin = [r for r in res.get('finalise', []) if r['metric'] == 'face' and r['D'] == 2048
-         and r['K'] == 1000]
+    out['memory_peak_rss_spread_mb'] = max(r['peak_rss_mb'] for r in mem) - min(
+        r['peak_rss_mb'] for r in mem
+    )
+  fin = [
+      r
+      for r in res.get('finalise', [])
+      if r['metric'] == 'face' and r['D'] == 2048 and r['K'] == 1000
+  ]
   if fin:
     worst = max(fin, key=lambda r: r['finalise_s'])
     worst1 = max(fin, key=lambda r: r['stat_finalize_s'] + r['plan_s_1_blas_thread'])
     out['face_finalise_s_D2048_K1000_max'] = worst['finalise_s']
     out['face_finalise_s_D2048_K1000_max_variant'] = worst['options']
-    out['face_finalise_s_D2048_K1000_max_1_blas_thread'] = (worst1['stat_finalize_s']
-                                                            + worst1['plan_s_1_blas_thread'])
+    out['face_finalise_s_D2048_K1000_max_1_blas_thread'] = (
+        worst1['stat_finalize_s'] + worst1['plan_s_1_blas_thread']
+    )
     out['face_finalise_s_D2048_K1000_max_1_blas_thread_variant'] = worst1['options']
     out['face_finalise_target_s'] = TARGET_FINALISE_S
-    out['face_finalise_target_met'] = bool(out['face_finalise_s_D2048_K1000_max'] <= TARGET_FINALISE_S)
+    out['face_finalise_target_met'] = bool(
+        out['face_finalise_s_D2048_K1000_max'] <= TARGET_FINALISE_S
+    )
     out['face_finalise_target_met_1_blas_thread'] = bool(
-        out['face_finalise_s_D2048_K1000_max_1_blas_thread'] <= TARGET_FINALISE_S)
+        out['face_finalise_s_D2048_K1000_max_1_blas_thread'] <= TARGET_FINALISE_S
+    )
   if 'versus' in res:
     out['versus'] = res['versus']['summary']
   if 'devices' in res:
@@ -873,72 +1187,117 @@ def markdown(res: dict) -> str:
   """Markdown tables of a results JSON (what benchmarks/README.md shows)."""
   lines = []
   h = res['host']
-  lines.append(f"Mode `{res['mode']}`, {res['created']}, {h['processor']} ({h['cpu_count']} cores), "
-               f"jax {h['jax']} ({h['jax_backend']}), numpy {h['numpy']} "
-               f"({', '.join(b['internal_api'] + ' ' + str(b['version']) + ' ' + str(b['architecture']) + ' x' + str(b['num_threads']) for b in h['blas'])}), "
-               f"load average at start {h['load_average'][0]:.1f}"
-               + (f", at end {h['load_average_end'][0]:.1f}" if 'load_average_end' in h else '')
-               + (f", total {res['total_seconds']:.0f} s" if 'total_seconds' in res else '') + '.')
+  lines.append(
+      f"Mode `{res['mode']}`, {res['created']}, {h['processor']} ({h['cpu_count']} cores), "
+      f"jax {h['jax']} ({h['jax_backend']}), numpy {h['numpy']} "
+      f"({', '.join(b['internal_api'] + ' ' + str(b['version']) + ' ' + str(b['architecture']) + ' x' + str(b['num_threads']) for b in h['blas'])}), "
+      f"load average at start {h['load_average'][0]:.1f}"
+      + (f", at end {h['load_average_end'][0]:.1f}" if 'load_average_end' in h else '')
+      + (f", total {res['total_seconds']:.0f} s" if 'total_seconds' in res else '')
+      + '.'
+  )
   if res.get('step'):
-    lines += ['', '| D | K | batch | samples/s | GFLOP/s | numpy GFLOP/s | jax GFLOP/s | ratio | '
-              'vs numpy | vs jax | paired median | peak RSS MB |', '|' + '---|' * 12]
+    lines += [
+        '',
+        '| D | K | batch | samples/s | GFLOP/s | numpy GFLOP/s | jax GFLOP/s | ratio | '
+        'vs numpy | vs jax | paired median | peak RSS MB |',
+        '|' + '---|' * 12,
+    ]
     for r in res['step']:
-      lines.append(f"| {r['D']} | {r['K']} | {r['batch_size']} | {r['samples_per_s']:.3g} | "
-                   f"{r['flops_per_s'] / 1e9:.1f} | {r['numpy_matmul_flops_per_s'] / 1e9:.1f} | "
-                   f"{r['jax_matmul_flops_per_s'] / 1e9:.1f} | **{r['ratio']:.2f}** | "
-                   f"{r['ratio_numpy']:.2f} | {r['ratio_jax']:.2f} | {r['ratio_paired_median']:.2f} | "
-                   f"{r['peak_rss_mb']:.0f} |")
+      lines.append(
+          f"| {r['D']} | {r['K']} | {r['batch_size']} | {r['samples_per_s']:.3g} | "
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['numpy_matmul_flops_per_s'] / 1e9:.1f} | "
+          f"{r['jax_matmul_flops_per_s'] / 1e9:.1f} | **{r['ratio']:.2f}** | "
+          f"{r['ratio_numpy']:.2f} | {r['ratio_jax']:.2f} | {r['ratio_paired_median']:.2f} | "
+          f"{r['peak_rss_mb']:.0f} |"
+      )
   for b in res.get('breakdown', []):
-    lines += ['', f"Breakdown D={b['D']}, K={b['K']}, batch {b['batch_size']} "
-              f"(auto blocks {b['auto_scatter_blocks']}, {b['rounds']} rounds):", '',
-              '| part | ms (min) | ms (median) | vs numpy | vs jax | fraction of step |',
-              '|---|---|---|---|---|---|']
+    lines += [
+        '',
+        f"Breakdown D={b['D']}, K={b['K']}, batch {b['batch_size']} "
+        f"(auto blocks {b['auto_scatter_blocks']}, {b['rounds']} rounds):",
+        '',
+        '| part | ms (min) | ms (median) | vs numpy | vs jax | fraction of step |',
+        '|---|---|---|---|---|---|',
+    ]
     for name, p in b['parts'].items():
-      lines.append(f"| {name} | {p['time_s'] * 1e3:.2f} | {p['time_s_median'] * 1e3:.2f} | "
-                   f"{p['ratio_numpy']:.2f} | {p['ratio_jax']:.2f} | {p['fraction_of_step']:.2f} |")
+      lines.append(
+          f"| {name} | {p['time_s'] * 1e3:.2f} | {p['time_s_median'] * 1e3:.2f} | "
+          f"{p['ratio_numpy']:.2f} | {p['ratio_jax']:.2f} | {p['fraction_of_step']:.2f} |"
+      )
   if res.get('memory'):
-    lines += ['', '| N | D | K | batch | peak RSS MB | RSS before stream MB | sampled peak MB | '
-              'stream s | samples/s | finalise s |', '|' + '---|' * 10]
+    lines += [
+        '',
+        '| N | D | K | batch | peak RSS MB | RSS before stream MB | sampled peak MB | '
+        'stream s | samples/s | finalise s |',
+        '|' + '---|' * 10,
+    ]
     for r in res['memory']:
-      lines.append(f"| {r['N']:,} | {r['D']} | {r['K']} | {r['batch_size']} | {r['peak_rss_mb']:.0f} | "
-                   f"{r['rss_before_stream_mb']:.0f} | {r['rss_sampled_peak_mb']:.0f} | "
-                   f"{r['stream_s']:.1f} | {r['samples_per_s']:.3g} | {r['finalise_s']:.2f} |")
+      lines.append(
+          f"| {r['N']:,} | {r['D']} | {r['K']} | {r['batch_size']} | {r['peak_rss_mb']:.0f} | "
+          f"{r['rss_before_stream_mb']:.0f} | {r['rss_sampled_peak_mb']:.0f} | "
+          f"{r['stream_s']:.1f} | {r['samples_per_s']:.3g} | {r['finalise_s']:.2f} |"
+      )
   if res.get('finalise'):
-    lines += ['', '| metric | options | D | K | N | finalise s | statistics s | metric s | '
-              'metric s, 1 BLAS thread | stream s |', '|' + '---|' * 10]
+    lines += [
+        '',
+        '| metric | options | D | K | N | finalise s | statistics s | metric s | '
+        'metric s, 1 BLAS thread | stream s |',
+        '|' + '---|' * 10,
+    ]
     for r in res['finalise']:
       o = ', '.join(f'{k}={v}' for k, v in r['options'].items()) or 'default'
-      lines.append(f"| {r['metric']} | {o} | {r['D']} | {r['K']} | {r['N']} | {r['finalise_s']:.2f} | "
-                   f"{r['stat_finalize_s']:.2f} | {r['plan_s']:.2f} | {r['plan_s_1_blas_thread']:.2f} | "
-                   f"{r['stream_s']:.2f} |")
+      lines.append(
+          f"| {r['metric']} | {o} | {r['D']} | {r['K']} | {r['N']} | {r['finalise_s']:.2f} | "
+          f"{r['stat_finalize_s']:.2f} | {r['plan_s']:.2f} | {r['plan_s_1_blas_thread']:.2f} | "
+          f"{r['stream_s']:.2f} |"
+      )
   if res.get('versus'):
     v = res['versus']
     st, de = v['stream'], v['dense']
-    lines += ['', f"N = {v['N']:,}, D = {v['D']}, K = {v['K']}:", '',
-              '| side | metrics | time s | peak RSS MB | notes |', '|---|---|---|---|---|',
-              f"| face_jax streamed float32 | {', '.join(st['metrics'])} | {st['time_s']:.2f} | "
-              f"{st['peak_rss_mb']:.0f} | + {st['warmup_s']:.1f} s compile run, "
-              f"{st['generate_s']:.1f} s data generation excluded |"]
+    lines += [
+        '',
+        f"N = {v['N']:,}, D = {v['D']}, K = {v['K']}:",
+        '',
+        '| side | metrics | time s | peak RSS MB | notes |',
+        '|---|---|---|---|---|',
+        f"| face_jax streamed float32 | {', '.join(st['metrics'])} | {st['time_s']:.2f} | "
+        f"{st['peak_rss_mb']:.0f} | + {st['warmup_s']:.1f} s compile run, "
+        f"{st['generate_s']:.1f} s data generation excluded |",
+    ]
     for m, p in de['per_metric'].items():
-      lines.append(f"| in-memory float64 | {m} | {p['time_s']:.2f} | {p['rss_sampled_peak_mb']:.0f} "
-                   f"(sampled) | |")
-    lines.append(f"| in-memory float64 | all of the above | {de['time_s']:.2f} | {de['peak_rss_mb']:.0f} | "
-                 f"data in memory: {de['rss_with_data_mb']:.0f} MB, {de['prepare_s']:.1f} s to generate |")
+      lines.append(
+          f"| in-memory float64 | {m} | {p['time_s']:.2f} | {p['rss_sampled_peak_mb']:.0f} "
+          f'(sampled) | |'
+      )
+    lines.append(
+        f"| in-memory float64 | all of the above | {de['time_s']:.2f} | {de['peak_rss_mb']:.0f} | "
+        f"data in memory: {de['rss_with_data_mb']:.0f} MB, {de['prepare_s']:.1f} s to generate |"
+    )
     sm = v['summary']
     if sm.get('time_ratio_dense_over_stream') is not None:
       lines.append('')
-      lines.append(f"Common metrics {sm['common_metrics']}: dense / streamed time "
-                   f"{sm['time_ratio_dense_over_stream']:.2f}, dense / streamed peak RSS "
-                   f"{sm['peak_rss_ratio_dense_over_stream']:.2f}; relative difference of the values "
-                   + ', '.join(f'{m} {d:.1e}' for m, d in sm['value_rel_diff'].items()) + '.')
+      lines.append(
+          f"Common metrics {sm['common_metrics']}: dense / streamed time "
+          f"{sm['time_ratio_dense_over_stream']:.2f}, dense / streamed peak RSS "
+          f"{sm['peak_rss_ratio_dense_over_stream']:.2f}; relative difference of the values "
+          + ', '.join(f'{m} {d:.1e}' for m, d in sm['value_rel_diff'].items())
+          + '.'
+      )
   if res.get('devices'):
-    lines += ['', '| D | K | batch | step samples/s (1 / 8 dev) | step 8 vs 1 | pass samples/s (1 / 8 dev) '
-              '| pass 8 vs 1 |', '|' + '---|' * 7]
+    lines += [
+        '',
+        '| D | K | batch | step samples/s (1 / 8 dev) | step 8 vs 1 | pass samples/s (1 / 8 dev) '
+        '| pass 8 vs 1 |',
+        '|' + '---|' * 7,
+    ]
     for c in res['devices']['comparison']:
-      lines.append(f"| {c['D']} | {c['K']} | {c['batch_size']} | {c['step_samples_per_s'][0]:.3g} / "
-                   f"{c['step_samples_per_s'][1]:.3g} | {c['step_speed_ratio']:.2f} | "
-                   f"{c['pass_samples_per_s'][0]:.3g} / {c['pass_samples_per_s'][1]:.3g} | "
-                   f"{c['pass_speed_ratio']:.2f} |")
+      lines.append(
+          f"| {c['D']} | {c['K']} | {c['batch_size']} | {c['step_samples_per_s'][0]:.3g} / "
+          f"{c['step_samples_per_s'][1]:.3g} | {c['step_speed_ratio']:.2f} | "
+          f"{c['pass_samples_per_s'][0]:.3g} / {c['pass_samples_per_s'][1]:.3g} | "
+          f"{c['pass_speed_ratio']:.2f} |"
+      )
   return '\n'.join(lines) + '\n'
 
 
@@ -947,13 +1306,23 @@ def main(argv=None):
   mode = ap.add_mutually_exclusive_group()
   mode.add_argument('--quick', action='store_true', help='a subset in <= ~2 minutes')
   mode.add_argument('--smoke', action='store_true', help='tiny configurations (tests), < 30 s')
-  ap.add_argument('--sections', default=','.join(SECTIONS),
-                  help=f'comma-separated subset of {",".join(SECTIONS)}')
+  ap.add_argument(
+      '--sections',
+      default=','.join(SECTIONS),
+      help=f'comma-separated subset of {",".join(SECTIONS)}',
+  )
   ap.add_argument('--devices', default='1,8', help='fake CPU device counts for the devices section')
-  ap.add_argument('--out', default=None, help='JSON output (default benchmarks/results/'
-                  'throughput[_quick|_smoke].json)')
-  ap.add_argument('--markdown', default=None, metavar='JSON',
-                  help='print the tables of a results JSON as markdown and exit')
+  ap.add_argument(
+      '--out',
+      default=None,
+      help='JSON output (default benchmarks/results/' 'throughput[_quick|_smoke].json)',
+  )
+  ap.add_argument(
+      '--markdown',
+      default=None,
+      metavar='JSON',
+      help='print the tables of a results JSON as markdown and exit',
+  )
   ap.add_argument('--worker', default=None, help=argparse.SUPPRESS)
   ap.add_argument('--worker_args', default=None, help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
@@ -974,17 +1343,30 @@ def main(argv=None):
   if bad:
     ap.error(f'unknown sections {bad}; valid: {SECTIONS}')
   counts = sorted({int(c) for c in a.devices.split(',')})
-  out_path = a.out or str(ROOT / 'benchmarks' / 'results' /
-                          ('throughput.json' if mode_name == 'full' else f'throughput_{mode_name}.json'))
+  out_path = a.out or str(
+      ROOT
+      / 'benchmarks'
+      / 'results'
+      / ('throughput.json' if mode_name == 'full' else f'throughput_{mode_name}.json')
+  )
 
   import jax
-  res = {'schema': SCHEMA, 'mode': mode_name, 'sections': sections,
-         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-         'host': bu.host_info(),
-         'timing': {'estimator': 'min over interleaved rounds (ratio = ratio of minima); '
-                                 'ratio_paired_median = median over rounds of per-round ratios'},
-         'targets': {'step_ratio_cpu_D_ge_512': TARGET_STEP_RATIO,
-                     'face_finalise_s_D2048_K1000_cpu': TARGET_FINALISE_S}}
+
+  res = {
+      'schema': SCHEMA,
+      'mode': mode_name,
+      'sections': sections,
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'host': bu.host_info(),
+      'timing': {
+          'estimator': 'min over interleaved rounds (ratio = ratio of minima); '
+          'ratio_paired_median = median over rounds of per-round ratios'
+      },
+      'targets': {
+          'step_ratio_cpu_D_ge_512': TARGET_STEP_RATIO,
+          'face_finalise_s_D2048_K1000_cpu': TARGET_FINALISE_S,
+      },
+  }
   t_all = time.perf_counter()
   seconds = {}
   for s in sections:
@@ -1005,7 +1387,7 @@ def main(argv=None):
     seconds[s] = time.perf_counter() - t
     res['section_seconds'] = seconds
     res['summary'] = _summary(res)
-    bu.write_json(out_path, res)          # partial results survive an interrupted run
+    bu.write_json(out_path, res)  # partial results survive an interrupted run
   res['total_seconds'] = time.perf_counter() - t_all
   res['host']['load_average_end'] = list(os.getloadavg())
   res['summary'] = _summary(res)

@@ -61,23 +61,30 @@ from benchmarks import _bench_util as bu  # noqa: E402
 SCHEMA = 'face_jax.benchmarks.versus_reference/1'
 RESULT_PREFIX = 'RESULT '
 METRICS = ('logme', 'hscore', 'reg_hscore', 'transrate', 'leep', 'nce', 'sfda', 'ncti')
-SOURCE_METRICS = ('leep', 'nce')          # need source_probs
+SOURCE_METRICS = ('leep', 'nce')  # need source_probs
 NCTI_COMPONENTS = ('s_seli', 's_ncc', 'vc')
 EXACT_PCA_SOLVERS = ('full', 'covariance_eigh')
-REFERENCE_SEED = 1     # the authors' evaluation scripts call fix_python_seed(1) first
-_CHUNK = 8192          # generation chunk: fixes the data for a given (N, D, K, Ks, seed)
+REFERENCE_SEED = 1  # the authors' evaluation scripts call fix_python_seed(1) first
+_CHUNK = 8192  # generation chunk: fixes the data for a given (N, D, K, Ks, seed)
 
 # The authors' repositories (directory under --references_dir -> origin and pinned commit).
 REFERENCES = {
-    'LogME': {'repository': 'https://github.com/thuml/LogME',
-              'commit': '56551ca94a3295bcc37e6a01b1291911af985f07'},
+    'LogME': {
+        'repository': 'https://github.com/thuml/LogME',
+        'commit': '56551ca94a3295bcc37e6a01b1291911af985f07',
+    },
     'Transfer-Learning-Library': {
         'repository': 'https://github.com/thuml/Transfer-Learning-Library',
-        'commit': 'c4aa59eb565650a552b809411601d0589efbbfe4'},
-    'SFDA': {'repository': 'https://github.com/TencentARC/SFDA',
-             'commit': '3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59'},
-    'NCTI': {'repository': 'https://github.com/BUserName/NCTI',
-             'commit': 'b18d39514a3f2a7a949500b467a38b93de1428e4'},
+        'commit': 'c4aa59eb565650a552b809411601d0589efbbfe4',
+    },
+    'SFDA': {
+        'repository': 'https://github.com/TencentARC/SFDA',
+        'commit': '3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59',
+    },
+    'NCTI': {
+        'repository': 'https://github.com/BUserName/NCTI',
+        'commit': 'b18d39514a3f2a7a949500b467a38b93de1428e4',
+    },
 }
 
 # metric -> (reference directory, the exact call timed).  x: [N, D] float32 features,
@@ -85,14 +92,20 @@ REFERENCES = {
 REFERENCE_CALLS = {
     'logme': ('LogME', 'LogME.py::LogME(regression=False).fit(x, y)'),
     'hscore': ('Transfer-Learning-Library', 'tllib/ranking/hscore.py::h_score(x, y)'),
-    'reg_hscore': ('Transfer-Learning-Library',
-                   'tllib/ranking/hscore.py::regularized_h_score(x, y)'),
-    'transrate': ('Transfer-Learning-Library',
-                  'tllib/ranking/transrate.py::transrate(x, y)  (eps=1e-4)'),
+    'reg_hscore': (
+        'Transfer-Learning-Library',
+        'tllib/ranking/hscore.py::regularized_h_score(x, y)',
+    ),
+    'transrate': (
+        'Transfer-Learning-Library',
+        'tllib/ranking/transrate.py::transrate(x, y)  (eps=1e-4)',
+    ),
     'leep': ('LogME', 'LEEP.py::LEEP(p, y)'),
     'nce': ('LogME', 'NCE.py::NCE(np.argmax(p, axis=1), y)  (argmax timed too)'),
-    'sfda': ('SFDA', 'metrics.py::SFDA_Score(x, y)  (on the worker\'s own copy of x: it '
-                     'overwrites its input)'),
+    'sfda': (
+        'SFDA',
+        "metrics.py::SFDA_Score(x, y)  (on the worker's own copy of x: it " 'overwrites its input)',
+    ),
     'ncti': ('NCTI', 'metrics.py::NCTI_Score(x, y) -> (s_seli, s_ncc, vc)'),
 }
 
@@ -127,7 +140,7 @@ def _data_chunks(cfg: Config):
   noise_sd = (1.0 + np.arange(d)) ** -0.25
   means = rng.normal(size=(k, d)) * noise_sd * (3.0 / np.sqrt(d))
   offset = rng.normal(size=d) * 0.5
-  prior = 1.0 + rng.uniform(size=k) * 2.0             # class frequencies within 1:3
+  prior = 1.0 + rng.uniform(size=k) * 2.0  # class frequencies within 1:3
   prior /= prior.sum()
   # Source logits, a seeded linear map of the features: each source class is a random mix of
   # the target classes' directions (so P(y | z) is informative), plus a random projection.
@@ -140,7 +153,7 @@ def _data_chunks(cfg: Config):
     r = np.random.default_rng([cfg.seed, 1 + i])
     y = r.choice(k, size=rows, p=prior)
     if i == 0:
-      y[:min(k, rows)] = np.arange(min(k, rows))     # every class occurs
+      y[: min(k, rows)] = np.arange(min(k, rows))  # every class occurs
     x = offset + means[y] + r.normal(size=(rows, d)) * noise_sd
     logits = (x - offset) @ w + bias
     logits -= logits.max(axis=1, keepdims=True)
@@ -157,11 +170,16 @@ def make_data(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def write_data(cfg: Config, directory: str) -> dict[str, str]:
   """Writes the data chunk by chunk to ``features.npy``, ``labels.npy``, ``source_probs.npy``."""
-  shapes = {'features': ((cfg.n, cfg.dim), np.float32), 'labels': ((cfg.n,), np.int64),
-            'source_probs': ((cfg.n, cfg.source_classes), np.float32)}
+  shapes = {
+      'features': ((cfg.n, cfg.dim), np.float32),
+      'labels': ((cfg.n,), np.int64),
+      'source_probs': ((cfg.n, cfg.source_classes), np.float32),
+  }
   paths = {k: os.path.join(directory, f'{k}.npy') for k in shapes}
-  out = {k: np.lib.format.open_memmap(paths[k], mode='w+', dtype=t, shape=s)
-         for k, (s, t) in shapes.items()}
+  out = {
+      k: np.lib.format.open_memmap(paths[k], mode='w+', dtype=t, shape=s)
+      for k, (s, t) in shapes.items()
+  }
   lo = 0
   for x, y, p in _data_chunks(cfg):
     hi = lo + len(y)
@@ -200,8 +218,12 @@ def _timed(fn) -> tuple[object, dict]:
     value = fn()
     secs = time.perf_counter() - t
   peak = max(rss.peak_mb, bu.max_rss_mb() if hwm_reset else 0.0)
-  return value, {'time_s': secs, 'rss_before_mb': rss_before,
-                 'peak_rss_over_start_mb': peak - rss_before, 'vmhwm_reset': hwm_reset}
+  return value, {
+      'time_s': secs,
+      'rss_before_mb': rss_before,
+      'peak_rss_over_start_mb': peak - rss_before,
+      'vmhwm_reset': hwm_reset,
+  }
 
 
 def _load_file_module(path: pathlib.Path, name: str):
@@ -230,15 +252,18 @@ def _recording_pca(pca_cls, record: dict, solver: str | None):
 def _reference_fn(metric: str, ref_dir: pathlib.Path, exact_pca: bool, record: dict):
   """Imports the reference of ``metric`` (untimed) and returns fn(x, y, p) -> value."""
   if metric in ('logme', 'leep', 'nce', 'sfda', 'ncti'):
-    sys.path.insert(0, str(ref_dir))     # their modules import siblings (``utils``, ...)
+    sys.path.insert(0, str(ref_dir))  # their modules import siblings (``utils``, ...)
   if metric == 'logme':
     from LogME import LogME  # pylint: disable=g-import-not-at-top  # compiles its numba code
+
     return lambda x, y, p: LogME(regression=False).fit(x, y)
   if metric == 'leep':
     from LEEP import LEEP  # pylint: disable=g-import-not-at-top
+
     return lambda x, y, p: LEEP(p, y)
   if metric == 'nce':
     from NCE import NCE  # pylint: disable=g-import-not-at-top
+
     return lambda x, y, p: NCE(np.argmax(p, axis=1), y)
   if metric in ('hscore', 'reg_hscore', 'transrate'):
     # tllib/__init__.py imports every sub-package (torch, timm, ...); the ranking files
@@ -251,6 +276,7 @@ def _reference_fn(metric: str, ref_dir: pathlib.Path, exact_pca: bool, record: d
     fn = mod.h_score if metric == 'hscore' else mod.regularized_h_score
     return lambda x, y, p: fn(x, y)
   import metrics as ref_metrics  # pylint: disable=g-import-not-at-top
+
   if metric == 'sfda':
     return lambda x, y, p: ref_metrics.SFDA_Score(x, y)
   ref_metrics.PCA = _recording_pca(ref_metrics.PCA, record, 'full' if exact_pca else None)
@@ -262,18 +288,18 @@ def worker_reference(args: dict) -> dict:
   metric = args['metric']
   record = {}
   try:
-    fn = _reference_fn(metric, pathlib.Path(args['ref_dir']), args.get('exact_pca', False),
-                       record)
+    fn = _reference_fn(metric, pathlib.Path(args['ref_dir']), args.get('exact_pca', False), record)
   except Exception as e:  # pylint: disable=broad-except  # any import failure is reported
     return {'status': f'not available: {type(e).__name__}: {e}'}
   # The worker's own in-memory copies (SFDA_Score overwrites its X with the ConfMix features).
-  data = _load(args['paths'], ('labels', 'source_probs' if metric in SOURCE_METRICS
-                               else 'features'))
+  data = _load(
+      args['paths'], ('labels', 'source_probs' if metric in SOURCE_METRICS else 'features')
+  )
   x, y, p = data.get('features'), data['labels'], data.get('source_probs')
   random.seed(REFERENCE_SEED)
   np.random.seed(REFERENCE_SEED)
   try:
-    with contextlib.redirect_stdout(sys.stderr):   # the references print diagnostics
+    with contextlib.redirect_stdout(sys.stderr):  # the references print diagnostics
       value, rec = _timed(lambda: fn(x, y, p))
   except Exception as e:  # pylint: disable=broad-except
     return {'status': f'failed: {type(e).__name__}: {e}'}
@@ -284,23 +310,32 @@ def worker_reference(args: dict) -> dict:
 def worker_face_jax(args: dict) -> dict:
   """``face_jax.score`` of ``args['metrics']``: a warm-up (compile) call, then the timed one."""
   import face_jax  # pylint: disable=g-import-not-at-top
+
   metrics = tuple(args['metrics'])
-  names = ['features', 'labels'] + (['source_probs'] if set(metrics) & set(SOURCE_METRICS)
-                                    else [])
+  names = ['features', 'labels'] + (['source_probs'] if set(metrics) & set(SOURCE_METRICS) else [])
   data = _load(args['paths'], names)
   k, b, w = args['num_classes'], args['batch_size'], args['warmup_rows']
 
   def call(rows):
     kw = {'source_probs': data['source_probs'][:rows]} if 'source_probs' in data else {}
-    return face_jax.score(data['features'][:rows], data['labels'][:rows], metrics=metrics,
-                          num_classes=k, batch_size=b, **kw)
+    return face_jax.score(
+        data['features'][:rows],
+        data['labels'][:rows],
+        metrics=metrics,
+        num_classes=k,
+        batch_size=b,
+        **kw,
+    )
 
   t = time.perf_counter()
   call(w)
   compile_s = time.perf_counter() - t
   res, rec = _timed(lambda: call(None))
-  rec.update(compile_s=compile_s, values={m: _plain(res[m]) for m in metrics},
-             face_jax_file=face_jax.__file__)
+  rec.update(
+      compile_s=compile_s,
+      values={m: _plain(res[m]) for m in metrics},
+      face_jax_file=face_jax.__file__,
+  )
   return rec
 
 
@@ -319,20 +354,35 @@ WORKERS = {'reference': worker_reference, 'face_jax': worker_face_jax}
 def run_worker(name: str, args: dict, timeout: float) -> dict:
   """Runs ``name`` in a fresh Python process; its result, or {'status': 'failed: ...'}."""
   env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in env.get(
-      'PYTHONPATH', '').split(os.pathsep) if p])
+  env['PYTHONPATH'] = os.pathsep.join(
+      [str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+  )
   try:
-    proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), '--worker', name,
-                           '--worker_args', json.dumps(args)], cwd=str(ROOT), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(pathlib.Path(__file__).resolve()),
+            '--worker',
+            name,
+            '--worker_args',
+            json.dumps(args),
+        ],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
   except subprocess.TimeoutExpired:
     return {'status': f'failed: no result within {timeout:.0f} s'}
   lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
   if proc.returncode != 0 or not lines:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['']
-    return {'status': f'failed: exit {proc.returncode}: {tail[0][:300]}',
-            'stderr_tail': proc.stderr[-3000:]}
-  return json.loads(lines[-1][len(RESULT_PREFIX):])
+    return {
+        'status': f'failed: exit {proc.returncode}: {tail[0][:300]}',
+        'stderr_tail': proc.stderr[-3000:],
+    }
+  return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
 # -- references: where, which commit ---------------------------------------------------------
@@ -341,8 +391,9 @@ def run_worker(name: str, args: dict, timeout: float) -> dict:
 def _commit_of(directory: pathlib.Path, override: str | None) -> tuple[str | None, str]:
   """(commit, where it was read): git metadata, a COMMIT file, or ``--reference_commits``."""
   if (directory / '.git').exists():
-    proc = subprocess.run(['git', '-C', str(directory), 'rev-parse', 'HEAD'],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ['git', '-C', str(directory), 'rev-parse', 'HEAD'], capture_output=True, text=True
+    )
     if proc.returncode == 0:
       return proc.stdout.strip(), 'git'
   if (directory / 'COMMIT').is_file():
@@ -356,8 +407,13 @@ def reference_info(references_dir: str | None, overrides: dict[str, str]) -> dic
   """Per reference: directory present?, the commit it holds, and the pinned commit."""
   out = {}
   for name, ref in REFERENCES.items():
-    rec = {'repository': ref['repository'], 'pinned_commit': ref['commit'], 'commit': None,
-           'commit_source': None, 'matches_pinned': None}
+    rec = {
+        'repository': ref['repository'],
+        'pinned_commit': ref['commit'],
+        'commit': None,
+        'commit_source': None,
+        'matches_pinned': None,
+    }
     d = pathlib.Path(references_dir) / name if references_dir else None
     if d is None:
       rec['status'] = 'not available: no --references_dir'
@@ -389,9 +445,13 @@ def _side_summary(rounds: list[dict], value_key: str) -> dict:
   ok = [r for r in rounds if r.get('status', 'ok') == 'ok']
   if not ok:
     return {'times_s': [], 'time_s': None, 'peak_rss_over_start_mb': None, value_key: None}
-  out = {'times_s': [r['time_s'] for r in ok], 'time_s': min(r['time_s'] for r in ok),
-         'peak_rss_over_start_mb': max(r['peak_rss_over_start_mb'] for r in ok),
-         'rss_before_mb': ok[-1]['rss_before_mb'], value_key: ok[-1][value_key]}
+  out = {
+      'times_s': [r['time_s'] for r in ok],
+      'time_s': min(r['time_s'] for r in ok),
+      'peak_rss_over_start_mb': max(r['peak_rss_over_start_mb'] for r in ok),
+      'rss_before_mb': ok[-1]['rss_before_mb'],
+      value_key: ok[-1][value_key],
+  }
   if 'compile_s' in ok[0]:
     out['compile_s'] = [r['compile_s'] for r in ok]
   return out
@@ -406,15 +466,20 @@ def _metric_call(m: str) -> str:
   return f"face_jax.score(x, y{src}, metrics=('{m}',), num_classes=K, batch_size=B)"
 
 
-def run(cfg: Config, references_dir: str | None, overrides: dict, timeout: float,
-        data_dir: str) -> dict:
+def run(
+    cfg: Config, references_dir: str | None, overrides: dict, timeout: float, data_dir: str
+) -> dict:
   """Generates the data, runs every worker round by round, and summarises."""
   refs = reference_info(references_dir, overrides)
   t = time.perf_counter()
   paths = write_data(cfg, data_dir)
   generate_s = time.perf_counter() - t
-  common = {'paths': paths, 'num_classes': cfg.num_classes,
-            'batch_size': min(cfg.batch_size, cfg.n), 'warmup_rows': min(cfg.warmup_rows, cfg.n)}
+  common = {
+      'paths': paths,
+      'num_classes': cfg.num_classes,
+      'batch_size': min(cfg.batch_size, cfg.n),
+      'warmup_rows': min(cfg.warmup_rows, cfg.n),
+  }
   ref_rounds = {m: [] for m in METRICS}
   exact_rounds = []
   fj_rounds = {m: [] for m in METRICS}
@@ -424,8 +489,11 @@ def run(cfg: Config, references_dir: str | None, overrides: dict, timeout: float
     for m in METRICS:
       ref_name = REFERENCE_CALLS[m][0]
       if status[m] == 'ok':
-        args = {'metric': m, 'paths': paths, 'ref_dir': str(pathlib.Path(references_dir)
-                                                          / ref_name)}
+        args = {
+            'metric': m,
+            'paths': paths,
+            'ref_dir': str(pathlib.Path(references_dir) / ref_name),
+        }
         rec = run_worker('reference', args, timeout)
         if rec['status'].startswith('not available'):
           status[m] = rec['status']
@@ -451,46 +519,73 @@ def run(cfg: Config, references_dir: str | None, overrides: dict, timeout: float
   for m in METRICS:
     ref_name, call = REFERENCE_CALLS[m]
     failed = [x['status'] for x in ref_rounds[m] if x['status'] != 'ok']
-    ref_status = status[m] if status[m] != 'ok' else (failed[0] if failed and len(failed) == len(
-        ref_rounds[m]) else 'ok')
-    ref = dict(reference=ref_name, call=call, status=ref_status,
-               **_side_summary(ref_rounds[m], 'value'))
+    ref_status = (
+        status[m]
+        if status[m] != 'ok'
+        else (failed[0] if failed and len(failed) == len(ref_rounds[m]) else 'ok')
+    )
+    ref = dict(
+        reference=ref_name, call=call, status=ref_status, **_side_summary(ref_rounds[m], 'value')
+    )
     fj_values = [{'status': 'ok', **x, 'value': x['values'][m]} for x in fj_rounds[m]]
     fj = dict(call=_metric_call(m), **_side_summary(fj_values, 'value'))
-    rec = {'reference': ref, 'face_jax': fj,
-           'time_ratio_reference_over_face_jax': _ratio(ref['time_s'], fj['time_s']),
-           'rel_diff': _rel_diff(fj['value'], ref['value'])}
+    rec = {
+        'reference': ref,
+        'face_jax': fj,
+        'time_ratio_reference_over_face_jax': _ratio(ref['time_s'], fj['time_s']),
+        'rel_diff': _rel_diff(fj['value'], ref['value']),
+    }
     if m == 'ncti':
-      rec['reference_pca_solver'] = next((x.get('pca_solver') for x in ref_rounds[m]
-                                          if x['status'] == 'ok'), None)
-      rec['reference_pca_exact'] = (None if rec['reference_pca_solver'] is None else
-                                    rec['reference_pca_solver'] in EXACT_PCA_SOLVERS)
-      ex = dict(call=call + " with sklearn PCA(svd_solver='full')",
-                status=(exact_rounds[-1]['status'] if exact_rounds else ref_status),
-                **_side_summary(exact_rounds, 'value'))
+      rec['reference_pca_solver'] = next(
+          (x.get('pca_solver') for x in ref_rounds[m] if x['status'] == 'ok'), None
+      )
+      rec['reference_pca_exact'] = (
+          None
+          if rec['reference_pca_solver'] is None
+          else rec['reference_pca_solver'] in EXACT_PCA_SOLVERS
+      )
+      ex = dict(
+          call=call + " with sklearn PCA(svd_solver='full')",
+          status=(exact_rounds[-1]['status'] if exact_rounds else ref_status),
+          **_side_summary(exact_rounds, 'value'),
+      )
       rec['reference_exact_pca'] = ex
       rec['rel_diff_exact_pca'] = _rel_diff(fj['value'], ex['value'])
     per_metric[m] = rec
 
   fj_all = _side_summary([{'status': 'ok', **x} for x in all_rounds], 'values')
   ref_times = [per_metric[m]['reference']['time_s'] for m in METRICS]
-  ref_sum = sum(t for t in ref_times if t is not None) if all(
-      t is not None for t in ref_times) else None
+  ref_sum = (
+      sum(t for t in ref_times if t is not None) if all(t is not None for t in ref_times) else None
+  )
   all_eight = {
-      'call': 'face_jax.score(x, y, source_probs=p, metrics=' + repr(METRICS)
-              + ', num_classes=K, batch_size=B)',
+      'call': 'face_jax.score(x, y, source_probs=p, metrics='
+      + repr(METRICS)
+      + ', num_classes=K, batch_size=B)',
       'face_jax': fj_all,
       'face_jax_single_metric_sum_s': sum(per_metric[m]['face_jax']['time_s'] for m in METRICS),
       'reference_sum_s': ref_sum,
       'time_ratio_reference_sum_over_face_jax': _ratio(ref_sum, fj_all['time_s']),
-      'rel_diff': {m: _rel_diff(fj_all['values'][m], per_metric[m]['reference']['value'])
-                   for m in METRICS},
+      'rel_diff': {
+          m: _rel_diff(fj_all['values'][m], per_metric[m]['reference']['value']) for m in METRICS
+      },
   }
-  return {'data': {'N': cfg.n, 'D': cfg.dim, 'K': cfg.num_classes, 'Ks': cfg.source_classes,
-                   'seed': cfg.seed, 'generate_s': generate_s,
-                   'batch_size': common['batch_size'], 'warmup_rows': common['warmup_rows'],
-                   'rounds': cfg.rounds},
-          'references': refs, 'per_metric': per_metric, 'all_eight': all_eight}
+  return {
+      'data': {
+          'N': cfg.n,
+          'D': cfg.dim,
+          'K': cfg.num_classes,
+          'Ks': cfg.source_classes,
+          'seed': cfg.seed,
+          'generate_s': generate_s,
+          'batch_size': common['batch_size'],
+          'warmup_rows': common['warmup_rows'],
+          'rounds': cfg.rounds,
+      },
+      'references': refs,
+      'per_metric': per_metric,
+      'all_eight': all_eight,
+  }
 
 
 def _log_rec(what: str, rec: dict) -> None:
@@ -498,8 +593,10 @@ def _log_rec(what: str, rec: dict) -> None:
     bu.log(f'{what}: {rec["status"]}')
   else:
     extra = f', compile {rec["compile_s"]:.2f} s' if 'compile_s' in rec else ''
-    bu.log(f'{what}: {rec["time_s"]:.3f} s{extra}, '
-           f'peak RSS +{rec["peak_rss_over_start_mb"]:.0f} MB')
+    bu.log(
+        f'{what}: {rec["time_s"]:.3f} s{extra}, '
+        f'peak RSS +{rec["peak_rss_over_start_mb"]:.0f} MB'
+    )
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -520,73 +617,121 @@ def _fmt_diff(d) -> str:
 def markdown(res: dict) -> str:
   """The results as Markdown: the setup, one row per metric, the all-eight call."""
   d, h = res['data'], res['host']
-  lines = [f"Mode `{res['mode']}`, {res['created']}: N = {d['N']:,}, D = {d['D']}, K = {d['K']}, "
-           f"Ks = {d['Ks']}, float32, {d['rounds']} round(s), minimum reported; "
-           f"{h['processor']} ({h['cpu_count']} cores), jax {h['jax']}, numpy {h['numpy']}, "
-           f"load average at start {h['load_average'][0]:.1f}.", '',
-           '| reference | commit run | status |', '|---|---|---|']
+  lines = [
+      f"Mode `{res['mode']}`, {res['created']}: N = {d['N']:,}, D = {d['D']}, K = {d['K']}, "
+      f"Ks = {d['Ks']}, float32, {d['rounds']} round(s), minimum reported; "
+      f"{h['processor']} ({h['cpu_count']} cores), jax {h['jax']}, numpy {h['numpy']}, "
+      f"load average at start {h['load_average'][0]:.1f}.",
+      '',
+      '| reference | commit run | status |',
+      '|---|---|---|',
+  ]
   for name, r in res['references'].items():
-    commit = (r['commit'] or '?')[:12] + ('' if r['matches_pinned'] in (True, None)
-                                          else f" (pinned {r['pinned_commit'][:12]})")
+    commit = (r['commit'] or '?')[:12] + (
+        '' if r['matches_pinned'] in (True, None) else f" (pinned {r['pinned_commit'][:12]})"
+    )
     lines.append(f"| {name} | {commit if r['commit'] else '–'} | {r['status']} |")
-  lines += ['', '| metric | reference call | reference s | face_jax s | reference / face_jax '
-            '| face_jax compile s | peak RSS +MB (ref / face_jax) | relative difference |',
-            '|' + '---|' * 8]
+  lines += [
+      '',
+      '| metric | reference call | reference s | face_jax s | reference / face_jax '
+      '| face_jax compile s | peak RSS +MB (ref / face_jax) | relative difference |',
+      '|' + '---|' * 8,
+  ]
   for m, r in res['per_metric'].items():
     ref, fj = r['reference'], r['face_jax']
     ref_s = _fmt(ref['time_s'], '.2f') if ref['status'] == 'ok' else ref['status'].split(':')[0]
-    lines.append(f"| {m} | `{ref['call']}` | {ref_s} | {_fmt(fj['time_s'], '.2f')} | "
-                 f"{_fmt(r['time_ratio_reference_over_face_jax'], '.2f')} | "
-                 f"{_fmt(min(fj['compile_s']), '.1f')} | "
-                 f"{_fmt(ref['peak_rss_over_start_mb'], '.0f')} / "
-                 f"{_fmt(fj['peak_rss_over_start_mb'], '.0f')} | {_fmt_diff(r['rel_diff'])} |")
+    lines.append(
+        f"| {m} | `{ref['call']}` | {ref_s} | {_fmt(fj['time_s'], '.2f')} | "
+        f"{_fmt(r['time_ratio_reference_over_face_jax'], '.2f')} | "
+        f"{_fmt(min(fj['compile_s']), '.1f')} | "
+        f"{_fmt(ref['peak_rss_over_start_mb'], '.0f')} / "
+        f"{_fmt(fj['peak_rss_over_start_mb'], '.0f')} | {_fmt_diff(r['rel_diff'])} |"
+    )
   a = res['all_eight']
-  lines.append(f"| all eight, one call | sum of the references | "
-               f"{_fmt(a['reference_sum_s'], '.2f')} "
-               f"| {_fmt(a['face_jax']['time_s'], '.2f')} | "
-               f"{_fmt(a['time_ratio_reference_sum_over_face_jax'], '.2f')} | "
-               f"{_fmt(min(a['face_jax']['compile_s']), '.1f')} | – / "
-               f"{_fmt(a['face_jax']['peak_rss_over_start_mb'], '.0f')} | |")
+  lines.append(
+      f'| all eight, one call | sum of the references | '
+      f"{_fmt(a['reference_sum_s'], '.2f')} "
+      f"| {_fmt(a['face_jax']['time_s'], '.2f')} | "
+      f"{_fmt(a['time_ratio_reference_sum_over_face_jax'], '.2f')} | "
+      f"{_fmt(min(a['face_jax']['compile_s']), '.1f')} | – / "
+      f"{_fmt(a['face_jax']['peak_rss_over_start_mb'], '.0f')} | |"
+  )
   n = res['per_metric'].get('ncti')
   if n and n['reference']['status'] == 'ok':
-    lines += ['', f"NCTI: the reference's PCA(64) used svd_solver='{n['reference_pca_solver']}' "
-              f"({'exact' if n['reference_pca_exact'] else 'randomized, seeded by np.random'}); "
-              f"face_jax's PCA is exact. Against the reference with PCA(svd_solver='full'): "
-              f"{_fmt_diff(n['rel_diff_exact_pca'])} "
-              f"({_fmt(n['reference_exact_pca']['time_s'], '.2f')} s)."]
-  lines += ['', f"face_jax run alone per metric: {a['face_jax_single_metric_sum_s']:.2f} s in all; "
-            'compile time is the warm-up call on the first '
-            f"{d['warmup_rows']:,} rows (same batch size, {d['batch_size']})."]
+    lines += [
+        '',
+        f"NCTI: the reference's PCA(64) used svd_solver='{n['reference_pca_solver']}' "
+        f"({'exact' if n['reference_pca_exact'] else 'randomized, seeded by np.random'}); "
+        f"face_jax's PCA is exact. Against the reference with PCA(svd_solver='full'): "
+        f"{_fmt_diff(n['rel_diff_exact_pca'])} "
+        f"({_fmt(n['reference_exact_pca']['time_s'], '.2f')} s).",
+    ]
+  lines += [
+      '',
+      f"face_jax run alone per metric: {a['face_jax_single_metric_sum_s']:.2f} s in all; "
+      'compile time is the warm-up call on the first '
+      f"{d['warmup_rows']:,} rows (same batch size, {d['batch_size']}).",
+  ]
   return '\n'.join(lines) + '\n'
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--references_dir', default=None,
-                  help='directory holding LogME/, Transfer-Learning-Library/, SFDA/, NCTI/')
-  ap.add_argument('--reference_commits', default='',
-                  help='NAME=COMMIT,... for checkouts without git metadata or a COMMIT file')
-  ap.add_argument('--quick', action='store_true',
-                  help=f'a small configuration: N={QUICK.n}, D={QUICK.dim}, K={QUICK.num_classes}, '
-                       f'Ks={QUICK.source_classes}, {QUICK.rounds} round')
+  ap.add_argument(
+      '--references_dir',
+      default=None,
+      help='directory holding LogME/, Transfer-Learning-Library/, SFDA/, NCTI/',
+  )
+  ap.add_argument(
+      '--reference_commits',
+      default='',
+      help='NAME=COMMIT,... for checkouts without git metadata or a COMMIT file',
+  )
+  ap.add_argument(
+      '--quick',
+      action='store_true',
+      help=f'a small configuration: N={QUICK.n}, D={QUICK.dim}, K={QUICK.num_classes}, '
+      f'Ks={QUICK.source_classes}, {QUICK.rounds} round',
+  )
   default = Config()
   ap.add_argument('--n', type=int, default=None, help=f'samples (default {default.n})')
   ap.add_argument('--dim', type=int, default=None, help=f'feature dimension ({default.dim})')
-  ap.add_argument('--num_classes', type=int, default=None,
-                  help=f'target classes K ({default.num_classes})')
-  ap.add_argument('--source_classes', type=int, default=None,
-                  help=f'source classes Ks ({default.source_classes})')
+  ap.add_argument(
+      '--num_classes', type=int, default=None, help=f'target classes K ({default.num_classes})'
+  )
+  ap.add_argument(
+      '--source_classes',
+      type=int,
+      default=None,
+      help=f'source classes Ks ({default.source_classes})',
+  )
   ap.add_argument('--rounds', type=int, default=None, help=f'rounds ({default.rounds})')
-  ap.add_argument('--warmup_rows', type=int, default=None,
-                  help=f'rows of the compile call ({default.warmup_rows})')
-  ap.add_argument('--batch_size', type=int, default=None,
-                  help=f'face_jax batch size (default {default.batch_size}, at most N)')
+  ap.add_argument(
+      '--warmup_rows',
+      type=int,
+      default=None,
+      help=f'rows of the compile call ({default.warmup_rows})',
+  )
+  ap.add_argument(
+      '--batch_size',
+      type=int,
+      default=None,
+      help=f'face_jax batch size (default {default.batch_size}, at most N)',
+  )
   ap.add_argument('--seed', type=int, default=None, help='data seed (0)')
   ap.add_argument('--timeout', type=float, default=3600.0, help='seconds per worker process')
-  ap.add_argument('--out', default=None, help='JSON output (default benchmarks/results/'
-                  'versus_reference[_quick].json; the Markdown goes beside it as .md)')
-  ap.add_argument('--markdown', default=None, metavar='JSON',
-                  help='print the table of a results JSON as Markdown and exit')
+  ap.add_argument(
+      '--out',
+      default=None,
+      help='JSON output (default benchmarks/results/'
+      'versus_reference[_quick].json; the Markdown goes beside it as .md)',
+  )
+  ap.add_argument(
+      '--markdown',
+      default=None,
+      metavar='JSON',
+      help='print the table of a results JSON as Markdown and exit',
+  )
   ap.add_argument('--worker', default=None, help=argparse.SUPPRESS)
   ap.add_argument('--worker_args', default=None, help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
@@ -601,17 +746,31 @@ def main(argv=None):
     return 0
 
   base = QUICK if a.quick else default
-  cfg = dataclasses.replace(base, **{f.name: getattr(a, f.name) for f in dataclasses.fields(Config)
-                                     if getattr(a, f.name) is not None})
+  cfg = dataclasses.replace(
+      base,
+      **{
+          f.name: getattr(a, f.name)
+          for f in dataclasses.fields(Config)
+          if getattr(a, f.name) is not None
+      },
+  )
   overrides = dict(kv.split('=', 1) for kv in a.reference_commits.split(',') if kv.strip())
   mode = 'quick' if a.quick else 'full'
-  out = a.out or str(ROOT / 'benchmarks' / 'results' /
-                     ('versus_reference.json' if mode == 'full' else 'versus_reference_quick.json'))
-  res = {'schema': SCHEMA, 'mode': mode, 'command': [os.path.relpath(sys.argv[0], ROOT)]
-         + sys.argv[1:], 'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
-             timespec='seconds'), 'host': bu.host_info(),
-         'timing': 'each measurement in its own process; minimum over interleaved rounds; '
-                   'face_jax compile time (warm-up call) reported apart'}
+  out = a.out or str(
+      ROOT
+      / 'benchmarks'
+      / 'results'
+      / ('versus_reference.json' if mode == 'full' else 'versus_reference_quick.json')
+  )
+  res = {
+      'schema': SCHEMA,
+      'mode': mode,
+      'command': [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:],
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'host': bu.host_info(),
+      'timing': 'each measurement in its own process; minimum over interleaved rounds; '
+      'face_jax compile time (warm-up call) reported apart',
+  }
   t = time.perf_counter()
   data_dir = tempfile.mkdtemp(prefix='versus_reference_')
   try:

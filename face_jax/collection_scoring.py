@@ -90,34 +90,48 @@ def metric_record(info: MetricInfo, value: Any = None, error: str | None = None)
   A value that cannot be read (e.g. a pool-relative value without
   ``components()``) becomes the record's error.
   """
-  rec: dict[str, Any] = {'value': None, 'error': error,
-                         'higher_is_better': bool(info.higher_is_better),
-                         'pool_relative': bool(info.pool_relative)}
+  rec: dict[str, Any] = {
+      'value': None,
+      'error': error,
+      'higher_is_better': bool(info.higher_is_better),
+      'pool_relative': bool(info.pool_relative),
+  }
   if error is not None:
     return rec
   try:
     if info.pool_relative:
       if not (hasattr(value, 'components') and callable(value.components)):
-        raise TypeError(f'pool-relative metric {info.name!r} returned {type(value).__name__} '
-                        'without components()')
+        raise TypeError(
+            f'pool-relative metric {info.name!r} returned {type(value).__name__} '
+            'without components()'
+        )
       rec['components'] = {k: float(v) for k, v in value.components().items()}
     else:
       rec['value'] = scalar(value)
     if hasattr(value, 'variance_collapse'):
-      rec['terms'] = {'variance_collapse': float(value.variance_collapse),
-                      'class_fairness': float(value.class_fairness), 'nc1': float(value.nc1)}
+      rec['terms'] = {
+          'variance_collapse': float(value.variance_collapse),
+          'class_fairness': float(value.class_fairness),
+          'nc1': float(value.nc1),
+      }
   except Exception as e:  # pylint: disable=broad-except  # a value we cannot read is its error
     rec['error'] = error_text(e)
   return rec
 
 
-def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
-                    infos: Mapping[str, MetricInfo], *, batch_size: int = 512,
-                    num_classes: int | None = None,
-                    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-                    suspects: set | None = None,
-                    log: Callable[[str], None] | None = None,
-                    in_memory: bool = True) -> dict[str, dict]:
+def score_extractor(
+    extractor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    infos: Mapping[str, MetricInfo],
+    *,
+    batch_size: int = 512,
+    num_classes: int | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    suspects: set | None = None,
+    log: Callable[[str], None] | None = None,
+    in_memory: bool = True,
+) -> dict[str, dict]:
   """Every metric of ``infos`` on a model's default-layer features.
 
   The metrics run together (shared passes).  When that raises, the group is
@@ -156,25 +170,39 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
   if in_memory:
     needs_probs = any('source_probs' in infos[m].needs for m in infos)
     with_probs = needs_probs and 'logits' in extractor.layer_names
-    feats = extractor.embed(images, (layer, 'logits') if with_probs else (layer,),
-                            batch_size=batch_size)
-    if with_probs:   # the source model's predictions, as score_model forms them
+    feats = extractor.embed(
+        images, (layer, 'logits') if with_probs else (layer,), batch_size=batch_size
+    )
+    if with_probs:  # the source model's predictions, as score_model forms them
       feats['source_probs'] = np.asarray(jax.nn.softmax(feats.pop('logits'), axis=-1))
 
   def run(ms):
     opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
     if feats is None:
-      out = score_model(extractor, (images, labels), metrics=tuple(ms), batch_size=batch_size,
-                        num_classes=num_classes, metric_options=opts or None)
+      out = score_model(
+          extractor,
+          (images, labels),
+          metrics=tuple(ms),
+          batch_size=batch_size,
+          num_classes=num_classes,
+          metric_options=opts or None,
+      )
       return out[layer]
     probs = feats.get('source_probs')
     if probs is None and any('source_probs' in infos[m].needs for m in ms):
       raise InputError(
           f'metrics {[m for m in ms if infos[m].needs]} need source probabilities, but '
-          f'{extractor.name} has no classifier head (a "logits" layer)')
-    return api.score(feats[layer], labels, metrics=tuple(ms), source_probs=probs,
-                     batch_size=batch_size, num_classes=num_classes,
-                     metric_options=opts or None)
+          f'{extractor.name} has no classifier head (a "logits" layer)'
+      )
+    return api.score(
+        feats[layer],
+        labels,
+        metrics=tuple(ms),
+        source_probs=probs,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        metric_options=opts or None,
+    )
 
   records: dict[str, Any] = {}
 
@@ -206,13 +234,19 @@ def score_extractor(extractor, images: np.ndarray, labels: np.ndarray,
   return records
 
 
-def score_collection(collection, images: np.ndarray, labels: np.ndarray,
-                     metrics: Sequence[str] | Mapping[str, MetricInfo] | None = None, *,
-                     batch_size: int = 512, num_classes: int | None = None,
-                     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-                     log: Callable[[str, str], None] | None = None,
-                     done: Callable[[str, Mapping[str, Any], float], None] | None = None,
-                     in_memory: bool = True) -> dict[str, dict[str, dict]]:
+def score_collection(
+    collection,
+    images: np.ndarray,
+    labels: np.ndarray,
+    metrics: Sequence[str] | Mapping[str, MetricInfo] | None = None,
+    *,
+    batch_size: int = 512,
+    num_classes: int | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Callable[[str, str], None] | None = None,
+    done: Callable[[str, Mapping[str, Any], float], None] | None = None,
+    in_memory: bool = True,
+) -> dict[str, dict[str, dict]]:
   """Every model of a collection on one labelled dataset (``score_extractor`` per model).
 
   A metric that fails on one model runs on its own for the following models,
@@ -239,10 +273,18 @@ def score_collection(collection, images: np.ndarray, labels: np.ndarray,
     t0 = time.perf_counter()
     ex = entry.build()
     name = entry.name
-    recs = score_extractor(ex, images, labels, infos, batch_size=batch_size,
-                           num_classes=num_classes, metric_options=metric_options,
-                           suspects=suspects, in_memory=in_memory,
-                           log=(lambda m, name=name: log(name, m)) if log else None)
+    recs = score_extractor(
+        ex,
+        images,
+        labels,
+        infos,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        metric_options=metric_options,
+        suspects=suspects,
+        in_memory=in_memory,
+        log=(lambda m, name=name: log(name, m)) if log else None,
+    )
     records[name] = {m: r for m, r in recs.items() if m in infos}
     if done:
       done(name, records[name], time.perf_counter() - t0)
@@ -254,8 +296,9 @@ def pool_function(name: str) -> Callable | None:
   return engine_lib.get(name).pool
 
 
-def available_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                     metric: str) -> tuple[dict[str, float], dict[str, str]]:
+def available_scores(
+    records: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str
+) -> tuple[dict[str, float], dict[str, str]]:
   """Oriented scores (higher = better) of the models that have a finite value for ``metric``.
 
   Args:
@@ -281,10 +324,15 @@ def available_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
       elif not (math.isfinite(t['variance_collapse']) and math.isfinite(t['class_fairness'])):
         missing[m] = f'non-finite FaCe terms {t}'
       else:
-        comps[m] = {'variance_collapse': t['variance_collapse'],
-                    'class_fairness': t['class_fairness']}
-    scores = pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0}) \
-        if comps else {}
+        comps[m] = {
+            'variance_collapse': t['variance_collapse'],
+            'class_fairness': t['class_fairness'],
+        }
+    scores = (
+        pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0})
+        if comps
+        else {}
+    )
     return scores, missing
   good = {}
   for m, recs in records.items():
@@ -311,8 +359,9 @@ def available_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
   return {m: sign * v for m, v in out.items()}, missing
 
 
-def oriented_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                    metric: str) -> dict[str, float]:
+def oriented_scores(
+    records: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str
+) -> dict[str, float]:
   """``{model: score}`` of one metric over a pool, oriented so that higher = better.
 
   Like ``available_scores``, but every model must have a value.
@@ -323,13 +372,19 @@ def oriented_scores(records: Mapping[str, Mapping[str, Mapping[str, Any]]],
   """
   scores, missing = available_scores(records, metric)
   if missing:
-    raise ValueError(f'{metric}: no value for {len(missing)} model(s): '
-                     + '; '.join(f'{m}: {e}' for m, e in sorted(missing.items())[:3]))
+    raise ValueError(
+        f'{metric}: no value for {len(missing)} model(s): '
+        + '; '.join(f'{m}: {e}' for m, e in sorted(missing.items())[:3])
+    )
   return scores
 
 
-def class_moments(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                  engine: engine_lib.Engine | None = None) -> dict[str, engine_lib.ClassMoments]:
+def class_moments(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    engine: engine_lib.Engine | None = None,
+) -> dict[str, engine_lib.ClassMoments]:
   """Finalised ``Moments`` of both FaCe weightings, from one float64 pass of the engine.
 
   Args:
@@ -347,19 +402,25 @@ def class_moments(features: np.ndarray, labels: np.ndarray, num_classes: int,
   counts = np.bincount(labels, minlength=num_classes)
   spec = engine_lib.MomentsSpec(num_classes=num_classes, dim=features.shape[1], dtype='float64')
   shift = engine_lib.FIRST_BATCH_SHIFT
-  reqs = {'sample': engine_lib.Request(engine_lib.Moments, spec,
-                                       {'shift': shift, 'weight': np.ones(num_classes)}),
-          'balanced': engine_lib.Request(engine_lib.Moments, spec,
-                                         {'shift': shift,
-                                          'weight': engine_lib.balanced_weights(counts)})}
+  reqs = {
+      'sample': engine_lib.Request(
+          engine_lib.Moments, spec, {'shift': shift, 'weight': np.ones(num_classes)}
+      ),
+      'balanced': engine_lib.Request(
+          engine_lib.Moments, spec, {'shift': shift, 'weight': engine_lib.balanced_weights(counts)}
+      ),
+  }
   eng = engine or engine_lib.Engine(dtype='float64')
   src = engine_lib.ArraySource(features, labels, num_classes=num_classes, feat_dtype=np.float64)
   return dict(eng.run_pass(src, {'features': reqs})['features'])
 
 
-def face_variant_terms(features: np.ndarray, labels: np.ndarray,
-                       variants: Iterable[Mapping[str, Any]],
-                       num_classes: int | None = None) -> list[dict[str, float]]:
+def face_variant_terms(
+    features: np.ndarray,
+    labels: np.ndarray,
+    variants: Iterable[Mapping[str, Any]],
+    num_classes: int | None = None,
+) -> list[dict[str, float]]:
   """C, F and NC1 of FaCe variants, from one pass of statistics.
 
   The statistics (both weightings' ``ClassMoments``) are accumulated once;

@@ -101,11 +101,9 @@ def _check_labels(y, n: int | None, fn: str) -> tuple[np.ndarray, int, np.ndarra
   if y.size == 0:
     raise InputError(f"{fn}: y is empty.")
   if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-    raise InputError(
-        f"{fn}: y must hold integer class labels, got dtype {y.dtype}.")
+    raise InputError(f"{fn}: y must hold integer class labels, got dtype {y.dtype}.")
   if n is not None and y.shape[0] != n:
-    raise InputError(
-        f"{fn}: y has {y.shape[0]} labels but the data has {n} rows.")
+    raise InputError(f"{fn}: y has {y.shape[0]} labels but the data has {n} rows.")
   y = y.astype(np.int64)
   if y.min() < 0:
     raise InputError(f"{fn}: labels must be >= 0, found {int(y.min())}.")
@@ -118,7 +116,8 @@ def _check_labels(y, n: int | None, fn: str) -> tuple[np.ndarray, int, np.ndarra
     raise InputError(
         f"{fn}: labels must cover 0..C-1 (C = max(y)+1 = {num_classes}); "
         f"classes without samples: {missing[:10].tolist()}"
-        f"{' ...' if missing.size > 10 else ''}.")
+        f"{' ...' if missing.size > 10 else ''}."
+    )
   return y, num_classes, counts
 
 
@@ -128,8 +127,7 @@ def _check_features(X, fn: str, name: str = "X") -> np.ndarray:
   if X.ndim != 2:
     raise InputError(f"{fn}: {name} must be 2-D [N, D], got shape {X.shape}.")
   if X.shape[0] < 2 or X.shape[1] < 1:
-    raise InputError(
-        f"{fn}: {name} needs at least 2 rows and 1 column, got {X.shape}.")
+    raise InputError(f"{fn}: {name} needs at least 2 rows and 1 column, got {X.shape}.")
   if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
     raise InputError(f"{fn}: {name} must be real-valued, got dtype {X.dtype}.")
   X = X.astype(np.float64, copy=False)
@@ -147,13 +145,11 @@ def _check_xy(X, y, fn: str):
 def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   """Validates source probabilities [N, Cs]: finite, >= 0, rows sum to 1."""
   if probs is None:
-    raise InputError(
-        f"{fn}: needs source-model probabilities `probs` [N, Cs]; got None.")
+    raise InputError(f"{fn}: needs source-model probabilities `probs` [N, Cs]; got None.")
   in_dtype = np.asarray(probs).dtype
   probs = _check_features(probs, fn, name="probs")
   if n is not None and probs.shape[0] != n:
-    raise InputError(
-        f"{fn}: probs has {probs.shape[0]} rows but there are {n} labels.")
+    raise InputError(f"{fn}: probs has {probs.shape[0]} rows but there are {n} labels.")
   if np.any(probs < 0):
     raise InputError(f"{fn}: probs contains negative entries.")
   atol = PROBS_SUM_ATOL
@@ -165,7 +161,8 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
     i = int(np.argmax(dev))
     raise InputError(
         f"{fn}: every row of probs must sum to 1 (abs tol {atol:g}); "
-        f"row {i} sums to {probs[i].sum():.9g}.")
+        f"row {i} sums to {probs[i].sum():.9g}."
+    )
   return probs
 
 
@@ -181,8 +178,9 @@ def _class_sums(A: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
   return np.add.reduceat(A[order], starts, axis=0)
 
 
-def _class_sums_means(X: np.ndarray, y: np.ndarray, num_classes: int,
-                      counts: np.ndarray) -> np.ndarray:
+def _class_sums_means(
+    X: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray
+) -> np.ndarray:
   """Class means [C, D] of the rows of X."""
   del num_classes  # implied by counts
   return _class_sums(X, y, counts) / counts[:, None]
@@ -208,10 +206,10 @@ def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     keep = s > _logme.LOGME_FP_SV_CUTOFF
     s, v = s[keep], v[:, keep]
     # x = U^T y with U = X V / s, computed as V^T (X^T y) / s.
-    proj = (v.T @ (X.T @ onehot)) / s[:, None]          # [k, C]
+    proj = (v.T @ (X.T @ onehot)) / s[:, None]  # [k, C]
   else:
-    u, s, _ = np.linalg.svd(X, full_matrices=False)     # all min(N, D) kept
-    proj = u.T @ onehot                                  # [k, C]
+    u, s, _ = np.linalg.svd(X, full_matrices=False)  # all min(N, D) kept
+    proj = u.T @ onehot  # [k, C]
   # The fixed-point iteration itself is shared with the streamed metric, which reaches the
   # same eigenbasis quantities from its sufficient statistics.
   return _logme.logme_fixed_point_iteration(s**2, proj**2, onehot.sum(0), n, d)
@@ -220,7 +218,7 @@ def _logme_fixed_point(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
 def _logme_icml(X: np.ndarray, y: np.ndarray, num_classes: int) -> float:
   n, d = X.shape
   w, v = numerics.sym_eig_desc(X.T @ X)
-  s = np.abs(w)                 # singular values of the PSD matrix X^T X (all D)
+  s = np.abs(w)  # singular values of the PSD matrix X^T X (all D)
   evidences = []
   for c in range(num_classes):
     t = (y == c).astype(np.float64)
@@ -287,8 +285,7 @@ def logme(X, y, *, variant: str = _logme.LogmeOptions.variant) -> float:
     return _logme_fixed_point(X, y, num_classes)
   if variant == "tllib_icml":
     return _logme_icml(X, y, num_classes)
-  raise InputError(
-      f"logme: unknown variant {variant!r}; use 'thuml' or 'tllib_icml'.")
+  raise InputError(f"logme: unknown variant {variant!r}; use 'thuml' or 'tllib_icml'.")
 
 
 # ----------------------------------------------------------------------------
@@ -326,10 +323,11 @@ def leep(probs, y) -> float:
   probs = _check_probs(probs, None, "leep")
   y, _, counts = _check_labels(y, probs.shape[0], "leep")
   n = probs.shape[0]
-  joint = _class_sums(probs, y, counts) / n           # P(y, z) [C, Cs]
+  joint = _class_sums(probs, y, counts) / n  # P(y, z) [C, Cs]
   marginal = joint.sum(axis=0)
-  cond = np.divide(joint, marginal[None, :], out=np.zeros_like(joint),
-                   where=marginal[None, :] > 0)        # P(y | z) [C, Cs]
+  cond = np.divide(
+      joint, marginal[None, :], out=np.zeros_like(joint), where=marginal[None, :] > 0
+  )  # P(y | z) [C, Cs]
   eep = np.einsum("nz,nz->n", probs, cond[y])
   with np.errstate(divide="ignore"):
     return float(np.mean(np.log(eep)))
@@ -363,11 +361,11 @@ def nce(probs, y) -> float:
   z = np.argmax(probs, axis=1)
   num_source = int(z.max()) + 1
   joint = np.bincount(y * num_source + z, minlength=num_classes * num_source)
-  joint = joint.reshape(num_classes, num_source) / n      # P(y, z)
+  joint = joint.reshape(num_classes, num_source) / n  # P(y, z)
   p_z = joint.sum(axis=0)
   valid = p_z > 0
   cond = joint[:, valid] / p_z[None, valid] + _leep.NCE_EPS
-  ent = np.sum(-cond * np.log(cond), axis=0)          # H(Y | z) per valid z
+  ent = np.sum(-cond * np.log(cond), axis=0)  # H(Y | z) per valid z
   return float(-np.sum(ent * p_z[valid]))
 
 
@@ -375,8 +373,10 @@ def nce(probs, y) -> float:
 # H-score, regularised H-score, TransRate
 # ----------------------------------------------------------------------------
 
-def _between_scatter(Xc: np.ndarray, y: np.ndarray, num_classes: int,
-                     counts: np.ndarray) -> np.ndarray:
+
+def _between_scatter(
+    Xc: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray
+) -> np.ndarray:
   """sum_c n_c (mu_c - mu)(mu_c - mu)^T for globally centred Xc (mu = 0)."""
   mc = _class_sums_means(Xc, y, num_classes, counts)
   return (mc * counts[:, None]).T @ mc
@@ -425,7 +425,7 @@ def _ledoit_wolf_shrinkage(Xc: np.ndarray) -> float:
   s = (Xc.T @ Xc) / n
   fro2 = float(np.sum(s * s))
   mu = float(np.trace(s)) / d
-  b = (float(np.sum(np.sum(Xc * Xc, axis=1)**2)) / n - fro2) / (n * d)
+  b = (float(np.sum(np.sum(Xc * Xc, axis=1) ** 2)) / n - fro2) / (n * d)
   delta = (fro2 - d * mu * mu) / d
   b = min(b, delta)
   return 0.0 if b == 0 else b / delta
@@ -509,6 +509,7 @@ def transrate(X, y, *, eps: float = _transrate.TransrateOptions.eps) -> float:
 # GBC
 # ----------------------------------------------------------------------------
 
+
 def _pca_exact(X: np.ndarray, k: int) -> np.ndarray:
   """Projection of X on its top-k principal components (exact thin SVD)."""
   Xc = X - X.mean(axis=0)
@@ -516,8 +517,13 @@ def _pca_exact(X: np.ndarray, k: int) -> np.ndarray:
   return u[:, :k] * s[:k]
 
 
-def gbc(X, y, *, gaussian_type: str = _gbc.GbcOptions.gaussian_type,
-        pca_dim: int | None = _gbc.GbcOptions.pca_dim) -> float:
+def gbc(
+    X,
+    y,
+    *,
+    gaussian_type: str = _gbc.GbcOptions.gaussian_type,
+    pca_dim: int | None = _gbc.GbcOptions.pca_dim,
+) -> float:
   """GBC: Gaussian Bhattacharyya coefficient class separability.
 
   Pandy et al., "Transferability Estimation using Bhattacharyya Class
@@ -557,7 +563,8 @@ def gbc(X, y, *, gaussian_type: str = _gbc.GbcOptions.gaussian_type,
   X, y, num_classes, counts = _check_xy(X, y, "gbc")
   if gaussian_type not in ("spherical", "diagonal"):
     raise InputError(
-        f"gbc: gaussian_type must be 'spherical' or 'diagonal', got {gaussian_type!r}.")
+        f"gbc: gaussian_type must be 'spherical' or 'diagonal', got {gaussian_type!r}."
+    )
   if pca_dim is not None:
     pca_dim = int(pca_dim)
     if not 1 <= pca_dim <= min(X.shape):
@@ -565,30 +572,31 @@ def gbc(X, y, *, gaussian_type: str = _gbc.GbcOptions.gaussian_type,
           f"gbc: pca_dim={pca_dim} needs 1 <= pca_dim <= min(N, D) = "
           f"{min(X.shape)} (N={X.shape[0]}, D={X.shape[1]}); the PCA-{pca_dim} "
           "reduction of the google pipeline is not defined here. Use "
-          "pca_dim=None for GBC on the raw features.")
+          "pca_dim=None for GBC on the raw features."
+      )
     X = _pca_exact(X, pca_dim).astype(np.float32).astype(np.float64)
   else:
-    X = X - X.mean(axis=0)   # shift-invariant; centring only improves rounding
+    X = X - X.mean(axis=0)  # shift-invariant; centring only improves rounding
   mu = _class_sums_means(X, y, num_classes, counts)
-  var = np.maximum(_class_sums((X - mu[y])**2, y, counts) / counts[:, None],
-                   _gbc.GBC_VAR_FLOOR)
+  var = np.maximum(_class_sums((X - mu[y]) ** 2, y, counts) / counts[:, None], _gbc.GBC_VAR_FLOOR)
   total = 0.0
   if gaussian_type == "spherical":
-    sv = var.mean(axis=1)                                  # [C]
+    sv = var.mean(axis=1)  # [C]
     logs = np.log(sv)
     for a in range(num_classes):
-      d2 = np.sum((mu - mu[a])**2, axis=1)                 # [C]
+      d2 = np.sum((mu - mu[a]) ** 2, axis=1)  # [C]
       vbar = 0.5 * (sv + sv[a])
       bd = d2 / vbar / 8.0 + 0.5 * (np.log(vbar) - 0.5 * logs[a] - 0.5 * logs)
       e = np.exp(-bd)
       e[a] = 0.0
       total += float(e.sum())
   else:
-    logs = np.log(var).sum(axis=1)                         # [C]
+    logs = np.log(var).sum(axis=1)  # [C]
     for a in range(num_classes):
-      vbar = 0.5 * (var + var[a])                          # [C, D]
-      bd = (np.sum((mu - mu[a])**2 / vbar, axis=1) / 8.0
-            + 0.5 * (np.log(vbar).sum(axis=1) - 0.5 * logs[a] - 0.5 * logs))
+      vbar = 0.5 * (var + var[a])  # [C, D]
+      bd = np.sum((mu - mu[a]) ** 2 / vbar, axis=1) / 8.0 + 0.5 * (
+          np.log(vbar).sum(axis=1) - 0.5 * logs[a] - 0.5 * logs
+      )
       e = np.exp(-bd)
       e[a] = 0.0
       total += float(e.sum())
@@ -599,8 +607,10 @@ def gbc(X, y, *, gaussian_type: str = _gbc.GbcOptions.gaussian_type,
 # SFDA
 # ----------------------------------------------------------------------------
 
-def _shrunk_lda_proba(Xc: np.ndarray, y: np.ndarray, num_classes: int,
-                      counts: np.ndarray, shrinkage: float | None):
+
+def _shrunk_lda_proba(
+    Xc: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray, shrinkage: float | None
+):
   """Posteriors of SFDA's shrunk LDA on (globally centred) data.
 
   Returns (P [N, C], class means [C, D], shrinkage used).
@@ -608,13 +618,13 @@ def _shrunk_lda_proba(Xc: np.ndarray, y: np.ndarray, num_classes: int,
   n, d = Xc.shape
   mu = _class_sums_means(Xc, y, num_classes, counts)
   r = Xc - mu[y]
-  sw = (r.T @ r) / n                       # sum_c pi_c Cov_c, each Cov_c with 1/n_c
+  sw = (r.T @ r) / n  # sum_c pi_c Cov_c, each Cov_c with 1/n_c
   if shrinkage is None:
     lam = numerics.power_largest_eig(sw, _sfda.SFDA_POWER_ITERS)
     shrinkage = max(math.exp(-5.0 * lam), _sfda.SFDA_SHRINK_FLOOR)
   sw_s = (1.0 - shrinkage) * sw
   sw_s[np.diag_indices(d)] += shrinkage * float(np.trace(sw)) / d
-  a_mu = numerics.solve_spd(sw_s, mu.T)                            # Sw_s^{-1} mu_c  [D, C]
+  a_mu = numerics.solve_spd(sw_s, mu.T)  # Sw_s^{-1} mu_c  [D, C]
   logits = Xc @ a_mu - 0.5 * np.einsum("cd,dc->c", mu, a_mu) + np.log(counts / n)
   return numerics.softmax_rows(logits), mu, shrinkage
 
@@ -651,7 +661,7 @@ def sfda(X, y) -> float:
     SFDA score in (0, 1]. Orientation: higher = better.
   """
   X, y, num_classes, counts = _check_xy(X, y, "sfda")
-  Xc = X - X.mean(axis=0)                                   # new array
+  Xc = X - X.mean(axis=0)  # new array
   prob, mu, shrink = _shrunk_lda_proba(Xc, y, num_classes, counts, None)
   prob = numerics.softmax_rows(prob)
   mbar = (mu.sum(axis=0)[None, :] - mu) / (num_classes - 1)
@@ -664,6 +674,7 @@ def sfda(X, y) -> float:
 # ----------------------------------------------------------------------------
 # NCTI
 # ----------------------------------------------------------------------------
+
 
 def _lda_svd(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray):
   """LDA with scikit-learn's 'svd' solver maths (scikit-learn 1.9).
@@ -685,21 +696,22 @@ def _lda_svd(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray)
   std[std == 0] = 1.0
   _, s1, vt1 = np.linalg.svd(math.sqrt(1.0 / n) * (z / std), full_matrices=False)
   r1 = int(np.sum(s1 > _ncti.LDA_SVD_TOL))
-  w1 = (vt1[:r1] / std).T / s1[:r1]                                  # [D, r1]
+  w1 = (vt1[:r1] / std).T / s1[:r1]  # [D, r1]
   fac = 1.0 / (num_classes - 1)
-  mw = (np.sqrt(n * priors * fac)[:, None] * (mu - xbar)) @ w1       # [C, r1]
+  mw = (np.sqrt(n * priors * fac)[:, None] * (mu - xbar)) @ w1  # [C, r1]
   _, s2, vt2 = np.linalg.svd(mw, full_matrices=False)
   r2 = int(np.sum(s2 > _ncti.LDA_SVD_TOL * s2[0]))
-  w = w1 @ vt2.T[:, :r2]                                             # [D, r2]
-  coef = (mu - xbar) @ w                                             # [C, r2]
-  proj = (F - xbar) @ w                                              # [N, r2]
+  w = w1 @ vt2.T[:, :r2]  # [D, r2]
+  coef = (mu - xbar) @ w  # [C, r2]
+  proj = (F - xbar) @ w  # [N, r2]
   logits = proj @ coef.T - 0.5 * np.sum(coef**2, axis=1) + np.log(priors)
-  h = proj[:, :min(num_classes - 1, d)]
+  h = proj[:, : min(num_classes - 1, d)]
   return h, numerics.softmax_rows(logits)
 
 
-def _lda_eigen(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray,
-               shrinkage: float):
+def _lda_eigen(
+    F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray, shrinkage: float
+):
   """LDA with scikit-learn's 'eigen' solver and a fixed shrinkage (1.9 maths).
 
   Sw_s = (1 - a) Sw + a (tr Sw / D) I (Sw = sum_c pi_c Cov_c, 1/n_c), St_s the
@@ -720,16 +732,16 @@ def _lda_eigen(F: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarra
   st_s = (1.0 - shrinkage) * st + shrinkage * float(np.trace(st)) / d * eye
   evals, evecs = scipy.linalg.eigh(st_s - sw_s, sw_s)
   evecs = evecs[:, np.argsort(evals)[::-1]]
-  h = F @ evecs[:, :min(num_classes - 1, d)]
+  h = F @ evecs[:, : min(num_classes - 1, d)]
   g = F.mean(axis=0)
-  a_mu = numerics.solve_spd(sw_s, (mu - g).T)                              # [D, C]
-  logits = ((F - g) @ a_mu - 0.5 * np.einsum("cd,dc->c", mu - g, a_mu)
-            + np.log(priors))
+  a_mu = numerics.solve_spd(sw_s, (mu - g).T)  # [D, C]
+  logits = (F - g) @ a_mu - 0.5 * np.einsum("cd,dc->c", mu - g, a_mu) + np.log(priors)
   return h, numerics.softmax_rows(logits)
 
 
-def ncti_components(X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim,
-                    pca_solver: str = "auto") -> tuple[float, float, float]:
+def ncti_components(
+    X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim, pca_solver: str = "auto"
+) -> tuple[float, float, float]:
   """Raw NCTI components (S_seli, S_ncc, vc) of one model's features.
 
   Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the
@@ -771,7 +783,7 @@ def ncti_components(X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim,
     (S_seli, S_ncc, vc). Orientation: S_seli and S_ncc higher = better; vc
     lower = better (it enters the pool score with a minus sign).
   """
-  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
 
   X, y, num_classes, counts = _check_xy(X, y, "ncti_components")
   pca_dim = int(pca_dim)
@@ -780,11 +792,13 @@ def ncti_components(X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim,
         f"ncti_components: PCA to pca_dim={pca_dim} components needs "
         f"1 <= pca_dim <= min(N, D) = {min(X.shape)} "
         f"(N={X.shape[0]}, D={X.shape[1]}); the NCTI recipe (PCA-64) is not "
-        "defined for these features.")
+        "defined for these features."
+    )
   pca = PCA(n_components=pca_dim, svd_solver=pca_solver, random_state=_ncti.NCTI_PCA_SEED)
   F = pca.fit_transform(X).astype(np.float64)
-  temp = max(math.exp(-float(pca.explained_variance_[:_ncti.NCTI_TOP_VAR].sum())),
-             _ncti.NCTI_SHRINK_FLOOR)
+  temp = max(
+      math.exp(-float(pca.explained_variance_[: _ncti.NCTI_TOP_VAR].sum())), _ncti.NCTI_SHRINK_FLOOR
+  )
   if temp == _ncti.NCTI_SHRINK_FLOOR:
     h, prob = _lda_svd(F, y, num_classes, counts)
   else:
@@ -801,8 +815,7 @@ def ncti_components(X, y, *, pca_dim: int = _ncti.NctiOptions.pca_dim,
 # ----------------------------------------------------------------------------
 
 
-def etran_components(X, y, *,
-                     percent: float = _etran.EtranOptions.percent) -> tuple[float, float]:
+def etran_components(X, y, *, percent: float = _etran.EtranOptions.percent) -> tuple[float, float]:
   """Raw ETran components (s_cls, s_en) of one model's features.
 
   Gholami et al., "ETran: Energy-Based Transferability Estimation", ICCV
@@ -839,7 +852,8 @@ def etran_components(X, y, *,
     raise InputError(
         f"etran_components: the energy tail has k = int(percent*10)*N//1000 = {k} "
         f"samples (N={n}, percent={percent}); s_en is undefined (the reference "
-        "returns nan). ETran needs N >= 200 at percent=0.5.")
+        "returns nan). ETran needs N >= 200 at percent=0.5."
+    )
   g = X.mean(axis=0)
   xc = X - g
   mu = _class_sums_means(xc, y, num_classes, counts)
@@ -855,9 +869,14 @@ def etran_components(X, y, *,
 # ----------------------------------------------------------------------------
 
 
-def nleep(X, y, *, n_components_factor: int = _subsample.NleepOptions.n_components_factor,
-          pca_variance: float = _subsample.NleepOptions.pca_variance,
-          random_state: int = _subsample.NleepOptions.random_state) -> float:
+def nleep(
+    X,
+    y,
+    *,
+    n_components_factor: int = _subsample.NleepOptions.n_components_factor,
+    pca_variance: float = _subsample.NleepOptions.pca_variance,
+    random_state: int = _subsample.NleepOptions.random_state,
+) -> float:
   """NLEEP: LEEP with a Gaussian-mixture "source model" on PCA features.
 
   Li et al., "Ranking Neural Checkpoints", CVPR 2021. Reproduces
@@ -898,18 +917,30 @@ def nleep(X, y, *, n_components_factor: int = _subsample.NleepOptions.n_componen
   X, y, num_classes, _ = _check_xy(X, y, "nleep")
   if not 0.0 < pca_variance < 1.0:
     raise InputError(f"nleep: pca_variance must be in (0, 1), got {pca_variance}.")
-  return _subsample.nleep_from_rows(X, y, num_classes,
-                                    n_components_factor=n_components_factor,
-                                    pca_variance=pca_variance, random_state=random_state)
+  return _subsample.nleep_from_rows(
+      X,
+      y,
+      num_classes,
+      n_components_factor=n_components_factor,
+      pca_variance=pca_variance,
+      random_state=random_state,
+  )
 
 
 # ----------------------------------------------------------------------------
 # PARC
 # ----------------------------------------------------------------------------
 
-def parc(X, probs, y, *, n_dims: int | None = _subsample.ParcOptions.n_dims,
-         pca_solver: str = _subsample.ParcOptions.pca_solver,
-         label_rdm: str = _subsample.ParcOptions.label_rdm) -> float:
+
+def parc(
+    X,
+    probs,
+    y,
+    *,
+    n_dims: int | None = _subsample.ParcOptions.n_dims,
+    pca_solver: str = _subsample.ParcOptions.pca_solver,
+    label_rdm: str = _subsample.ParcOptions.label_rdm,
+) -> float:
   """PARC: Pairwise Annotation Representation Comparison.
 
   Bolya et al., "Scalable Diverse Model Selection for Accessible Transfer
@@ -959,13 +990,12 @@ def parc(X, probs, y, *, n_dims: int | None = _subsample.ParcOptions.n_dims,
   if probs is not None:
     _check_probs(probs, X.shape[0], "parc")
   if pca_solver not in ("randomized", "full"):
-    raise InputError(
-        f"parc: pca_solver must be 'randomized' or 'full', got {pca_solver!r}.")
+    raise InputError(f"parc: pca_solver must be 'randomized' or 'full', got {pca_solver!r}.")
   if label_rdm not in ("exact", "corrcoef"):
-    raise InputError(
-        f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
-  return _subsample.parc_from_rows(X, y, num_classes, n_dims=n_dims, pca_solver=pca_solver,
-                                   label_rdm=label_rdm)
+    raise InputError(f"parc: label_rdm must be 'exact' or 'corrcoef', got {label_rdm!r}.")
+  return _subsample.parc_from_rows(
+      X, y, num_classes, n_dims=n_dims, pca_solver=pca_solver, label_rdm=label_rdm
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -1003,8 +1033,7 @@ def nc1(X, y, *, centering: str = "class_mean") -> float:
   """
   X, y, num_classes, counts = _check_xy(X, y, "nc1")
   if centering not in ("class_mean", "sample_mean"):
-    raise InputError(
-        f"nc1: centering must be 'class_mean' or 'sample_mean', got {centering!r}.")
+    raise InputError(f"nc1: centering must be 'class_mean' or 'sample_mean', got {centering!r}.")
   n, d = X.shape
   mu = _class_sums_means(X, y, num_classes, counts)
   g = mu.mean(axis=0) if centering == "class_mean" else X.mean(axis=0)
@@ -1050,8 +1079,9 @@ def vci(X, y) -> float:
   wb = np.abs(np.linalg.eigvalsh(sigma_b))
   rank_b = int(np.sum(wb > d * numerics.EPS64 * wb.max())) if wb.max() > 0 else 0
   if rank_b == 0:
-    raise InputError("vci: the between-class covariance is zero (all class means "
-                     "coincide); VCI is undefined.")
+    raise InputError(
+        "vci: the between-class covariance is zero (all class means " "coincide); VCI is undefined."
+    )
   tr, _ = numerics.pinv_trace(sigma_t, sigma_b, d * numerics.EPS64)
   return 1.0 - tr / rank_b
 
@@ -1061,8 +1091,9 @@ def vci(X, y) -> float:
 # ----------------------------------------------------------------------------
 
 
-def pool_minmax(components: Mapping[str, Mapping[str, float]],
-                weights: Mapping[str, float]) -> dict[str, float]:
+def pool_minmax(
+    components: Mapping[str, Mapping[str, float]], weights: Mapping[str, float]
+) -> dict[str, float]:
   """Weighted sum of per-component min-max normalised scores over a model pool.
 
   For every component name k in ``weights``, the values v_m[k] over the pool

@@ -143,9 +143,7 @@ def aligned_pair(
   if names is None:
     names = list(range(x.size))
   if x.size < min_models:
-    raise EvaluationInputError(
-        f"{what}: needs at least {min_models} models, got {x.size}."
-    )
+    raise EvaluationInputError(f"{what}: needs at least {min_models} models, got {x.size}.")
   for label, arr in (("score", x), ("truth", y)):
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
@@ -238,9 +236,7 @@ def _lexicographic_rank(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   return rank
 
 
-def _element_weights(
-    rank: np.ndarray, weigher: Callable[[int], float] | None
-) -> np.ndarray:
+def _element_weights(rank: np.ndarray, weigher: Callable[[int], float] | None) -> np.ndarray:
   if weigher is None:
     return 1.0 / (rank.astype(np.float64) + 1.0)
   w = np.empty(rank.size, dtype=np.float64)
@@ -253,8 +249,7 @@ def _element_weights(
       ) from e
     if not (math.isfinite(w[i]) and w[i] >= 0.0):
       raise EvaluationInputError(
-          f"weighted_tau: weigher({r}) returned {w[i]}; weights must be finite "
-          "and non-negative."
+          f"weighted_tau: weigher({r}) returned {w[i]}; weights must be finite " "and non-negative."
       )
   return w
 
@@ -594,9 +589,7 @@ def bootstrap_ci(
     )
   estimate = float(fn(x, y))
   if not math.isfinite(estimate):
-    raise UndefinedStatisticError(
-        f"bootstrap_ci: the statistic is {estimate} on the full data."
-    )
+    raise UndefinedStatisticError(f"bootstrap_ci: the statistic is {estimate} on the full data.")
   n = x.size
   rng = np.random.default_rng(seed)
   idx = rng.integers(0, n, size=(int(n_boot), n))
@@ -703,8 +696,12 @@ def evaluate_ranking(
     fn = _METRIC_FNS[metric]
     if n_boot == 0:
       out[metric] = {
-          "estimate": float(fn(x, y)), "low": None, "high": None,
-          "alpha": float(alpha), "n_boot": 0, "n_skipped": 0,
+          "estimate": float(fn(x, y)),
+          "low": None,
+          "high": None,
+          "alpha": float(alpha),
+          "n_boot": 0,
+          "n_skipped": 0,
       }
     else:
       out[metric] = bootstrap_ci(fn, x, y, n_boot=n_boot, alpha=alpha, seed=seed).to_dict()

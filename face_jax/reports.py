@@ -79,8 +79,12 @@ def _scalar(v):
   return v
 
 
-def ranking_rows(results: Mapping[str, Mapping[str, Any]], *, rank_by: str = 'face',
-                 truth: Mapping[str, float] | None = None) -> list[dict]:
+def ranking_rows(
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    rank_by: str = 'face',
+    truth: Mapping[str, float] | None = None,
+) -> list[dict]:
   """One row per model with every metric's scalar (FaCe also with its terms), ranked by ``rank_by``.
 
   Args:
@@ -161,17 +165,20 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
   """A plain-text table of the rows."""
   cols = list(columns) if columns else _columns(rows)
   cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-  widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
-            for i, c in enumerate(cols)]
-  line = lambda vals: '  '.join(v.rjust(w) if i != 1 else v.ljust(w)
-                                for i, (v, w) in enumerate(zip(vals, widths)))
+  widths = [
+      max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)
+  ]
+  line = lambda vals: '  '.join(
+      v.rjust(w) if i != 1 else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))
+  )
   out = [line(cols), line(['-' * w for w in widths])]
   out += [line(row) for row in cells]
   return '\n'.join(out)
 
 
-def plot_ranking(rows: Sequence[Mapping[str, Any]], path: str, *, metric: str = 'face',
-                 title: str | None = None) -> str:
+def plot_ranking(
+    rows: Sequence[Mapping[str, Any]], path: str, *, metric: str = 'face', title: str | None = None
+) -> str:
   """Horizontal bars of a metric per model (FaCe: stacked C and λ·F terms), PNG."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
@@ -197,8 +204,11 @@ def plot_ranking(rows: Sequence[Mapping[str, Any]], path: str, *, metric: str = 
   ax.set_yticks(ypos, names)
   ax.axvline(0.0, color='grey', lw=0.8)
   ax.set_xlabel(metric)
-  ax.set_title(title or f'{metric} ranking (higher = predicted more transferable)', fontsize=10,
-               pad=title_pad)
+  ax.set_title(
+      title or f'{metric} ranking (higher = predicted more transferable)',
+      fontsize=10,
+      pad=title_pad,
+  )
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches='tight')
@@ -239,19 +249,20 @@ def format_markdown_table(
   Returns:
     The table as a string (no trailing newline).
   """
+
   def cell(row, m):
-    est, lo, hi = row[m], row.get(f"{m}_low"), row.get(f"{m}_high")
-    s = f"{est:.{digits}f}"
+    est, lo, hi = row[m], row.get(f'{m}_low'), row.get(f'{m}_high')
+    s = f'{est:.{digits}f}'
     if lo is not None and hi is not None:
-      s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+      s += f' [{lo:.{digits}f}, {hi:.{digits}f}]'
     return s
 
-  header = ["name", "n"] + list(metrics)
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  header = ['name', 'n'] + list(metrics)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for r in rows:
-    cells = [str(r["name"]), str(r["n_models"])] + [cell(r, m) for m in metrics]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    cells = [str(r['name']), str(r['n_models'])] + [cell(r, m) for m in metrics]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def plot_scores_vs_truth(
@@ -259,8 +270,8 @@ def plot_scores_vs_truth(
     truth: Mapping[Any, float],
     path: str | os.PathLike[str],
     *,
-    score_name: str = "transferability score",
-    truth_name: str = "fine-tuned accuracy",
+    score_name: str = 'transferability score',
+    truth_name: str = 'fine-tuned accuracy',
     title: str | None = None,
     annotate_models: bool = True,
     dpi: int = 120,
@@ -288,24 +299,26 @@ def plot_scores_vs_truth(
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  names, x, y = evaluation.aligned_pair(scores, truth, min_models=2, what="plot_scores_vs_truth")
+  names, x, y = evaluation.aligned_pair(scores, truth, min_models=2, what='plot_scores_vs_truth')
 
   def fmt(fn):
     try:
-      return f"{fn(x, y):+.3f}"
+      return f'{fn(x, y):+.3f}'
     except evaluation.UndefinedStatisticError:
-      return "undefined"
+      return 'undefined'
 
   fig = Figure(figsize=(5.0, 4.0), dpi=dpi)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
-  ax.scatter(x, y, s=28, color="tab:blue", zorder=3)
+  ax.scatter(x, y, s=28, color='tab:blue', zorder=3)
   ax.set_xlabel(score_name)
   ax.set_ylabel(truth_name)
   ax.grid(True, alpha=0.3)
   # The statistics go above the axes (a box inside would cover points).
-  stats_line = (f"weighted $\\tau$ = {fmt(evaluation.weighted_tau)}   Kendall $\\tau_b$ = {fmt(evaluation.kendall_tau)}   "
-                f"Spearman $\\rho$ = {fmt(evaluation.spearman)}   n = {x.size}")
+  stats_line = (
+      f'weighted $\\tau$ = {fmt(evaluation.weighted_tau)}   Kendall $\\tau_b$ = {fmt(evaluation.kendall_tau)}   '
+      f'Spearman $\\rho$ = {fmt(evaluation.spearman)}   n = {x.size}'
+  )
   ax.set_title(stats_line, fontsize=8)
   if title:
     fig.suptitle(title, fontsize=11)
@@ -314,7 +327,7 @@ def plot_scores_vs_truth(
     place_labels(fig, ax, names, x, y)
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, format="png")
+  fig.savefig(path, format='png')
   return path
 
 
@@ -329,21 +342,29 @@ def place_labels(fig, ax, names, x, y, *, avoid=(), fontsize: int = 7) -> None:
   renderer = fig.canvas.get_renderer()
   taken = [a.get_window_extent(renderer).expanded(1.02, 1.05) for a in avoid]
   pts = ax.transData.transform(np.column_stack([x, y]))
-  r = 3.0 * fig.dpi / 72.0                       # marker radius, pixels
+  r = 3.0 * fig.dpi / 72.0  # marker radius, pixels
   dots = [(px - r, py - r, px + r, py + r) for px, py in pts]
   axbox = ax.get_window_extent(renderer)
   offsets = [(4, 2), (4, -9), (-4, 2), (-4, -9), (4, 10), (4, -17), (-4, 10), (-4, -17)]
-  order = np.argsort(-np.asarray(y), kind="stable")
+  order = np.argsort(-np.asarray(y), kind='stable')
   for i in order:
     for dx, dy in offsets:
-      ann = ax.annotate(str(names[i]), (x[i], y[i]), xytext=(dx, dy), textcoords="offset points",
-                        fontsize=fontsize, ha="left" if dx > 0 else "right", va="bottom")
+      ann = ax.annotate(
+          str(names[i]),
+          (x[i], y[i]),
+          xytext=(dx, dy),
+          textcoords='offset points',
+          fontsize=fontsize,
+          ha='left' if dx > 0 else 'right',
+          va='bottom',
+      )
       bb = ann.get_window_extent(renderer)
-      inside = (bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and
-                bb.y1 <= axbox.y1)
+      inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
       clash = any(bb.overlaps(t) for t in taken) or any(
           bb.x0 < d[2] and bb.x1 > d[0] and bb.y0 < d[3] and bb.y1 > d[1]
-          for j, d in enumerate(dots) if j != i)
+          for j, d in enumerate(dots)
+          if j != i
+      )
       if inside and not clash:
         taken.append(bb)
         break

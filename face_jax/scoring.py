@@ -53,10 +53,18 @@ class ModelInputSource:
 
   reiterable = True
 
-  def __init__(self, factory: Callable[[], Iterable[Mapping[str, Any]]], *, extractor,
-               input_key: str, batch_size: int, num_classes: int,
-               label_counts: np.ndarray | None = None, num_batches: int | None = None,
-               index_offset: int = 0):
+  def __init__(
+      self,
+      factory: Callable[[], Iterable[Mapping[str, Any]]],
+      *,
+      extractor,
+      input_key: str,
+      batch_size: int,
+      num_classes: int,
+      label_counts: np.ndarray | None = None,
+      num_batches: int | None = None,
+      index_offset: int = 0,
+  ):
     self.factory = factory
     self.extractor = extractor
     self.input_key = input_key
@@ -71,7 +79,9 @@ class ModelInputSource:
 
   def _convert(self, batch: Mapping[str, Any], i: int) -> dict[str, np.ndarray]:
     if self.input_key not in batch or 'label' not in batch:
-      raise InputError(f'batch {i}: expected keys {self.input_key!r} and "label", got {sorted(batch)}')
+      raise InputError(
+          f'batch {i}: expected keys {self.input_key!r} and "label", got {sorted(batch)}'
+      )
     inputs = batch[self.input_key]
     n = len(inputs)
     if n > self.local_batch_size:
@@ -84,8 +94,9 @@ class ModelInputSource:
       raise InputError(f'batch {i}: {e}') from e
     label = np.asarray(batch['label'])
     if label.shape[0] != n or not np.issubdtype(label.dtype, np.integer):
-      raise InputError(f'batch {i}: labels must be integers with {n} rows, got {label.dtype} '
-                       f'{label.shape}')
+      raise InputError(
+          f'batch {i}: labels must be integers with {n} rows, got {label.dtype} ' f'{label.shape}'
+      )
     mask = np.asarray(batch.get('_mask', np.ones(n, bool)), bool)
     index = np.full((n,), -1, np.int64)
     pos = np.cumsum(mask) - 1
@@ -96,7 +107,9 @@ class ModelInputSource:
     raw['_index'] = index.astype(np.int32)
     pad = self.local_batch_size - n
     if pad:
-      raw = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in raw.items()}
+      raw = {
+          k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in raw.items()
+      }
       raw['_index'][n:] = -1
     return raw
 
@@ -123,12 +136,14 @@ def _array_factory(inputs, labels, batch_size: int):
     for lo in range(0, n, batch_size):
       hi = min(lo + batch_size, n)
       yield {'input': inputs[lo:hi], 'label': labels[lo:hi]}
+
   return factory
 
 
 def _resolve_model(model, model_options):
   if isinstance(model, str):
     from face_jax import models  # edge import: only model scoring needs the model zoo
+
     return models.get(model, **(model_options or {}))
   if model_options:
     raise InputError('model_options only apply when the model is given by preset name')
@@ -148,14 +163,23 @@ def _make_source(extractor, data, *, split, data_dir, batch_size, num_classes, t
     k = num_classes or pipe.num_classes
     counts = pipe.label_counts() if task == 'classification' else None
     offset = pipe.local_range[0] if pipe.local_range is not None else 0
-    src = ModelInputSource(lambda: iter(pipe), extractor=extractor, input_key=pipe.input_key,
-                           batch_size=pipe.batch_size, num_classes=k, label_counts=counts,
-                           num_batches=pipe.num_batches, index_offset=offset)
+    src = ModelInputSource(
+        lambda: iter(pipe),
+        extractor=extractor,
+        input_key=pipe.input_key,
+        batch_size=pipe.batch_size,
+        num_classes=k,
+        label_counts=counts,
+        num_batches=pipe.num_batches,
+        index_offset=offset,
+    )
     return src, k
   if isinstance(data, tuple) and len(data) == 2:
     inputs, labels = data
     if not isinstance(inputs, (np.ndarray, list, tuple)):
-      raise InputError(f'inputs must be an array of images or a list of strings, got {type(inputs).__name__}')
+      raise InputError(
+          f'inputs must be an array of images or a list of strings, got {type(inputs).__name__}'
+      )
     labels = np.asarray(labels)
     if len(inputs) != labels.shape[0]:
       raise InputError(f'{len(inputs)} inputs but {labels.shape[0]} labels')
@@ -167,7 +191,9 @@ def _make_source(extractor, data, *, split, data_dir, batch_size, num_classes, t
       if labels.ndim != 3:
         raise InputError(f'segmentation labels must be label maps [N, H, W], got {labels.shape}')
       if num_classes is None:
-        raise InputError('num_classes is required for segmentation (the ignore label is not a class)')
+        raise InputError(
+            'num_classes is required for segmentation (the ignore label is not a class)'
+        )
       k, counts = int(num_classes), None
     else:
       if labels.ndim != 1:
@@ -180,27 +206,49 @@ def _make_source(extractor, data, *, split, data_dir, batch_size, num_classes, t
         raise InputError(f'{int(bad.sum())} labels are outside [0, {k})')
       counts = np.bincount(labels, minlength=k)
     if jax.process_count() > 1:
-      raise InputError('in-memory inputs are single-process; on several hosts use a '
-                       'face_jax.data pipeline (each process reads its own slice)')
+      raise InputError(
+          'in-memory inputs are single-process; on several hosts use a '
+          'face_jax.data pipeline (each process reads its own slice)'
+      )
     bs = min(batch_size, len(inputs))
-    src = ModelInputSource(_array_factory(inputs, labels, bs), extractor=extractor,
-                           input_key='input', batch_size=bs, num_classes=k, label_counts=counts,
-                           num_batches=-(-len(inputs) // bs))
+    src = ModelInputSource(
+        _array_factory(inputs, labels, bs),
+        extractor=extractor,
+        input_key='input',
+        batch_size=bs,
+        num_classes=k,
+        label_counts=counts,
+        num_batches=-(-len(inputs) // bs),
+    )
     return src, k
-  raise InputError(f'data must be a face_jax.data pipeline, a dataset name or an (inputs, labels) '
-                   f'tuple, got {type(data).__name__}')
+  raise InputError(
+      f'data must be a face_jax.data pipeline, a dataset name or an (inputs, labels) '
+      f'tuple, got {type(data).__name__}'
+  )
 
 
-def score_model(model, data, *, split: str | None = None, data_dir: str | None = None,
-                layers: str | Sequence[str] | None = None, metrics: Sequence[str] = ('face',),
-                pooling: str | None = None, batch_size: int = 256, num_classes: int | None = None,
-                task: str = 'classification', resize: str = 'features_to_labels',
-                ignore_label: int = 255, source_probs_layer: str | None = None,
-                mesh=None, engine: engine_lib.Engine | None = None,
-                progress: Callable[[engine_lib.PassProgress], None] | None = None,
-                model_options: Mapping[str, Any] | None = None,
-                metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-                **options) -> dict[str, dict[str, Any]]:
+def score_model(
+    model,
+    data,
+    *,
+    split: str | None = None,
+    data_dir: str | None = None,
+    layers: str | Sequence[str] | None = None,
+    metrics: Sequence[str] = ('face',),
+    pooling: str | None = None,
+    batch_size: int = 256,
+    num_classes: int | None = None,
+    task: str = 'classification',
+    resize: str = 'features_to_labels',
+    ignore_label: int = 255,
+    source_probs_layer: str | None = None,
+    mesh=None,
+    engine: engine_lib.Engine | None = None,
+    progress: Callable[[engine_lib.PassProgress], None] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **options,
+) -> dict[str, dict[str, Any]]:
   """Scores a model's layers on a dataset, streaming its forward pass into the statistics.
 
   Args:
@@ -244,26 +292,39 @@ def score_model(model, data, *, split: str | None = None, data_dir: str | None =
   layers = tuple(dict.fromkeys(layers))
   unknown = [l for l in layers if l not in extractor.layer_names]
   if unknown:
-    raise InputError(f'unknown layer(s) {unknown} of {extractor.name}; layers: {extractor.layer_names}')
+    raise InputError(
+        f'unknown layer(s) {unknown} of {extractor.name}; layers: {extractor.layer_names}'
+    )
   infos, per = route_options(metrics, options, metric_options)
   needs_probs = any('source_probs' in i.needs for i in infos)
   if needs_probs and source_probs_layer is None:
     if 'logits' not in extractor.layer_names:
-      raise InputError(f'metrics {[i.name for i in infos if i.needs]} need source probabilities, '
-                       f'but {extractor.name} has no classifier head (a "logits" layer)')
+      raise InputError(
+          f'metrics {[i.name for i in infos if i.needs]} need source probabilities, '
+          f'but {extractor.name} has no classifier head (a "logits" layer)'
+      )
     source_probs_layer = 'logits'
   if needs_probs and dense:
     raise InputError('source-probability metrics are not defined per pixel (segmentation)')
-  src, k = _make_source(extractor, data, split=split, data_dir=data_dir, batch_size=batch_size,
-                        num_classes=num_classes, task=task)
-  fn_layers = layers + ((source_probs_layer,) if source_probs_layer and
-                        source_probs_layer not in layers else ())
+  src, k = _make_source(
+      extractor,
+      data,
+      split=split,
+      data_dir=data_dir,
+      batch_size=batch_size,
+      num_classes=num_classes,
+      task=task,
+  )
+  fn_layers = layers + (
+      (source_probs_layer,) if source_probs_layer and source_probs_layer not in layers else ()
+  )
   cache = extractor.__dict__.setdefault('_face_featurizers', {})
   key = (fn_layers, layers, pooling, source_probs_layer if needs_probs else None, seg)
   if key not in cache:
     fn = extractor.feature_fn(fn_layers, pooling=pooling, dense=dense)
-    cache[key] = featurize.ModelFeaturizer(fn, layers, source_probs_layer if needs_probs else None,
-                                           seg)
+    cache[key] = featurize.ModelFeaturizer(
+        fn, layers, source_probs_layer if needs_probs else None, seg
+    )
   feat = cache[key]
   eng = engine or engine_lib.Engine(mesh, progress=progress)
   params = eng.replicate(extractor.params)
@@ -273,8 +334,14 @@ def score_model(model, data, *, split: str | None = None, data_dir: str | None =
   plans = {}
   for l in layers:
     dim = extractor.feature_dim(l)
-    info = engine_lib.StreamInfo(name=l, dim=dim, num_classes=k, label_counts=src.label_counts,
-                                 extras=extras, reiterable=True)
+    info = engine_lib.StreamInfo(
+        name=l,
+        dim=dim,
+        num_classes=k,
+        label_counts=src.label_counts,
+        extras=extras,
+        reiterable=True,
+    )
     plans[l] = {i.name: i.plan(info, per[i.name], eng.dtype) for i in infos}
   run = plan_lib.run_plans(eng, src, plans, featurizer=feat, aux=params)
   return run.results

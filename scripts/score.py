@@ -55,53 +55,85 @@ from face_jax import collection_scoring  # noqa: E402
 from face_jax import demo  # noqa: E402
 from face_jax import reports  # noqa: E402
 
-ZOO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       'benchmarks', 'zoo')
-_FACE = face_jax.FaceOptions()   # the FaCe flags' defaults
+ZOO_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'zoo'
+)
+_FACE = face_jax.FaceOptions()  # the FaCe flags' defaults
 _FACE_CHOICES = collection_scoring.FACE_VARIANT_CHOICES
 
 _FEATURES = flags.DEFINE_list(
-    'features', [], 'Models to score, as name=path.npz (or path.npz: the file stem is the name). '
-    'Empty: the --demo.')
-_DEMO = flags.DEFINE_enum('demo', 'zoo', ['zoo', 'digits_features'],
-                          'Without --features: "zoo" ranks the bundled model zoo on --target '
-                          'against its fine-tuned ground truth; "digits_features" ranks simple '
-                          'feature maps of the digits images.')
-_TARGET = flags.DEFINE_string('target', 'digits',
-                              'Zoo target task (--demo=zoo): digits. The zoo\'s greek and textures '
-                              'targets need its procedural generators: python -m '
-                              'benchmarks.zoo.run --targets=greek,textures scores them.')
-flags.register_validator('target', lambda t: t == 'digits',
-                         message='the main job scores the zoo on digits only; python -m '
-                                 'benchmarks.zoo.run --targets=greek,textures scores the zoo\'s '
-                                 'other targets')
-_METRICS = flags.DEFINE_list('metrics', [], 'Metrics to compute (face_jax.metric_names()). Empty: '
-                             'every registered metric for the zoo, face otherwise.')
+    'features',
+    [],
+    'Models to score, as name=path.npz (or path.npz: the file stem is the name). '
+    'Empty: the --demo.',
+)
+_DEMO = flags.DEFINE_enum(
+    'demo',
+    'zoo',
+    ['zoo', 'digits_features'],
+    'Without --features: "zoo" ranks the bundled model zoo on --target '
+    'against its fine-tuned ground truth; "digits_features" ranks simple '
+    'feature maps of the digits images.',
+)
+_TARGET = flags.DEFINE_string(
+    'target',
+    'digits',
+    "Zoo target task (--demo=zoo): digits. The zoo's greek and textures "
+    'targets need its procedural generators: python -m '
+    'benchmarks.zoo.run --targets=greek,textures scores them.',
+)
+flags.register_validator(
+    'target',
+    lambda t: t == 'digits',
+    message='the main job scores the zoo on digits only; python -m '
+    "benchmarks.zoo.run --targets=greek,textures scores the zoo's "
+    'other targets',
+)
+_METRICS = flags.DEFINE_list(
+    'metrics',
+    [],
+    'Metrics to compute (face_jax.metric_names()). Empty: '
+    'every registered metric for the zoo, face otherwise.',
+)
 _N_BOOT = flags.DEFINE_integer('n_boot', 200, 'Bootstrap resamples of the zoo ranking evaluation.')
-_RANK_BY = flags.DEFINE_string('rank_by', None, 'Metric to rank by (default: the first of --metrics).')
+_RANK_BY = flags.DEFINE_string(
+    'rank_by', None, 'Metric to rank by (default: the first of --metrics).'
+)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'out/score', 'Where results are written.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 4096, 'Rows per streamed step.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'Accumulation dtype.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 50, 'Log progress every this many steps.')
-_WEIGHTING = flags.DEFINE_enum('weighting', _FACE.weighting, list(_FACE_CHOICES['weighting']),
-                               'FaCe weighting.')
-_VC = flags.DEFINE_enum('vc_transform', _FACE.vc_transform, list(_FACE_CHOICES['vc_transform']),
-                        'FaCe variance-collapse transform.')
-_BC = flags.DEFINE_enum('bc_cov', _FACE.bc_cov, list(_FACE_CHOICES['bc_cov']),
-                        'FaCe class Gaussians.')
-_FAIRNESS = flags.DEFINE_enum('fairness', _FACE.fairness, list(_FACE_CHOICES['fairness']),
-                              'FaCe fairness.')
-_TEMPERATURE = flags.DEFINE_float('temperature', _FACE.temperature,
-                                  'FaCe entropy-fairness temperature.')
+_WEIGHTING = flags.DEFINE_enum(
+    'weighting', _FACE.weighting, list(_FACE_CHOICES['weighting']), 'FaCe weighting.'
+)
+_VC = flags.DEFINE_enum(
+    'vc_transform',
+    _FACE.vc_transform,
+    list(_FACE_CHOICES['vc_transform']),
+    'FaCe variance-collapse transform.',
+)
+_BC = flags.DEFINE_enum(
+    'bc_cov', _FACE.bc_cov, list(_FACE_CHOICES['bc_cov']), 'FaCe class Gaussians.'
+)
+_FAIRNESS = flags.DEFINE_enum(
+    'fairness', _FACE.fairness, list(_FACE_CHOICES['fairness']), 'FaCe fairness.'
+)
+_TEMPERATURE = flags.DEFINE_float(
+    'temperature', _FACE.temperature, 'FaCe entropy-fairness temperature.'
+)
 _LAMBDA = flags.DEFINE_float('fairness_weight', _FACE.fairness_weight, 'FaCe λ.')
 _RIDGE = flags.DEFINE_float('ridge', _FACE.ridge, 'FaCe pooled ridge ρ.')
 _PLOT = flags.DEFINE_bool('plot', True, 'Write ranking.png.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir',
-    os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'face_jax',
-                 'jax_compilation_cache'),
+    os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+        'face_jax',
+        'jax_compilation_cache',
+    ),
     'JAX persistent compilation cache: compiled programs are saved here and reused by later '
-    'runs (the compile time is reported apart in the log and results.json). Empty: no cache.')
+    'runs (the compile time is reported apart in the log and results.json). Empty: no cache.',
+)
 
 # Seconds spent compiling (XLA backend compilation, including loads from the persistent
 # cache's misses), summed from JAX's monitoring events.
@@ -126,17 +158,27 @@ def _setup_compilation():
 
 def _timing(t0: float) -> dict:
   wall = time.perf_counter() - t0
-  logging.info('wall time %.1fs, of which compiling %.1fs (%d programs compiled; persistent cache: '
-               '%s)', wall, _COMPILE['seconds'], _COMPILE['programs'], _CACHE_DIR.value or 'off')
-  return {'wall_seconds': wall, 'compile_seconds': _COMPILE['seconds'],
-          'programs_compiled': _COMPILE['programs'],
-          'compilation_cache_dir': _CACHE_DIR.value or None}
+  logging.info(
+      'wall time %.1fs, of which compiling %.1fs (%d programs compiled; persistent cache: ' '%s)',
+      wall,
+      _COMPILE['seconds'],
+      _COMPILE['programs'],
+      _CACHE_DIR.value or 'off',
+  )
+  return {
+      'wall_seconds': wall,
+      'compile_seconds': _COMPILE['seconds'],
+      'programs_compiled': _COMPILE['programs'],
+      'compilation_cache_dir': _CACHE_DIR.value or None,
+  }
 
 
 def _load_models() -> dict[str, dict[str, np.ndarray]]:
   if not _FEATURES.value:
     logging.info('--demo=digits_features: the embedded digits feature sets (scikit-learn, offline)')
-    return {name: {'features': f, 'labels': y} for name, (f, y) in demo.digits_feature_sets().items()}
+    return {
+        name: {'features': f, 'labels': y} for name, (f, y) in demo.digits_feature_sets().items()
+    }
   models = {}
   for item in _FEATURES.value:
     name, _, path = item.rpartition('=')
@@ -155,16 +197,30 @@ def _load_models() -> dict[str, dict[str, np.ndarray]]:
 
 def _progress(model):
   def report(p: face_jax.PassProgress):
-    logging.info('%s: pass %d %s: %d steps, %d examples, %.1fs, %.0f examples/s', model,
-                 p.pass_index, 'done' if p.done else 'running', p.steps, p.examples, p.seconds,
-                 p.examples_per_second)
+    logging.info(
+        '%s: pass %d %s: %d steps, %d examples, %.1fs, %.0f examples/s',
+        model,
+        p.pass_index,
+        'done' if p.done else 'running',
+        p.steps,
+        p.examples,
+        p.seconds,
+        p.examples_per_second,
+    )
+
   return report
 
 
 def _face_options() -> dict:
-  return dict(weighting=_WEIGHTING.value, vc_transform=_VC.value, bc_cov=_BC.value,
-              fairness=_FAIRNESS.value, temperature=_TEMPERATURE.value,
-              fairness_weight=_LAMBDA.value, ridge=_RIDGE.value)
+  return dict(
+      weighting=_WEIGHTING.value,
+      vc_transform=_VC.value,
+      bc_cov=_BC.value,
+      fairness=_FAIRNESS.value,
+      temperature=_TEMPERATURE.value,
+      fairness_weight=_LAMBDA.value,
+      ridge=_RIDGE.value,
+  )
 
 
 def main(argv):
@@ -181,16 +237,30 @@ def main(argv):
   results = {}
   for name, arrays in models.items():
     t0 = time.perf_counter()
-    engine = face_jax.Engine(dtype=_DTYPE.value, progress=_progress(name),
-                             progress_every=_LOG_EVERY.value)
-    out = face_jax.score(arrays['features'], arrays['labels'], metrics=metrics,
-                         source_probs=arrays.get('source_probs'), batch_size=_BATCH_SIZE.value,
-                         dtype=_DTYPE.value, engine=engine,
-                         metric_options={'face': face_opts} if 'face' in metrics else None)
+    engine = face_jax.Engine(
+        dtype=_DTYPE.value, progress=_progress(name), progress_every=_LOG_EVERY.value
+    )
+    out = face_jax.score(
+        arrays['features'],
+        arrays['labels'],
+        metrics=metrics,
+        source_probs=arrays.get('source_probs'),
+        batch_size=_BATCH_SIZE.value,
+        dtype=_DTYPE.value,
+        engine=engine,
+        metric_options={'face': face_opts} if 'face' in metrics else None,
+    )
     dt = time.perf_counter() - t0
     n = arrays['features'].shape[0]
-    logging.info('%s: N=%d D=%d scored in %.2fs (%.0f examples/s, %d pass(es))', name, n,
-                 arrays['features'].shape[1], dt, n / dt, engine.passes_run)
+    logging.info(
+        '%s: N=%d D=%d scored in %.2fs (%.0f examples/s, %d pass(es))',
+        name,
+        n,
+        arrays['features'].shape[1],
+        dt,
+        n / dt,
+        engine.passes_run,
+    )
     results[name] = out
 
   rows = reports.ranking_rows(results, rank_by=rank_by)
@@ -200,13 +270,20 @@ def main(argv):
   out_dir = _OUTPUT_DIR.value
   payload = {
       'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
-      'metrics': list(metrics), 'rank_by': rank_by, 'face_options': face_opts,
-      'dtype': _DTYPE.value, 'batch_size': _BATCH_SIZE.value,
+      'metrics': list(metrics),
+      'rank_by': rank_by,
+      'face_options': face_opts,
+      'dtype': _DTYPE.value,
+      'batch_size': _BATCH_SIZE.value,
       'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
-      'ranking': rows, 'results': results, 'timing': _timing(t0),
+      'ranking': rows,
+      'results': results,
+      'timing': _timing(t0),
   }
-  written = [reports.write_json(os.path.join(out_dir, 'results.json'), payload),
-             reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows)]
+  written = [
+      reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+  ]
   if _PLOT.value:
     written.append(reports.plot_ranking(rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by))
   print('\nwrote ' + ', '.join(written))
@@ -214,6 +291,7 @@ def main(argv):
 
 # ---------------------------------------------------------------------------------------------
 # The bundled zoo.
+
 
 def _zoo_main(t0: float):
   from face_jax import evaluation
@@ -236,18 +314,37 @@ def _zoo_main(t0: float):
   face_opts = _face_options()
   split = targets.digits_target()['train']
   n, k = split.images.shape[0], len(split.class_names)
-  logging.info('zoo: %d models on %s (%d labelled images, %d classes), metrics %s',
-               len(collection), target, n, k, list(infos))
+  logging.info(
+      'zoo: %d models on %s (%d labelled images, %d classes), metrics %s',
+      len(collection),
+      target,
+      n,
+      k,
+      list(infos),
+  )
 
   def done(model, recs, dt):
     errors = {m: r['error'] for m, r in recs.items() if r.get('error')}
-    logging.info('%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s', model, len(infos), n,
-                 dt, n / dt, f'; errors: {errors}' if errors else '')
+    logging.info(
+        '%s: %d metrics on N=%d in %.2fs (%.0f examples/s)%s',
+        model,
+        len(infos),
+        n,
+        dt,
+        n / dt,
+        f'; errors: {errors}' if errors else '',
+    )
 
   records = collection_scoring.score_collection(
-      collection, split.images, split.labels, infos, num_classes=k,
+      collection,
+      split.images,
+      split.labels,
+      infos,
+      num_classes=k,
       metric_options={'face': face_opts} if 'face' in infos else None,
-      log=lambda model, m: logging.warning('%s: %s', model, m), done=done)
+      log=lambda model, m: logging.warning('%s: %s', model, m),
+      done=done,
+  )
   truth_of = gt.get('results', {}).get(target, {})
   no_truth = [m for m in records if m not in truth_of]
   if no_truth:
@@ -264,8 +361,9 @@ def _zoo_main(t0: float):
       continue
     if miss:
       missing[m] = miss
-      errors[m] = (f'no value for {len(miss)} model(s): '
-                   + '; '.join(f'{k}: {v}' for k, v in sorted(miss.items())[:2]))
+      errors[m] = f'no value for {len(miss)} model(s): ' + '; '.join(
+          f'{k}: {v}' for k, v in sorted(miss.items())[:2]
+      )
     if s:
       oriented[m] = s
   if rank_by not in oriented:
@@ -288,55 +386,91 @@ def _zoo_main(t0: float):
     row['finetuned_test_acc'] = truth[model]
     row['truth_rank'] = truth_rank[model]
     rows.append(row)
-  rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))   # no value: last
+  rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))  # no value: last
   for i, r in enumerate(rows, 1):
     r['rank'] = i
-  cols = (['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by]
-          + [m for m in names if m != rank_by] + [c for c in rows[0] if '.' in c])
-  print(f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher = '
-        f'predicted more transferable; metrics marked (-) are lower-is-better).\n'
-        f'finetuned_test_acc = test accuracy after full fine-tuning (the ground truth).\n')
-  header = {m: (m + ('(-)' if not infos[m].higher_is_better else '')) if m in infos else m
-            for m in cols}
-  print(reports.format_table([{header[c]: r.get(c) for c in cols} for r in rows],
-                             [header[c] for c in cols]))
+  cols = (
+      ['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by]
+      + [m for m in names if m != rank_by]
+      + [c for c in rows[0] if '.' in c]
+  )
+  print(
+      f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher = '
+      f'predicted more transferable; metrics marked (-) are lower-is-better).\n'
+      f'finetuned_test_acc = test accuracy after full fine-tuning (the ground truth).\n'
+  )
+  header = {
+      m: (m + ('(-)' if not infos[m].higher_is_better else '')) if m in infos else m for m in cols
+  }
+  print(
+      reports.format_table(
+          [{header[c]: r.get(c) for c in cols} for r in rows], [header[c] for c in cols]
+      )
+  )
   evals = {}
   for m, s in oriented.items():
-    try:   # on the models that have a value (errors list the others)
-      evals[m] = evaluation.evaluate_ranking(s, {k: truth[k] for k in s}, n_boot=_N_BOOT.value,
-                                             seed=0)
+    try:  # on the models that have a value (errors list the others)
+      evals[m] = evaluation.evaluate_ranking(
+          s, {k: truth[k] for k in s}, n_boot=_N_BOOT.value, seed=0
+      )
     except (evaluation.EvaluationInputError, evaluation.UndefinedStatisticError) as e:
       errors[m] = (errors[m] + '; ' if m in errors else '') + str(e)
-  table = evaluation.ranking_table(evals, ('weighted_tau', 'kendall_tau', 'pearson',
-                                           'top1_relative_accuracy'))
-  print(f'\nHow well each score ranks the zoo on {target} (vs fine-tuned test accuracy; '
-        f'95% bootstrap CI over models):\n')
-  print(reports.format_markdown_table(table, ('weighted_tau', 'kendall_tau', 'pearson',
-                                                 'top1_relative_accuracy'), digits=3))
+  table = evaluation.ranking_table(
+      evals, ('weighted_tau', 'kendall_tau', 'pearson', 'top1_relative_accuracy')
+  )
+  print(
+      f'\nHow well each score ranks the zoo on {target} (vs fine-tuned test accuracy; '
+      f'95% bootstrap CI over models):\n'
+  )
+  print(
+      reports.format_markdown_table(
+          table, ('weighted_tau', 'kendall_tau', 'pearson', 'top1_relative_accuracy'), digits=3
+      )
+  )
   for m, e in errors.items():
     print(f'{m}: {e}')
   out_dir = _OUTPUT_DIR.value
   payload = {
       'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
-      'target': target, 'labelled_images': n, 'metrics': list(infos), 'rank_by': rank_by,
-      'face_options': face_opts, 'ground_truth': 'benchmarks/zoo/results/ground_truth.json',
+      'target': target,
+      'labelled_images': n,
+      'metrics': list(infos),
+      'rank_by': rank_by,
+      'face_options': face_opts,
+      'ground_truth': 'benchmarks/zoo/results/ground_truth.json',
       'ground_truth_protocol': gt.get('protocol'),
       'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
-      'ranking': rows, 'records': records, 'evaluation': evals, 'errors': errors,
-      'missing': missing, 'timing': _timing(t0),
+      'ranking': rows,
+      'records': records,
+      'evaluation': evals,
+      'errors': errors,
+      'missing': missing,
+      'timing': _timing(t0),
   }
-  written = [reports.write_json(os.path.join(out_dir, 'results.json'), payload),
-             reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
-             reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table)]
+  written = [
+      reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+      reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table),
+  ]
   if _PLOT.value:
-    written.append(reports.plot_ranking(
-        rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by,
-        title=f'{rank_by} ranking of the bundled zoo on {target} (higher = predicted better)'))
-    written.append(reports.plot_scores_vs_truth(
-        oriented[rank_by], {k: truth[k] for k in oriented[rank_by]},
-        os.path.join(out_dir, 'score_vs_truth.png'),
-        score_name=f'{rank_by} score', truth_name=f'{target}: fine-tuned test accuracy',
-        title=f'{rank_by} vs fine-tuned accuracy ({target})'))
+    written.append(
+        reports.plot_ranking(
+            rows,
+            os.path.join(out_dir, 'ranking.png'),
+            metric=rank_by,
+            title=f'{rank_by} ranking of the bundled zoo on {target} (higher = predicted better)',
+        )
+    )
+    written.append(
+        reports.plot_scores_vs_truth(
+            oriented[rank_by],
+            {k: truth[k] for k in oriented[rank_by]},
+            os.path.join(out_dir, 'score_vs_truth.png'),
+            score_name=f'{rank_by} score',
+            truth_name=f'{target}: fine-tuned test accuracy',
+            title=f'{rank_by} vs fine-tuned accuracy ({target})',
+        )
+    )
   print('\nwrote ' + ', '.join(written))
 
 

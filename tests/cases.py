@@ -25,8 +25,9 @@ def geometric_sizes(k, n_max, n_min):
 CASES = {
     'basic': dict(n=600, d=20, k=6, seed=1, sep=1.0),
     'n_lt_d': dict(n=60, d=100, k=4, seed=2, sep=1.0),
-    'imbalanced': dict(n=None, d=16, k=8, seed=3, sep=0.7, sizes=geometric_sizes(8, 300, 7),
-                       anisotropic=True),
+    'imbalanced': dict(
+        n=None, d=16, k=8, seed=3, sep=0.7, sizes=geometric_sizes(8, 300, 7), anisotropic=True
+    ),
     'many_classes': dict(n=3000, d=24, k=100, seed=4, sep=1.5),
     'offset': dict(n=800, d=12, k=5, seed=5, sep=0.5, offset=1000.0, anisotropic=True),
 }

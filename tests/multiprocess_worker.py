@@ -14,8 +14,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-jax.distributed.initialize(coordinator_address=f'localhost:{port}', num_processes=2,
-                           process_id=pid, initialization_timeout=120)
+jax.distributed.initialize(
+    coordinator_address=f'localhost:{port}',
+    num_processes=2,
+    process_id=pid,
+    initialization_timeout=120,
+)
 
 import numpy as np  # noqa: E402
 
@@ -39,7 +43,9 @@ batches = [(x[p], y[p]) for p in parts]
 r = face_jax.face_score(batches, num_classes=8, batch_size=128, weighting='balanced')
 out['streams'] = [r.score, r.nc1, r.diagnostics['N'], r.diagnostics['passes']]
 # A row subsample of a stream (count pass, then rows addressed by their global _index).
-pr = face_jax.score(batches, num_classes=8, batch_size=128, metrics=('parc',), subsample=200)['parc']
+pr = face_jax.score(batches, num_classes=8, batch_size=128, metrics=('parc',), subsample=200)[
+    'parc'
+]
 out['parc'] = [pr.value, pr.n_used, pr.n_total]
 # A tfds pipeline: each process reads its own slice of digits.
 pipe = data.get('digits', 'all', data_dir=data_dir, batch_size=64)

@@ -17,15 +17,24 @@ def class_stats(x, y, num_classes=None):
   k_all = int(y.max()) + 1 if num_classes is None else num_classes
   classes = [c for c in range(k_all) if np.any(y == c)]
   mus = np.stack([x[y == c].mean(0) for c in classes])
-  covs = np.stack([np.cov(x[y == c].T, bias=True).reshape(x.shape[1], x.shape[1])
-                   for c in classes])
+  covs = np.stack([np.cov(x[y == c].T, bias=True).reshape(x.shape[1], x.shape[1]) for c in classes])
   counts = np.array([np.sum(y == c) for c in classes], np.float64)
   return classes, mus, covs, counts
 
 
-def face_oracle(x, y, *, weighting='sample', vc_transform='neglog', bc_cov='spherical',
-                fairness='range', temperature=0.1, fairness_weight=1.0, ridge=1e-3,
-                num_classes=None):
+def face_oracle(
+    x,
+    y,
+    *,
+    weighting='sample',
+    vc_transform='neglog',
+    bc_cov='spherical',
+    fairness='range',
+    temperature=0.1,
+    fairness_weight=1.0,
+    ridge=1e-3,
+    num_classes=None,
+):
   # Defaults: face_jax's (the ablation's choice), so partial option sets compare alike.
   x = np.asarray(x, np.float64)
   # Every FaCe quantity is shift-invariant; centring first keeps a large common
@@ -75,12 +84,15 @@ def face_oracle(x, y, *, weighting='sample', vc_transform='neglog', bc_cov='sphe
         delta = mus[i] - mus[j]
         if bc_cov == 'diagonal':
           vb = (v[i] + v[j]) / 2
-          dist[i, j] = (np.sum(delta ** 2 / vb) / 8.0
-                        + 0.5 * np.sum(np.log(vb) - (np.log(v[i]) + np.log(v[j])) / 2))
+          dist[i, j] = np.sum(delta**2 / vb) / 8.0 + 0.5 * np.sum(
+              np.log(vb) - (np.log(v[i]) + np.log(v[j])) / 2
+          )
         else:
           si, sj = max(v[i].mean(), 1e-4), max(v[j].mean(), 1e-4)
           sb_ = (si + sj) / 2
-          dist[i, j] = (delta @ delta) / sb_ / 8.0 + d / 2 * (math.log(sb_) - (math.log(si) + math.log(sj)) / 2)
+          dist[i, j] = (delta @ delta) / sb_ / 8.0 + d / 2 * (
+              math.log(sb_) - (math.log(si) + math.log(sj)) / 2
+          )
   o = np.array([sum(math.exp(-dist[i, j]) for j in range(k) if j != i) / (k - 1) for i in range(k)])
   if fairness == 'std':
     f = -math.sqrt(np.mean((o - o.mean()) ** 2))
@@ -91,8 +103,15 @@ def face_oracle(x, y, *, weighting='sample', vc_transform='neglog', bc_cov='sphe
     p = p / p.sum()
     h = -np.sum(p * np.log(p))
     f = (h - math.log(k)) / math.log(k)
-  return {'score': c + fairness_weight * f, 'variance_collapse': c, 'class_fairness': f,
-          'nc1': nc1, 'overlap': o, 'mean_overlap': o.mean(), 'classes': np.array(classes)}
+  return {
+      'score': c + fairness_weight * f,
+      'variance_collapse': c,
+      'class_fairness': f,
+      'nc1': nc1,
+      'overlap': o,
+      'mean_overlap': o.mean(),
+      'classes': np.array(classes),
+  }
 
 
 def nc1_streaming_oracle(chunks, num_classes, weighting='balanced'):

@@ -18,16 +18,26 @@ def test_all_names_exist_and_have_docstrings():
 
 def test_readme_and_docs_mention_the_public_entry_points():
   text = (ROOT / 'README.md').read_text() + (ROOT / 'docs' / 'face.md').read_text()
-  for name in ('face_score', 'score', 'face_pool', 'FaceJaxWarning', 'InputError', 'Moments',
-               'ClassScatter', 'FaCeResult'):
+  for name in (
+      'face_score',
+      'score',
+      'face_pool',
+      'FaceJaxWarning',
+      'InputError',
+      'Moments',
+      'ClassScatter',
+      'FaCeResult',
+  ):
     assert name in text, name
 
 
 def test_readme_starts_with_the_two_commands():
   lines = (ROOT / 'README.md').read_text().splitlines()
-  block = lines[lines.index('```bash') + 1: lines.index('```')]
-  assert block == ['bash scripts/setup_env.sh && .venv/bin/python scripts/score.py',
-                   'bash scripts/test.sh']
+  block = lines[lines.index('```bash') + 1 : lines.index('```')]
+  assert block == [
+      'bash scripts/setup_env.sh && .venv/bin/python scripts/score.py',
+      'bash scripts/test.sh',
+  ]
   ci = (ROOT / '.ci' / 'run').read_text()
   assert 'bash scripts/test.sh' in ci
 

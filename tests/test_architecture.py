@@ -24,8 +24,14 @@ def _lint_imports():
 
 
 def test_import_contracts_hold():
-  proc = subprocess.run([_lint_imports(), str(ROOT / 'pyproject.toml')], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300, check=False)
+  proc = subprocess.run(
+      [_lint_imports(), str(ROOT / 'pyproject.toml')],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
   assert 'BROKEN' not in proc.stdout and 'KEPT' in proc.stdout
 
@@ -37,8 +43,14 @@ def test_a_broken_rule_is_reported(tmp_path):
   probe = ROOT / 'scripts' / '_probe_private_import.py'
   probe.write_text('from face_jax._src import stats\n')
   try:
-    proc = subprocess.run([_lint_imports(), str(tmp_path / 'pyproject.toml')], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [_lint_imports(), str(tmp_path / 'pyproject.toml')],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
   finally:
     probe.unlink()
   assert proc.returncode != 0 and 'BROKEN' in proc.stdout
@@ -77,6 +89,8 @@ def test_public_modules_import_no_private_name_from_the_core(path):
 
 
 def test_no_module_named_after_a_build_group():
-  names = [p.stem for p in list((ROOT / 'face_jax').rglob('*.py')) + list((ROOT / 'tests').rglob('*.py'))]
+  names = [
+      p.stem for p in list((ROOT / 'face_jax').rglob('*.py')) + list((ROOT / 'tests').rglob('*.py'))
+  ]
   bad = [n for n in names if n.endswith(('_a', '_b', '_a_8dev', '_b_8dev')) or 'group' in n]
   assert not bad, bad

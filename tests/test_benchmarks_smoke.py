@@ -24,16 +24,22 @@ def _check(rec, fields, where):
   for name, typ in fields.items():
     types = typ if isinstance(typ, tuple) else (typ,)
     if float in types:
-      types = types + (int,)   # JSON writes integral floats either way
-    assert isinstance(rec[name], types) and not (isinstance(rec[name], bool) and bool not in types), \
-        f'{where}.{name}: {rec[name]!r} is not {typ}'
+      types = types + (int,)  # JSON writes integral floats either way
+    assert isinstance(rec[name], types) and not (
+        isinstance(rec[name], bool) and bool not in types
+    ), f'{where}.{name}: {rec[name]!r} is not {typ}'
 
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'throughput.json'
-  proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'throughput.py'), '--smoke',
-                         f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / 'benchmarks' / 'throughput.py'), '--smoke', f'--out={out}'],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   return json.loads(out.read_text())
 
@@ -45,7 +51,7 @@ def test_throughput_smoke_schema(smoke):
   assert r['sections'] == list(tp.SECTIONS)
   assert set(r['section_seconds']) == set(tp.SECTIONS)
 
-  (d, k, b), = tp.SMOKE.step_grid
+  ((d, k, b),) = tp.SMOKE.step_grid
   assert len(r['step']) == 1
   s = r['step'][0]
   _check(s, tp.STEP_FIELDS, 'step[0]')
@@ -53,15 +59,27 @@ def test_throughput_smoke_schema(smoke):
   assert s['samples_per_s'] > 0 and s['flops_per_s'] > 0
   assert s['flops_per_s'] == pytest.approx(2 * b * d * d * s['samples_per_s'] / b)
   assert s['ratio'] == pytest.approx(s['flops_per_s'] / s['matmul_flops_per_s'])
-  assert s['matmul_flops_per_s'] == pytest.approx(max(s['numpy_matmul_flops_per_s'],
-                                                      s['jax_matmul_flops_per_s']))
+  assert s['matmul_flops_per_s'] == pytest.approx(
+      max(s['numpy_matmul_flops_per_s'], s['jax_matmul_flops_per_s'])
+  )
   assert s['peak_rss_mb'] > 0
 
   bd = r['breakdown'][0]
   _check(bd, tp.BREAKDOWN_FIELDS, 'breakdown[0]')
-  for name in ('numpy_matmul', 'jax_matmul', 'step', 'step_uncompensated', 'from_batch', 'health',
-               'centre', 'class_sums_segment_sum', 'class_sums_one_hot', 'two_sum_state',
-               'from_batch_xla', 'step_xla'):
+  for name in (
+      'numpy_matmul',
+      'jax_matmul',
+      'step',
+      'step_uncompensated',
+      'from_batch',
+      'health',
+      'centre',
+      'class_sums_segment_sum',
+      'class_sums_one_hot',
+      'two_sum_state',
+      'from_batch_xla',
+      'step_xla',
+  ):
     _check(bd['parts'][name], tp.BREAKDOWN_PART_FIELDS, f'breakdown.parts.{name}')
   assert bd['parts']['step']['fraction_of_step'] == pytest.approx(1.0)
 
@@ -99,44 +117,85 @@ def test_throughput_smoke_schema(smoke):
       _check(p, tp.DEVICES_PASS_FIELDS, 'devices.runs.pass')
   for c in dv['comparison']:
     _check(c, tp.DEVICES_COMPARISON_FIELDS, 'devices.comparison')
-  assert 'step_ratio_min_D_ge_512' not in r['summary']   # smoke D < 512: no target judged
+  assert 'step_ratio_min_D_ge_512' not in r['summary']  # smoke D < 512: no target judged
 
 
 def test_readme_documents_every_field():
   readme = (ROOT / 'benchmarks' / 'README.md').read_text()
   documented = set(re.findall(r'`([A-Za-z_][A-Za-z0-9_]*)`', readme))
-  for table in (tp.TOP_FIELDS, tp.STEP_FIELDS, tp.BREAKDOWN_FIELDS, tp.BREAKDOWN_PART_FIELDS,
-                tp.MEMORY_FIELDS, tp.FINALISE_FIELDS, tp.VERSUS_FIELDS, tp.VERSUS_STREAM_FIELDS,
-                tp.VERSUS_DENSE_FIELDS, tp.VERSUS_DENSE_METRIC_FIELDS, tp.VERSUS_SUMMARY_FIELDS,
-                tp.DEVICES_FIELDS, tp.DEVICES_RUN_FIELDS, tp.DEVICES_PASS_FIELDS,
-                tp.DEVICES_COMPARISON_FIELDS):
+  for table in (
+      tp.TOP_FIELDS,
+      tp.STEP_FIELDS,
+      tp.BREAKDOWN_FIELDS,
+      tp.BREAKDOWN_PART_FIELDS,
+      tp.MEMORY_FIELDS,
+      tp.FINALISE_FIELDS,
+      tp.VERSUS_FIELDS,
+      tp.VERSUS_STREAM_FIELDS,
+      tp.VERSUS_DENSE_FIELDS,
+      tp.VERSUS_DENSE_METRIC_FIELDS,
+      tp.VERSUS_SUMMARY_FIELDS,
+      tp.DEVICES_FIELDS,
+      tp.DEVICES_RUN_FIELDS,
+      tp.DEVICES_PASS_FIELDS,
+      tp.DEVICES_COMPARISON_FIELDS,
+  ):
     missing = sorted(set(table) - documented)
     assert not missing, f'benchmarks/README.md does not document {missing}'
 
 
 def test_gpu_check_cpu_smoke(tmp_path):
   out = tmp_path / 'gpu.json'
-  proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'gpu_check.py'), '--quick',
-                         '--cpu_smoke', f'--out={out}'], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'benchmarks' / 'gpu_check.py'),
+          '--quick',
+          '--cpu_smoke',
+          f'--out={out}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   r = json.loads(out.read_text())
   assert r['schema'] == 'face_jax.benchmarks.gpu_check/1' and r['mode'] == 'cpu_smoke'
-  s, = r['step']
-  for f in ('D', 'K', 'batch_size', 'samples_per_s', 'flops_per_s', 'matmul_highest_flops_per_s',
-            'matmul_default_flops_per_s', 'ratio_highest', 'ratio_default'):
+  (s,) = r['step']
+  for f in (
+      'D',
+      'K',
+      'batch_size',
+      'samples_per_s',
+      'flops_per_s',
+      'matmul_highest_flops_per_s',
+      'matmul_default_flops_per_s',
+      'ratio_highest',
+      'ratio_default',
+  ):
     assert f in s, f
   assert s['ratio_highest'] == pytest.approx(s['flops_per_s'] / s['matmul_highest_flops_per_s'])
   assert r['pass']['samples_per_s'] > 0
   # The ResNet-50 part is a hook, recorded as not run (never faked).
   rn = r['resnet50']
-  assert rn['status'] == 'ok' and rn['model'] == 'resnet_mini'       # cpu_smoke stand-in
+  assert rn['status'] == 'ok' and rn['model'] == 'resnet_mini'  # cpu_smoke stand-in
   assert rn['forward_images_per_s'] > 0 and rn['forward_stats_images_per_s'] > 0
 
 
 def test_gpu_check_refuses_cpu_without_smoke_flag(tmp_path):
-  proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'gpu_check.py'), '--quick',
-                         f'--out={tmp_path / "g.json"}'], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300, env={**__import__('os').environ, 'JAX_PLATFORMS': 'cpu'})
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'benchmarks' / 'gpu_check.py'),
+          '--quick',
+          f'--out={tmp_path / "g.json"}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env={**__import__('os').environ, 'JAX_PLATFORMS': 'cpu'},
+  )
   assert proc.returncode == 2 and 'no GPU' in proc.stderr
   assert not (tmp_path / 'g.json').exists()

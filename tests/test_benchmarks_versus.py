@@ -19,18 +19,28 @@ from benchmarks import versus_reference as vr
 from face_jax import dense
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-F32_RTOL = 1e-4     # float32 streaming vs float64 in memory
+F32_RTOL = 1e-4  # float32 streaming vs float64 in memory
 
 
 @pytest.fixture(scope='module')
 def quick(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('versus')
   refs = tmp / 'refs'
-  refs.mkdir()                                   # empty: no reference is available
+  refs.mkdir()  # empty: no reference is available
   out = tmp / 'versus.json'
-  proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'versus_reference.py'),
-                         '--quick', f'--references_dir={refs}', f'--out={out}'], cwd=ROOT,
-                        capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'benchmarks' / 'versus_reference.py'),
+          '--quick',
+          f'--references_dir={refs}',
+          f'--out={out}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   return json.loads(out.read_text()), out
 
@@ -55,12 +65,26 @@ def _close(got, want, where):
 def test_quick_schema(quick):
   r, _ = quick
   assert r['schema'] == vr.SCHEMA and r['mode'] == 'quick'
-  for key in ('command', 'created', 'host', 'timing', 'data', 'references', 'per_metric',
-              'all_eight', 'total_seconds'):
+  for key in (
+      'command',
+      'created',
+      'host',
+      'timing',
+      'data',
+      'references',
+      'per_metric',
+      'all_eight',
+      'total_seconds',
+  ):
     assert key in r, key
   d = r['data']
   assert (d['N'], d['D'], d['K'], d['Ks'], d['rounds']) == (
-      vr.QUICK.n, vr.QUICK.dim, vr.QUICK.num_classes, vr.QUICK.source_classes, vr.QUICK.rounds)
+      vr.QUICK.n,
+      vr.QUICK.dim,
+      vr.QUICK.num_classes,
+      vr.QUICK.source_classes,
+      vr.QUICK.rounds,
+  )
   assert set(r['references']) == set(vr.REFERENCES)
   for name, ref in r['references'].items():
     assert ref['status'].startswith('not available: '), name
@@ -84,7 +108,8 @@ def test_quick_schema(quick):
   assert a['face_jax']['time_s'] > 0 and len(a['face_jax']['compile_s']) == vr.QUICK.rounds
   assert a['reference_sum_s'] is None and a['time_ratio_reference_sum_over_face_jax'] is None
   assert a['face_jax_single_metric_sum_s'] == pytest.approx(
-      sum(r['per_metric'][m]['face_jax']['time_s'] for m in vr.METRICS))
+      sum(r['per_metric'][m]['face_jax']['time_s'] for m in vr.METRICS)
+  )
 
 
 def test_quick_values_match_dense_oracles(quick):

@@ -35,8 +35,21 @@ from face_jax.data import targets
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ZOO = ROOT / 'benchmarks' / 'zoo'
 MODELS = ('cnn_small-glyphs-mse', 'resnet8-shapes-ls', 'vit_mini-shapes-ce')
-METRICS = ('face', 'etran', 'gbc', 'hscore', 'leep', 'logme', 'nc1', 'nce', 'ncti', 'reg_hscore',
-           'sfda', 'transrate', 'vci')
+METRICS = (
+    'face',
+    'etran',
+    'gbc',
+    'hscore',
+    'leep',
+    'logme',
+    'nc1',
+    'nce',
+    'ncti',
+    'reg_hscore',
+    'sfda',
+    'transrate',
+    'vci',
+)
 RTOL, ATOL = 1e-4, 1e-6
 
 
@@ -50,14 +63,16 @@ def fresh():
   coll = models.load_collection(ZOO / 'weights')
   train = targets.digits_target()['train']
   sub = [coll[m] for m in MODELS]
-  return cs.score_collection(sub, train.images, train.labels, METRICS, num_classes=10,
-                             in_memory=False)
+  return cs.score_collection(
+      sub, train.images, train.labels, METRICS, num_classes=10, in_memory=False
+  )
 
 
 def test_committed_scores_use_todays_defaults(committed):
   infos = cs.metric_infos()
   assert {n: m['summary'] for n, m in committed['metrics'].items()} == {
-      n: i.summary for n, i in infos.items()}
+      n: i.summary for n, i in infos.items()
+  }
   # The FaCe records (a float32 stream) equal the default variant's float64 ablation terms to
   # float32 accuracy on every model, and no other variant's on all of them (on a model whose
   # classes barely overlap, F is ~0 for every variant).
@@ -65,9 +80,12 @@ def test_committed_scores_use_todays_defaults(committed):
   common = None
   for model, recs in committed['scores']['digits'].items():
     t = recs['face']['terms']
-    close = {key for key, v in variants[model].items()
-             if v['C'] == pytest.approx(t['variance_collapse'], rel=1e-5)
-             and v['F'] == pytest.approx(t['class_fairness'], rel=1e-5, abs=1e-6)}
+    close = {
+        key
+        for key, v in variants[model].items()
+        if v['C'] == pytest.approx(t['variance_collapse'], rel=1e-5)
+        and v['F'] == pytest.approx(t['class_fairness'], rel=1e-5, abs=1e-6)
+    }
     common = close if common is None else common & close
   assert common == {'sample/neglog/spherical/range'}
   assert dataclasses.asdict(face_jax.FaceOptions())['bc_cov'] == 'spherical'
@@ -90,14 +108,15 @@ def test_fresh_scores_match_the_committed_ones(committed, fresh):
       if ref['pool_relative']:
         assert set(new['components']) == set(ref['components']), where
         for c, v in ref['components'].items():
-          np.testing.assert_allclose(new['components'][c], v, rtol=RTOL, atol=ATOL,
-                                     err_msg=f'{where}.{c}')
+          np.testing.assert_allclose(
+              new['components'][c], v, rtol=RTOL, atol=ATOL, err_msg=f'{where}.{c}'
+          )
       else:
-        np.testing.assert_allclose(new['value'], ref['value'], rtol=RTOL, atol=ATOL,
-                                   err_msg=where)
+        np.testing.assert_allclose(new['value'], ref['value'], rtol=RTOL, atol=ATOL, err_msg=where)
       for term, v in ref.get('terms', {}).items():
-        np.testing.assert_allclose(new['terms'][term], v, rtol=RTOL, atol=ATOL,
-                                   err_msg=f'{where}.{term}')
+        np.testing.assert_allclose(
+            new['terms'][term], v, rtol=RTOL, atol=ATOL, err_msg=f'{where}.{term}'
+        )
       compared += 1
   assert compared >= len(MODELS) * (len(METRICS) - 1)
 
@@ -108,10 +127,12 @@ def test_pool_scores_and_face_variants_match(committed, fresh):
     new_scores = cs.oriented_scores(fresh, metric)
     ref_scores = cs.oriented_scores(old, metric)
     for model in MODELS:
-      np.testing.assert_allclose(new_scores[model], ref_scores[model], rtol=RTOL, atol=ATOL,
-                                 err_msg=f'{metric}/{model}')
+      np.testing.assert_allclose(
+          new_scores[model], ref_scores[model], rtol=RTOL, atol=ATOL, err_msg=f'{metric}/{model}'
+      )
   # The ablation's terms (one float64 pass of both weightings' moments, every variant).
   from benchmarks.zoo import harness
+
   coll = models.load_collection(ZOO / 'weights')
   train = targets.digits_target()['train']
   model = 'resnet8-shapes-ls'
@@ -122,8 +143,7 @@ def test_pool_scores_and_face_variants_match(committed, fresh):
   assert list(terms) == list(ref)
   for key, t in ref.items():
     for name, v in t.items():
-      np.testing.assert_allclose(terms[key][name], v, rtol=1e-6, atol=1e-9,
-                                 err_msg=f'{key}.{name}')
+      np.testing.assert_allclose(terms[key][name], v, rtol=1e-6, atol=1e-9, err_msg=f'{key}.{name}')
 
 
 def test_in_memory_features_match_the_stream(fresh):
@@ -138,8 +158,9 @@ def test_in_memory_features_match_the_stream(fresh):
   coll = models.load_collection(ZOO / 'weights')
   train = targets.digits_target()['train']
   metrics = tuple(m for m in METRICS if m != 'sfda')
-  mem = cs.score_collection([coll[m] for m in MODELS], train.images, train.labels, metrics,
-                            num_classes=10)
+  mem = cs.score_collection(
+      [coll[m] for m in MODELS], train.images, train.labels, metrics, num_classes=10
+  )
   for model in MODELS:
     for m in metrics:
       new, ref = mem[model][m], fresh[model][m]

@@ -43,6 +43,7 @@ def _get(name, split, data_dir, **kw):
 
 # ----------------------------------------------------------------- helpers --
 
+
 def test_every_kth_per_class_is_stratified_and_in_order():
   labels = np.array([0, 1, 0, 0, 1, 0, 1, 1, 0, 2])
   mask = common.every_kth_per_class(labels, k=2)
@@ -53,6 +54,7 @@ def test_every_kth_per_class_is_stratified_and_in_order():
 
 
 # ------------------------------------------------------------------ digits --
+
 
 def test_digits_splits_counts_and_source_order(data_dir):
   from sklearn.datasets import load_digits
@@ -98,6 +100,7 @@ def test_digits_split_helper_matches_builder(data_dir):
 
 # ------------------------------------------------------------ image_folder --
 
+
 def _write_image_folder(root, rng):
   """3 classes; mixed PNG/JPEG/grayscale/odd sizes; a non-image file to ignore."""
   spec = {
@@ -136,8 +139,15 @@ def test_image_folder(tmp_path, data_dir, channels):
   root = tmp_path / "images"
   paths = _write_image_folder(str(root), rng)
   size = (6, 5)
-  pipe = _get("image_folder", "train", data_dir, batch_size=4, root_dir=str(root),
-              image_size=size, channels=channels)
+  pipe = _get(
+      "image_folder",
+      "train",
+      data_dir,
+      batch_size=4,
+      root_dir=str(root),
+      image_size=size,
+      channels=channels,
+  )
   assert pipe.class_names == ("ant", "cat", "dog")
   assert pipe.num_examples == 6 and pipe.num_batches == 2
   assert pipe.element_spec["image"].shape == (4, 6, 5, channels)
@@ -157,7 +167,8 @@ def test_image_folder_changes_are_not_served_stale(tmp_path, data_dir):
   _write_image_folder(str(root), rng)
   p1 = _get("image_folder", "train", data_dir, batch_size=8, root_dir=str(root), image_size=4)
   Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(
-      os.path.join(root, "dog", "new.png"))
+      os.path.join(root, "dog", "new.png")
+  )
   p2 = _get("image_folder", "train", data_dir, batch_size=8, root_dir=str(root), image_size=4)
   assert p1.builder.builder_config.name != p2.builder.builder_config.name
   assert (p1.num_examples, p2.num_examples) == (6, 7)
@@ -185,6 +196,7 @@ def test_image_folder_split_mapping_and_errors(tmp_path, data_dir):
 
 # ------------------------------------------------------------------ arrays --
 
+
 def test_arrays_from_npz_with_source_probs(tmp_path, data_dir):
   rng = np.random.default_rng(3)
   n = 53
@@ -192,8 +204,13 @@ def test_arrays_from_npz_with_source_probs(tmp_path, data_dir):
   labels = rng.integers(0, 4, n)
   probs = rng.dirichlet(np.ones(5), n).astype(np.float32)
   path = tmp_path / "data.npz"
-  np.savez(path, features=feats, labels=labels, source_probs=probs,
-           class_names=np.array(["w", "x", "y", "z"]))
+  np.savez(
+      path,
+      features=feats,
+      labels=labels,
+      source_probs=probs,
+      class_names=np.array(["w", "x", "y", "z"]),
+  )
   pipe = _get("arrays", "train", data_dir, batch_size=16, arrays=str(path))
   assert pipe.input_key == "features" and pipe.class_names == ("w", "x", "y", "z")
   assert pipe.element_spec["source_probs"].shape == (16, 5)
@@ -210,7 +227,10 @@ def test_arrays_from_npz_with_source_probs(tmp_path, data_dir):
 def test_arrays_images_and_split_mapping(data_dir):
   rng = np.random.default_rng(4)
   train = {"image": rng.integers(0, 256, (10, 4, 3), dtype=np.uint8), "labels": np.arange(10) % 3}
-  test = {"image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "labels": np.array([0, 0, 5, 1])}
+  test = {
+      "image": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),
+      "labels": np.array([0, 0, 5, 1]),
+  }
   pipe = _get("arrays", "test", data_dir, batch_size=3, arrays={"train": train, "test": test})
   assert pipe.num_classes == 6 and pipe.input_key == "image"
   got = _all_batches(pipe)
@@ -224,15 +244,27 @@ def test_arrays_images_and_split_mapping(data_dir):
   assert other.builder.data_path != pipe.builder.data_path
 
 
-@pytest.mark.parametrize("arrays,match", [
-    ({"features": np.zeros((3, 2))}, "labels"),
-    ({"features": np.zeros((3, 2)), "image": np.zeros((3, 2, 2), np.uint8),
-      "labels": np.zeros(3, int)}, "exactly one"),
-    ({"features": np.zeros((3, 2)), "labels": np.zeros(4, int)}, "rows"),
-    ({"image": np.zeros((3, 2, 2), np.float32), "labels": np.zeros(3, int)}, "uint8"),
-    ({"features": np.zeros((3, 2)), "labels": np.array([0, -1, 1])}, "negative"),
-    ({"features": np.zeros((3, 2)), "labels": np.zeros(3, int), "extra": np.zeros(3)}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "arrays,match",
+    [
+        ({"features": np.zeros((3, 2))}, "labels"),
+        (
+            {
+                "features": np.zeros((3, 2)),
+                "image": np.zeros((3, 2, 2), np.uint8),
+                "labels": np.zeros(3, int),
+            },
+            "exactly one",
+        ),
+        ({"features": np.zeros((3, 2)), "labels": np.zeros(4, int)}, "rows"),
+        ({"image": np.zeros((3, 2, 2), np.float32), "labels": np.zeros(3, int)}, "uint8"),
+        ({"features": np.zeros((3, 2)), "labels": np.array([0, -1, 1])}, "negative"),
+        (
+            {"features": np.zeros((3, 2)), "labels": np.zeros(3, int), "extra": np.zeros(3)},
+            "unknown",
+        ),
+    ],
+)
 def test_arrays_rejects_bad_input(data_dir, arrays, match):
   with pytest.raises(ValueError, match=match):
     _get("arrays", "train", data_dir, arrays=arrays)
@@ -240,9 +272,14 @@ def test_arrays_rejects_bad_input(data_dir, arrays, match):
 
 # ---------------------------------------------------------------- text_csv --
 
+
 def test_text_csv_names_from_csv_and_jsonl(tmp_path, data_dir):
-  train_rows = [("hello, world", "spam"), ('quoted "x"\nnew line', "ham"),
-                ("naïve café ✓", "eggs"), ("more", "spam")]
+  train_rows = [
+      ("hello, world", "spam"),
+      ('quoted "x"\nnew line', "ham"),
+      ("naïve café ✓", "eggs"),
+      ("more", "spam"),
+  ]
   with open(tmp_path / "train.csv", "w", newline="", encoding="utf-8") as f:
     w = csv.writer(f)
     w.writerow(["id", "text", "label"])
@@ -274,8 +311,13 @@ def test_text_csv_integer_labels(tmp_path, data_dir):
     f.write("text,label\nx,3\ny,0\n")
   with open(tmp_path / "b.jsonl", "w") as f:
     f.write('{"text": "z", "label": 1}\n')
-  pipe = _get("text_csv", "train", data_dir, batch_size=8,
-              files=[str(tmp_path / "a.csv"), str(tmp_path / "b.jsonl")])
+  pipe = _get(
+      "text_csv",
+      "train",
+      data_dir,
+      batch_size=8,
+      files=[str(tmp_path / "a.csv"), str(tmp_path / "b.jsonl")],
+  )
   assert pipe.num_classes == 4 and pipe.class_names == ("0", "1", "2", "3")
   got = _all_batches(pipe)
   assert list(got["text"]) == ["x", "y", "z"]
@@ -289,13 +331,16 @@ def test_text_csv_integer_labels(tmp_path, data_dir):
 
 # --------------------------------------------------------- wordnet_glosses --
 
+
 def _require_wordnet():
   if os.path.isfile(os.path.join(WORDNET_DIR, "data.noun")):
     return
   if os.environ.get("FACE_JAX_ALLOW_MISSING_WORDNET") == "1":
     pytest.skip("WordNet missing and FACE_JAX_ALLOW_MISSING_WORDNET=1.")
-  pytest.fail(f"{WORDNET_DIR} is missing: apt-get install wordnet-base "
-              "(or set FACE_JAX_ALLOW_MISSING_WORDNET=1 to skip).")
+  pytest.fail(
+      f"{WORDNET_DIR} is missing: apt-get install wordnet-base "
+      "(or set FACE_JAX_ALLOW_MISSING_WORDNET=1 to skip)."
+  )
 
 
 def test_wordnet_subset(data_dir):

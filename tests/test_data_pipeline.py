@@ -20,16 +20,24 @@ def data_dir(tmp_path_factory):
 def _index_arrays(n, num_classes=7, seed=0):
   """Examples whose feature is their own index, so every row is identifiable."""
   rng = np.random.default_rng(seed)
-  return {"features": np.arange(n, dtype=np.float32)[:, None],
-          "labels": rng.integers(0, num_classes, n),
-          "source_probs": rng.random((n, 3)).astype(np.float32)}
+  return {
+      "features": np.arange(n, dtype=np.float32)[:, None],
+      "labels": rng.integers(0, num_classes, n),
+      "source_probs": rng.random((n, 3)).astype(np.float32),
+  }
 
 
 @pytest.mark.parametrize("process_index,process_count", [(0, 1), (1, 3)])
 def test_process_range_matches_tfds_even_splits(data_dir, process_index, process_count):
   """Our slices have the sizes *and* contents of tfds.even_splits."""
-  pipe = fd.get("digits", "train", data_dir, batch_size=128,
-                process_index=process_index, process_count=process_count)
+  pipe = fd.get(
+      "digits",
+      "train",
+      data_dir,
+      batch_size=128,
+      process_index=process_index,
+      process_count=process_count,
+  )
   sub = tfds.even_splits("train", n=process_count)[process_index]
   assert pipe.num_local_examples == pipe.info.splits[sub].num_examples
   src = pipe.builder.as_data_source(split=sub)
@@ -53,10 +61,15 @@ def test_process_range_sizes():
 def test_padding_and_mask(data_dir):
   n = 101
   arrays = _index_arrays(n)
-  pipe = fd.get("arrays", "train", data_dir, batch_size=32, process_index=0, process_count=1,
-                arrays=arrays)
+  pipe = fd.get(
+      "arrays", "train", data_dir, batch_size=32, process_index=0, process_count=1, arrays=arrays
+  )
   assert (pipe.num_examples, pipe.num_local_examples, pipe.num_batches, len(pipe)) == (
-      101, 101, 4, 4)
+      101,
+      101,
+      4,
+      4,
+  )
   batches = list(pipe)
   assert len(batches) == 4
   for b in batches:
@@ -78,8 +91,19 @@ def test_padding_and_mask(data_dir):
 @pytest.mark.parametrize("n,batch_size", [(1001, 64), (30, 4), (2, 5)])
 def test_processes_partition_the_split(data_dir, n, batch_size):
   arrays = _index_arrays(n, seed=n)
-  pipes = [fd.get("arrays", "train", data_dir, batch_size=batch_size, process_index=i,
-                  process_count=3, arrays=arrays, num_classes=7) for i in range(3)]
+  pipes = [
+      fd.get(
+          "arrays",
+          "train",
+          data_dir,
+          batch_size=batch_size,
+          process_index=i,
+          process_count=3,
+          arrays=arrays,
+          num_classes=7,
+      )
+      for i in range(3)
+  ]
   expected_batches = math.ceil(math.ceil(n / 3) / batch_size)
   seen = []
   for p in pipes:
@@ -119,8 +143,7 @@ def test_label_counts_metadata_and_scan_agree(data_dir):
   assert meta is not None
   np.testing.assert_array_equal(meta, np.bincount(labels, minlength=10))
   np.testing.assert_array_equal(full._scan_label_counts(), meta)
-  half = fd.get("digits", "train[:50%]", data_dir, batch_size=256, process_index=1,
-                process_count=2)
+  half = fd.get("digits", "train[:50%]", data_dir, batch_size=256, process_index=1, process_count=2)
   assert half._label_counts_from_metadata() is None  # sliced split -> scan
   n = half.num_examples
   np.testing.assert_array_equal(half.label_counts(), np.bincount(labels[:n], minlength=10))
@@ -147,10 +170,13 @@ def test_grain_workers_match_in_process(data_dir):
 
 def test_text_batches_are_str_object_arrays(tmp_path, data_dir):
   path = tmp_path / "t.jsonl"
-  path.write_text('{"text": "a", "label": "x"}\n{"text": "bé", "label": "y"}\n'
-                  '{"text": "c", "label": "x"}\n', encoding="utf-8")
-  pipe = fd.get("text_csv", "train", data_dir, batch_size=2, process_index=1, process_count=2,
-                files=str(path))
+  path.write_text(
+      '{"text": "a", "label": "x"}\n{"text": "bé", "label": "y"}\n' '{"text": "c", "label": "x"}\n',
+      encoding="utf-8",
+  )
+  pipe = fd.get(
+      "text_csv", "train", data_dir, batch_size=2, process_index=1, process_count=2, files=str(path)
+  )
   (batch,) = list(pipe)
   assert batch["text"].dtype == object and list(batch["text"]) == ["c", ""]
   np.testing.assert_array_equal(batch["_mask"], [True, False])
@@ -168,8 +194,15 @@ def test_default_process_slot_comes_from_jax(data_dir):
 def test_mock_data_standard_tfds_name(tmp_path):
   """tfds.testing.mock_data works without TensorFlow for array_record data sources."""
   with tfds.testing.mock_data(num_examples=37):
-    pipe = fd.get("mnist", "train", str(tmp_path), batch_size=16, process_index=0,
-                  process_count=1, download_and_prepare=False)
+    pipe = fd.get(
+        "mnist",
+        "train",
+        str(tmp_path),
+        batch_size=16,
+        process_index=0,
+        process_count=1,
+        download_and_prepare=False,
+    )
     assert pipe.num_examples == 37 and pipe.num_batches == 3
     assert pipe.element_spec["image"].shape == (16, 28, 28, 1)
     first, second = list(pipe), list(pipe)
@@ -178,8 +211,10 @@ def test_mock_data_standard_tfds_name(tmp_path):
     for a, b in zip(first, second):
       np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(pipe.label_counts(), np.bincount(labels, minlength=10))
-    parts = [fd.get("mnist", "train", str(tmp_path), batch_size=8, process_index=i,
-                    process_count=3) for i in range(3)]
+    parts = [
+        fd.get("mnist", "train", str(tmp_path), batch_size=8, process_index=i, process_count=3)
+        for i in range(3)
+    ]
     assert {p.num_batches for p in parts} == {2}
     imgs = np.concatenate([b["image"][b["_mask"]] for p in parts for b in p])
     np.testing.assert_array_equal(imgs, np.concatenate([b["image"][b["_mask"]] for b in first]))
@@ -194,8 +229,15 @@ def test_mock_data_text_label_key_and_variable_shapes(tmp_path):
     assert [int(b["_mask"].sum()) for b in batches] == [4, 1]
     assert all(isinstance(t, str) for b in batches for t in b["text"])
     # A second ClassLabel as the label; the original "label" is then left out.
-    coarse = fd.get("cifar100", "test", d, batch_size=4, process_index=0, process_count=1,
-                    label_key="coarse_label")
+    coarse = fd.get(
+        "cifar100",
+        "test",
+        d,
+        batch_size=4,
+        process_index=0,
+        process_count=1,
+        label_key="coarse_label",
+    )
     assert coarse.num_classes == 20 and "label" in coarse.skipped_features
     assert set(coarse.element_spec) == {"image", "label", "_mask"}
     fine = fd.get("cifar100", "test", d, batch_size=4, process_index=0, process_count=1)
@@ -209,8 +251,14 @@ def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(fd.DatasetNotPreparedError, match=r"tfds build mnist .*array_record"):
     fd.get("mnist", "train", str(tmp_path), process_index=0, process_count=1)
   with pytest.raises(fd.DatasetNotPreparedError, match="not prepared"):
-    fd.get("digits", "train", str(tmp_path / "empty"), process_index=0, process_count=1,
-           download_and_prepare=False)
+    fd.get(
+        "digits",
+        "train",
+        str(tmp_path / "empty"),
+        process_index=0,
+        process_count=1,
+        download_and_prepare=False,
+    )
 
 
 def test_tf_backend(data_dir):
@@ -222,10 +270,12 @@ def test_tf_backend(data_dir):
     return
   # With TensorFlow installed, the tf.data path must give the grain path's batches.
   tf_dir = data_dir + "_tfrecord"
-  ref = list(fd.get("digits", "test", data_dir, batch_size=100, process_index=1,
-                    process_count=2))
-  got = list(fd.get("digits", "test", tf_dir, batch_size=100, process_index=1,
-                    process_count=2, backend="tf"))
+  ref = list(fd.get("digits", "test", data_dir, batch_size=100, process_index=1, process_count=2))
+  got = list(
+      fd.get(
+          "digits", "test", tf_dir, batch_size=100, process_index=1, process_count=2, backend="tf"
+      )
+  )
   assert len(ref) == len(got)
   for a, b in zip(ref, got):
     for k in a:
@@ -236,12 +286,20 @@ def test_tf_backend_collation_matches_grain_collation():
   """The tf path's column collation (not runnable without TF) equals the grain one."""
   from face_jax.data import input_pipeline as ip  # pylint: disable=g-import-not-at-top
 
-  fields = [ip._Field("image", "image", "array", (2, 2, 1), np.dtype(np.uint8)),
-            ip._Field("lab", "label", "array", (), np.dtype(np.int32)),
-            ip._Field("text", "text", "text", (), np.dtype(object))]
+  fields = [
+      ip._Field("image", "image", "array", (2, 2, 1), np.dtype(np.uint8)),
+      ip._Field("lab", "label", "array", (), np.dtype(np.int32)),
+      ip._Field("text", "text", "text", (), np.dtype(object)),
+  ]
   rng = np.random.default_rng(0)
-  records = [{"image": rng.integers(0, 256, (2, 2, 1), dtype=np.uint8), "lab": i + 1,
-              "text": f"t{i}é".encode()} for i in range(3)]
+  records = [
+      {
+          "image": rng.integers(0, 256, (2, 2, 1), dtype=np.uint8),
+          "lab": i + 1,
+          "text": f"t{i}é".encode(),
+      }
+      for i in range(3)
+  ]
   columns = {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
   columns["text"] = np.array([r["text"] for r in records], dtype=object)
   for n in (0, 3):
@@ -254,15 +312,18 @@ def test_tf_backend_collation_matches_grain_collation():
   assert list(b["text"]) == ["t0é", "t1é", "t2é", "", ""]
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(name="no_such_dataset_xyz"), ValueError, "Unknown dataset"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(backend="torch"), ValueError, "backend"),
-    (dict(num_workers=-1), ValueError, "num_workers"),
-    (dict(process_index=3, process_count=3), ValueError, "process_index"),
-    (dict(label_key="nope"), ValueError, "label feature"),
-    (dict(input_key="nope"), ValueError, "input_key"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(name="no_such_dataset_xyz"), ValueError, "Unknown dataset"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(backend="torch"), ValueError, "backend"),
+        (dict(num_workers=-1), ValueError, "num_workers"),
+        (dict(process_index=3, process_count=3), ValueError, "process_index"),
+        (dict(label_key="nope"), ValueError, "label feature"),
+        (dict(input_key="nope"), ValueError, "input_key"),
+    ],
+)
 def test_bad_arguments(data_dir, kwargs, error, match):
   args = dict(name="digits", split="test", data_dir=data_dir, process_index=0, process_count=1)
   args.update(kwargs)

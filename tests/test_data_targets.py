@@ -12,15 +12,26 @@ from face_jax.data import targets
 # benchmarks.zoo.stages.target_splits(stages.Data(None), 'digits') as they were before the
 # digits target moved into face_jax.data.targets (scikit-learn 1.x's bundled digits, Pillow's
 # bilinear resize).  The zoo's ground truth and committed scores were made on exactly these bytes.
-FULL = ('bb72a09dcb2ae2a1b0982e3afd2dbfdacb70a8f0ecbc4e358dde826df0556987',
-        '3a0e68456f9a3c609b399717dd9ca55bb9153be1bccf72e38e3319cb740c75cd')
+FULL = (
+    'bb72a09dcb2ae2a1b0982e3afd2dbfdacb70a8f0ecbc4e358dde826df0556987',
+    '3a0e68456f9a3c609b399717dd9ca55bb9153be1bccf72e38e3319cb740c75cd',
+)
 SPLITS = {
-    'train': (111, '5cf5231039ed45d7e1d437f4b6d1d8b72cf75763c24040875cba9b8922f66107',
-              'd640a780239983869cf8c7d9ed875c5ffa4021681635ded05d6402efb1c83cd8'),
-    'val': (269, '158a6d5f7f8297526501d24ede7c482c219aa8d56cd258b50e7376ffd96846de',
-            '6c7b561a927456a93cffbd4c43137df1d0f1f78c884a22a21a3722a57b418031'),
-    'test': (539, 'ba453865dcf8799d7a1f2a90193f88459fd07f32d11ca0bcb5fd7a22e4883daf',
-             '475089f9f81ab84bf1da318d297866c5bc8ff48aaec6e95181588962be2f7880'),
+    'train': (
+        111,
+        '5cf5231039ed45d7e1d437f4b6d1d8b72cf75763c24040875cba9b8922f66107',
+        'd640a780239983869cf8c7d9ed875c5ffa4021681635ded05d6402efb1c83cd8',
+    ),
+    'val': (
+        269,
+        '158a6d5f7f8297526501d24ede7c482c219aa8d56cd258b50e7376ffd96846de',
+        '6c7b561a927456a93cffbd4c43137df1d0f1f78c884a22a21a3722a57b418031',
+    ),
+    'test': (
+        539,
+        'ba453865dcf8799d7a1f2a90193f88459fd07f32d11ca0bcb5fd7a22e4883daf',
+        '475089f9f81ab84bf1da318d297866c5bc8ff48aaec6e95181588962be2f7880',
+    ),
 }
 
 
@@ -51,6 +62,7 @@ def test_the_benchmark_uses_the_package_copy():
   from benchmarks.zoo import datasets
   from benchmarks.zoo import stages
   from benchmarks.zoo import zoo
+
   assert datasets.load_digits_32 is targets.load_digits_32
   assert datasets.stratified_split is targets.stratified_split
   assert datasets.Dataset is targets.Dataset
@@ -63,8 +75,9 @@ def test_split_counts_and_errors():
   assert targets.split_counts(7, {'a': 3, 'b': 4}, None) == [3, 4]
   with pytest.raises(ValueError, match='7 examples, 8 requested'):
     targets.split_counts(7, {'a': 4, 'b': 4}, None)
-  ds = targets.Dataset(np.zeros((6, 32, 32, 1), np.uint8), np.array([0, 0, 0, 1, 1, 1], np.int32),
-                       ('a', 'b'))
+  ds = targets.Dataset(
+      np.zeros((6, 32, 32, 1), np.uint8), np.array([0, 0, 0, 1, 1, 1], np.int32), ('a', 'b')
+  )
   with pytest.raises(ValueError, match='exactly one'):
     targets.stratified_split(ds)
   with pytest.raises(ValueError, match="Class 'a'"):

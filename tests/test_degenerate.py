@@ -14,8 +14,11 @@ def _floats(v):
   if hasattr(v, 'variance_collapse'):
     return [v.score, v.variance_collapse, v.class_fairness, v.nc1]
   if dataclasses.is_dataclass(v):
-    return [float(getattr(v, f.name)) for f in dataclasses.fields(v)
-            if isinstance(getattr(v, f.name), (float, int, np.floating))]
+    return [
+        float(getattr(v, f.name))
+        for f in dataclasses.fields(v)
+        if isinstance(getattr(v, f.name), (float, int, np.floating))
+    ]
   return [float(v)]
 
 

@@ -28,7 +28,7 @@ def _case(name):
   with np.load(FIXTURES / "cases" / f"{name}.npz") as d:
     arrays = {k: d[k] for k in ("X", "y", "probs")}
   for a in arrays.values():
-    a.setflags(write=False)   # any accidental in-place write raises
+    a.setflags(write=False)  # any accidental in-place write raises
   with open(FIXTURES / "expected" / f"{name}.json") as f:
     expected = json.load(f)
   return arrays, expected
@@ -45,7 +45,9 @@ METRICS = {
     "transrate_tllib": (lambda X, y, P: dense.transrate(X, y), 1e-6),
     "gbc_google_spherical_nopca_f64": (lambda X, y, P: dense.gbc(X, y), 1e-6),
     "gbc_google_diagonal_nopca_f64": (
-        lambda X, y, P: dense.gbc(X, y, gaussian_type="diagonal"), 1e-6),
+        lambda X, y, P: dense.gbc(X, y, gaussian_type="diagonal"),
+        1e-6,
+    ),
     "gbc_google_spherical_pca64_f32": (lambda X, y, P: dense.gbc(X, y, pca_dim=64), 1e-3),
     "sfda": (lambda X, y, P: dense.sfda(X, y), 1e-4),
     "ncti_components": (lambda X, y, P: dense.ncti_components(X, y), 1e-4),
@@ -61,7 +63,7 @@ METRICS = {
 TIGHT = {
     "gbc_google_spherical_pca64_f32": 1e-5,
     "nleep_google": 1e-3,
-    "parc_dbolya": None,   # checked against the generator's alternatives below
+    "parc_dbolya": None,  # checked against the generator's alternatives below
 }
 TIGHT_DEFAULT = 1e-9
 
@@ -73,7 +75,7 @@ def _params(with_value_only=False):
     for key in METRICS:
       entry = exp["metrics"][key]
       if entry["value"] is None and "fixture policy" in entry.get("skip_reason", ""):
-        continue   # the reference was not run for cost reasons: nothing to compare
+        continue  # the reference was not run for cost reasons: nothing to compare
       if with_value_only and entry["value"] is None:
         continue
       out.append(pytest.param(case, key, id=f"{case}-{key}"))
@@ -107,9 +109,10 @@ def test_matches_reference(case, key):
   assert _rel_err(_computed(case, key), entry["value"]) <= tol
 
 
-@pytest.mark.parametrize("case,key", [
-    p for p in _params(with_value_only=True)
-    if TIGHT.get(p.values[1], TIGHT_DEFAULT) is not None])
+@pytest.mark.parametrize(
+    "case,key",
+    [p for p in _params(with_value_only=True) if TIGHT.get(p.values[1], TIGHT_DEFAULT) is not None],
+)
 def test_matches_reference_tightly(case, key):
   _, exp = _case(case)
   entry = exp["metrics"][key]
@@ -127,7 +130,8 @@ def test_parc_alternatives_and_reference_label_rdm(case):
   assert dense.parc(X, None, y) == pytest.approx(alt["exact_label_ties"], rel=1e-7)
   # Exact ties + exact (full SVD) PCA.
   assert dense.parc(X, None, y, pca_solver="full") == pytest.approx(
-      alt["exact_label_ties_full_pca"], rel=1e-7)
+      alt["exact_label_ties_full_pca"], rel=1e-7
+  )
   # Literal 1 - corrcoef(one-hot) as the reference: which same-class pairs get
   # 0 or ~1e-16 depends on the BLAS build and threads, so only the brief's 2 %
   # (on this platform it reproduces the reference to ~1e-12).
@@ -159,7 +163,7 @@ def _data(seed, n, d, c, sep=0.5, offset=0.0, balanced=True):
   if balanced:
     y = np.arange(n) % c
   else:
-    weights = np.arange(1, c + 1) / (c * (c + 1) / 2)   # class k has weight (k+1)
+    weights = np.arange(1, c + 1) / (c * (c + 1) / 2)  # class k has weight (k+1)
     y = np.concatenate([np.arange(c), rng.choice(c, n - c, p=weights)])
   mu = rng.normal(0, sep, (c, d))
   X = mu[y] + rng.normal(size=(n, d)) * np.exp(rng.normal(size=d) * 0.3) + offset
@@ -179,8 +183,10 @@ def _vci_straightforward(X, y):
   return 1.0 - np.trace(np.linalg.pinv(st) @ sb) / np.linalg.matrix_rank(sb)
 
 
-@pytest.mark.parametrize("n,d,c,balanced", [(300, 20, 5, True), (400, 30, 12, False),
-                                             (40, 60, 4, True), (500, 8, 30, False)])
+@pytest.mark.parametrize(
+    "n,d,c,balanced",
+    [(300, 20, 5, True), (400, 30, 12, False), (40, 60, 4, True), (500, 8, 30, False)],
+)
 def test_vci_matches_straightforward_formula(n, d, c, balanced):
   X, y, _ = _data(n + d, n, d, c, sep=0.3, offset=2.0, balanced=balanced)
   got = dense.vci(X, y)
@@ -241,7 +247,7 @@ def test_leep_nce_match_straightforward_loops():
 @pytest.mark.parametrize("gaussian_type", ["spherical", "diagonal"])
 def test_gbc_matches_pairwise_loop(gaussian_type):
   X, y, _ = _data(21, 150, 6, 4, sep=1.0, balanced=False)
-  X[:, 0] = 1.0   # a constant column: its variance is floored at 1e-4
+  X[:, 0] = 1.0  # a constant column: its variance is floored at 1e-4
   stats = []
   for k in range(4):
     xk = X[y == k]
@@ -253,8 +259,9 @@ def test_gbc_matches_pairwise_loop(gaussian_type):
       if a != b:
         (ma, va), (mb, vb) = stats[a], stats[b]
         vbar = (va + vb) / 2
-        bd = np.sum((ma - mb)**2 / vbar) / 8 + 0.5 * (
-            np.sum(np.log(vbar)) - 0.5 * np.sum(np.log(va)) - 0.5 * np.sum(np.log(vb)))
+        bd = np.sum((ma - mb) ** 2 / vbar) / 8 + 0.5 * (
+            np.sum(np.log(vbar)) - 0.5 * np.sum(np.log(va)) - 0.5 * np.sum(np.log(vb))
+        )
         total += math.exp(-bd)
   assert dense.gbc(X, y, gaussian_type=gaussian_type) == pytest.approx(-total, rel=1e-10)
   assert -12.0 <= -total <= 0.0
@@ -270,15 +277,21 @@ def test_ncti_matches_sklearn_lda_both_solvers(scale):
   f = pca.fit_transform(X)
   temp = max(math.exp(-pca.explained_variance_[:32].sum()), 1e-10)
   assert (temp == 1e-10) == (scale == 1.0)
-  clf = (LinearDiscriminantAnalysis(solver="svd") if temp == 1e-10 else
-         LinearDiscriminantAnalysis(solver="eigen", shrinkage=temp))
+  clf = (
+      LinearDiscriminantAnalysis(solver="svd")
+      if temp == 1e-10
+      else LinearDiscriminantAnalysis(solver="eigen", shrinkage=temp)
+  )
   h = clf.fit_transform(f, y)
   h = h - h.mean(axis=0)
   p = clf.predict_proba(f)
-  want = (np.linalg.norm(h, "nuc"), p[np.arange(len(y)), y].mean(),
-          math.log(sum(np.linalg.norm(p[y == k], "nuc") for k in range(5))))
+  want = (
+      np.linalg.norm(h, "nuc"),
+      p[np.arange(len(y)), y].mean(),
+      math.log(sum(np.linalg.norm(p[y == k], "nuc") for k in range(5))),
+  )
   got = dense.ncti_components(X, y)
-  assert 0.3 < got[1] < 0.99   # not saturated
+  assert 0.3 < got[1] < 0.99  # not saturated
   np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
@@ -289,7 +302,7 @@ def test_etran_components_straightforward_and_shift():
   pri = np.bincount(y) / n
   logits = X @ mu.T - 0.5 * (mu**2).sum(axis=1) + np.log(pri)
   s_cls = scipy.special.softmax(logits, axis=1)[np.arange(n), y].mean()
-  s_en = np.sort(scipy.special.logsumexp(X, axis=1))[:2].mean()   # k = 5*400//1000 = 2
+  s_en = np.sort(scipy.special.logsumexp(X, axis=1))[:2].mean()  # k = 5*400//1000 = 2
   got = dense.etran_components(X, y)
   np.testing.assert_allclose(got, (s_cls, s_en), rtol=1e-12)
   shifted = dense.etran_components(X + 10.0, y)
@@ -349,7 +362,8 @@ def test_logme_variants_differ_when_n_le_d():
   arrays, exp = _case("wide")
   assert dense.logme(arrays["X"], arrays["y"]) == pytest.approx(1.614492066, rel=1e-9)
   assert dense.logme(arrays["X"], arrays["y"], variant="tllib_icml") == pytest.approx(
-      0.1039088901, rel=1e-9)
+      0.1039088901, rel=1e-9
+  )
 
 
 def test_nleep_degenerate_mixture_is_a_clear_error():
@@ -359,10 +373,17 @@ def test_nleep_degenerate_mixture_is_a_clear_error():
 
 
 _XY_FUNCS = {
-    "logme": dense.logme, "hscore": dense.hscore, "reg_hscore": dense.reg_hscore,
-    "transrate": dense.transrate, "gbc": dense.gbc, "sfda": dense.sfda,
-    "ncti_components": dense.ncti_components, "etran_components": dense.etran_components,
-    "nleep": dense.nleep, "nc1": dense.nc1, "vci": dense.vci,
+    "logme": dense.logme,
+    "hscore": dense.hscore,
+    "reg_hscore": dense.reg_hscore,
+    "transrate": dense.transrate,
+    "gbc": dense.gbc,
+    "sfda": dense.sfda,
+    "ncti_components": dense.ncti_components,
+    "etran_components": dense.etran_components,
+    "nleep": dense.nleep,
+    "nc1": dense.nc1,
+    "vci": dense.vci,
     "parc": lambda X, y: dense.parc(X, None, y),
 }
 
@@ -422,8 +443,9 @@ def test_input_errors_probability_metrics():
     ok[:, 0] += 5e-7
     assert np.isfinite(fn(ok, y))
     # float32 rows are accepted within Cs * eps(float32) (1.2e-5 for Cs = 100).
-    p32 = scipy.special.softmax(
-        np.random.default_rng(0).normal(size=(60, 100)), axis=1).astype(np.float32)
+    p32 = scipy.special.softmax(np.random.default_rng(0).normal(size=(60, 100)), axis=1).astype(
+        np.float32
+    )
     assert np.isfinite(fn(p32 + np.float32(5e-6) * (np.arange(100) == 0), y))
     with pytest.raises(ValueError, match="sum to 1"):
       fn(p32 * np.float32(1.001), y)
@@ -439,7 +461,7 @@ def test_option_errors():
   with pytest.raises(ValueError, match="gaussian_type"):
     dense.gbc(X, y, gaussian_type="full")
   with pytest.raises(ValueError, match="pca_dim=64"):
-    dense.gbc(X, y, pca_dim=64)   # D = 40 < 64: documented error, no fallback
+    dense.gbc(X, y, pca_dim=64)  # D = 40 < 64: documented error, no fallback
   with pytest.raises(ValueError, match="pca_dim=64"):
     dense.ncti_components(X, y)
   with pytest.raises(ValueError, match="centering"):

@@ -1,6 +1,5 @@
 """Engine properties: monoid laws, streaming invariance, single trace, passes, transfer guard."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +23,10 @@ def _moments_fixture(seed=0, n=64, d=8, k=3):
   x = rng.normal(size=(n, d)).astype(np.float32)
   y = rng.integers(0, k, n)
   spec = stats_lib.MomentsSpec(num_classes=k, dim=d)
-  params = {'shift': jnp.asarray(rng.normal(size=(k, d)), jnp.float32),
-            'weight': jnp.asarray(rng.uniform(0.5, 2, size=k), jnp.float32)}
+  params = {
+      'shift': jnp.asarray(rng.normal(size=(k, d)), jnp.float32),
+      'weight': jnp.asarray(rng.uniform(0.5, 2, size=k), jnp.float32),
+  }
   return x, y, spec, params
 
 
@@ -37,18 +38,20 @@ def _assert_tree_close(a, b, rtol=1e-5, atol=1e-5):
 def test_moments_monoid_laws():
   x, y, spec, params = _moments_fixture()
   m = stats_lib.Moments
-  parts = [m.from_batch(spec, params, _batch(x[i:i + 16], y[i:i + 16])) for i in range(0, 64, 16)]
+  parts = [
+      m.from_batch(spec, params, _batch(x[i : i + 16], y[i : i + 16])) for i in range(0, 64, 16)
+  ]
   whole = m.from_batch(spec, params, _batch(x, y))
   e = m.empty(spec)
-  _assert_tree_close(parts[0].merge(e), parts[0], rtol=0, atol=0)            # identity
+  _assert_tree_close(parts[0].merge(e), parts[0], rtol=0, atol=0)  # identity
   left = parts[0].merge(parts[1]).merge(parts[2])
   right = parts[0].merge(parts[1].merge(parts[2]))
-  _assert_tree_close(left, right)                                             # associativity
-  _assert_tree_close(parts[0].merge(parts[1]), parts[1].merge(parts[0]))     # commutativity
+  _assert_tree_close(left, right)  # associativity
+  _assert_tree_close(parts[0].merge(parts[1]), parts[1].merge(parts[0]))  # commutativity
   step = e
   for p in parts:
     step = step.merge(p)
-  _assert_tree_close(step, whole)                                             # stepwise == whole
+  _assert_tree_close(step, whole)  # stepwise == whole
   with pytest.raises(ValueError, match='leaf shapes differ'):
     whole.merge(m.empty(stats_lib.MomentsSpec(num_classes=3, dim=4)))
 
@@ -75,14 +78,18 @@ def test_moments_finalize_matches_numpy():
   w = rng.uniform(0.5, 2.0, size=k)
   with jax.enable_x64(True):
     st = stats_lib.Moments.from_batch(
-        spec, {'shift': jnp.asarray(shift), 'weight': jnp.asarray(w)},
-        stats_lib.Batch(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.ones(len(y), bool)))
+        spec,
+        {'shift': jnp.asarray(shift), 'weight': jnp.asarray(w)},
+        stats_lib.Batch(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.ones(len(y), bool)),
+    )
     fin = st.finalize(spec, {'shift': shift, 'weight': w})
   counts = np.bincount(y, minlength=k)
   mus = np.stack([x[y == c].mean(0) for c in range(k)])
   np.testing.assert_array_equal(fin.counts, counts)
   np.testing.assert_allclose(fin.means, mus, rtol=1e-12)
-  np.testing.assert_allclose(fin.var_diag, np.stack([x[y == c].var(0) for c in range(k)]), rtol=1e-9)
+  np.testing.assert_allclose(
+      fin.var_diag, np.stack([x[y == c].var(0) for c in range(k)]), rtol=1e-9
+  )
   sw = sum(w[c] * (x[y == c] - mus[c]).T @ (x[y == c] - mus[c]) for c in range(k))
   np.testing.assert_allclose(fin.within_scatter, sw, rtol=1e-9, atol=1e-9)
 
@@ -112,10 +119,10 @@ def test_streaming_invariance(dtype, opts):
   x, y = cases.make('imbalanced')
   x = x.astype(dtype)
   whole = face_jax.face_score(x, y, **opts)
-  b37 = face_jax.face_score(x, y, batch_size=37, **opts)        # padded last batch
+  b37 = face_jax.face_score(x, y, batch_size=37, **opts)  # padded last batch
   assert len(y) % 37 != 0
-  batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, len(y), 50)]
-  it = face_jax.face_score(batches, num_classes=8, **opts)       # balanced: 2 passes
+  batches = [(x[i : i + 50], y[i : i + 50]) for i in range(0, len(y), 50)]
+  it = face_jax.face_score(batches, num_classes=8, **opts)  # balanced: 2 passes
   gen = face_jax.face_score(lambda: iter(batches), num_classes=8, batch_size=64, **opts)
   for r in (b37, it, gen):
     for f in ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap'):
@@ -148,7 +155,7 @@ def test_single_trace_over_a_stream():
   spec = stats_lib.MomentsSpec(num_classes=5, dim=24)
   req = engine.Request(stats_lib.Moments, spec, stats_lib.Moments.default_params(spec))
   before = engine_lib.TRACE_COUNTS['step']
-  src = engine.ArraySource(x, y, batch_size=64)   # 16 steps, the last padded
+  src = engine.ArraySource(x, y, batch_size=64)  # 16 steps, the last padded
   assert src.num_batches == 16
   eng.run_pass(src, {'features': {'m': req}})
   assert engine_lib.TRACE_COUNTS['step'] - before == 1
@@ -165,8 +172,16 @@ def test_state_is_donated():
   layout = (('features', 3, ((stats_lib.Moments, spec),)),)
   step = eng.build_step(layout)
   states = eng.init_states(layout)
-  params = eng.replicate({'features': ({k: np.asarray(v, np.float32) for k, v in
-                                         stats_lib.Moments.default_params(spec).items()},)})
+  params = eng.replicate(
+      {
+          'features': (
+              {
+                  k: np.asarray(v, np.float32)
+                  for k, v in stats_lib.Moments.default_params(spec).items()
+              },
+          )
+      }
+  )
   src = engine.ArraySource(x, y)
   raw, _ = next(iter(src))
   old = states['features'][0][0].scatter
@@ -192,7 +207,9 @@ def test_compensated_accumulation_beats_plain_float32():
   req = engine.Request(stats_lib.Moments, spec, zero)
   src = engine.ArraySource(x, y, batch_size=256)
   comp = face_jax.Engine(compensated=True).run_pass(src, {'features': {'m': req}})['features']['m']
-  plain = face_jax.Engine(compensated=False).run_pass(src, {'features': {'m': req}})['features']['m']
+  plain = face_jax.Engine(compensated=False).run_pass(src, {'features': {'m': req}})['features'][
+      'm'
+  ]
   xd = x.astype(np.float64)
   true = np.stack([xd[y == c].sum(0) for c in range(k)])
   err_c = np.abs(comp.sums - true).max() / np.abs(true).max()
@@ -202,14 +219,14 @@ def test_compensated_accumulation_beats_plain_float32():
 
 def test_one_pass_for_equal_counts_two_for_unequal_streams():
   x, y = cases.make('imbalanced')
-  batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, len(y), 64)]
+  batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
   eng = face_jax.Engine(dtype='float64')
   bal = dict(weighting='balanced')
   r = face_jax.face_score(batches, num_classes=8, engine=eng, dtype='float64', **bal)
   assert eng.passes_run == 2 and r.diagnostics['passes'] == 2
   np.testing.assert_allclose(r.score, face_oracle(x, y, **bal)['score'], rtol=1e-9)
   eng = face_jax.Engine(dtype='float64')
-  face_jax.face_score(x, y, engine=eng, **bal)              # counts known up front
+  face_jax.face_score(x, y, engine=eng, **bal)  # counts known up front
   assert eng.passes_run == 1
   eng = face_jax.Engine(dtype='float64')
   face_jax.face_score(batches, num_classes=8, engine=eng, dtype='float64', weighting='sample')
@@ -217,9 +234,10 @@ def test_one_pass_for_equal_counts_two_for_unequal_streams():
   yb = np.repeat(np.arange(4), 25)
   xb = np.random.default_rng(0).normal(size=(100, 5)) + yb[:, None]
   eng = face_jax.Engine(dtype='float64')
-  face_jax.face_score([(xb[:50], yb[:50]), (xb[50:], yb[50:])], num_classes=4, engine=eng, **bal,
-                      dtype='float64')
-  assert eng.passes_run == 1                               # balanced == sample for equal counts
+  face_jax.face_score(
+      [(xb[:50], yb[:50]), (xb[50:], yb[50:])], num_classes=4, engine=eng, **bal, dtype='float64'
+  )
+  assert eng.passes_run == 1  # balanced == sample for equal counts
 
 
 def test_progress_callback():

@@ -19,7 +19,7 @@ def test_non_finite_features_name_batch_and_count():
   x[131, 0] = np.inf
   with pytest.raises(InputError, match=r'batch 2 \(rows 100:150\).*2 non-finite feature values'):
     face_jax.face_score(x, y, batch_size=50)
-  batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 300, 50)]
+  batches = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 300, 50)]
   with pytest.raises(InputError, match=r'batch 2: 2 non-finite feature values'):
     face_jax.face_score(batches, num_classes=3)
 
@@ -30,20 +30,21 @@ def test_health_counts_every_non_finite_value_exactly(dtype):
   import jax
   import jax.numpy as jnp
   from face_jax._src import engine, stats
+
   dtype = jnp.dtype(dtype)
   big = float(jnp.finfo(dtype).max)
   x = np.ones((7, 4), dtype)
-  x[1, :2] = [np.inf, -np.inf]             # sums to NaN: both values counted
+  x[1, :2] = [np.inf, -np.inf]  # sums to NaN: both values counted
   x[2, 3] = np.nan
   x[3, 0] = -np.inf
-  x[4, :3] = big                            # finite, but its sum overflows: a false alarm
-  x[5, 1] = np.nan                          # padding row: not counted
-  x[6, :] = [big, -big, big, -big]          # finite; the sum need not overflow
+  x[4, :3] = big  # finite, but its sum overflows: a false alarm
+  x[5, 1] = np.nan  # padding row: not counted
+  x[6, :] = [big, -big, big, -big]  # finite; the sum need not overflow
   mask = np.array([1, 1, 1, 1, 1, 0, 1], bool)
   y = np.array([0, 1, 0, 1, 0, 7, 2], np.int32)
   health = jax.jit(engine.health_counts, static_argnums=1)
   np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [4, 1, 0])
-  x[1:4] = 1                                # only the false alarm left
+  x[1:4] = 1  # only the false alarm left
   np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [0, 1, 0])
 
 
@@ -69,16 +70,19 @@ def test_fewer_than_two_classes():
     face_jax.face_score(x, np.full(len(x), 2), num_classes=5)
 
 
-@pytest.mark.parametrize('features, labels, match', [
-    (np.zeros(10), np.zeros(10, int), 'features must be 2-D'),
-    (np.zeros((10, 3), np.int32), np.zeros(10, int), 'floating point'),
-    (np.zeros((10, 3)), np.zeros(9, int), '9 labels for 10 feature rows'),
-    (np.zeros((10, 3)), np.zeros((10, 1), int), 'labels must be 1-D'),
-    (np.zeros((10, 3)), np.zeros(10), 'labels must be integers'),
-    (np.zeros((0, 3)), np.zeros(0, int), 'empty input'),
-    (np.zeros((10, 3)), None, 'labels are required'),
-    ('features.npz', None, 'array or an iterable'),
-])
+@pytest.mark.parametrize(
+    'features, labels, match',
+    [
+        (np.zeros(10), np.zeros(10, int), 'features must be 2-D'),
+        (np.zeros((10, 3), np.int32), np.zeros(10, int), 'floating point'),
+        (np.zeros((10, 3)), np.zeros(9, int), '9 labels for 10 feature rows'),
+        (np.zeros((10, 3)), np.zeros((10, 1), int), 'labels must be 1-D'),
+        (np.zeros((10, 3)), np.zeros(10), 'labels must be integers'),
+        (np.zeros((0, 3)), np.zeros(0, int), 'empty input'),
+        (np.zeros((10, 3)), None, 'labels are required'),
+        ('features.npz', None, 'array or an iterable'),
+    ],
+)
 def test_bad_shapes_and_dtypes(features, labels, match):
   with pytest.raises(InputError, match=match):
     face_jax.face_score(features, labels)
@@ -102,11 +106,11 @@ def test_bad_streams():
 
 def test_one_shot_iterator_needing_two_passes():
   x, y = cases.make('imbalanced')
-  gen = ((x[i:i + 64], y[i:i + 64]) for i in range(0, len(y), 64))
+  gen = ((x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64))
   with pytest.raises(InputError, match='one-shot iterator'):
     face_jax.face_score(gen, num_classes=8, weighting='balanced')
-  gen = ((x[i:i + 64], y[i:i + 64]) for i in range(0, len(y), 64))
-  r = face_jax.face_score(gen, num_classes=8, weighting='sample')   # one pass suffices
+  gen = ((x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64))
+  r = face_jax.face_score(gen, num_classes=8, weighting='sample')  # one pass suffices
   assert np.isfinite(r.score)
 
 
@@ -114,7 +118,7 @@ def test_empty_and_singleton_classes_warn():
   x, y = _data()
   y = y.copy()
   y[y == 1] = 0
-  y[0] = 1                      # class 1: a single sample; classes 3, 4: empty
+  y[0] = 1  # class 1: a single sample; classes 3, 4: empty
   with pytest.warns(FaceJaxWarning) as rec:
     r = face_jax.face_score(x, y, num_classes=5)
   text = ' '.join(str(w.message) for w in rec)
@@ -124,16 +128,19 @@ def test_empty_and_singleton_classes_warn():
   assert np.isfinite(r.score)
 
 
-@pytest.mark.parametrize('opts, match', [
-    (dict(weighting='uniform'), 'weighting must be one of'),
-    (dict(vc_transform='log'), 'vc_transform must be one of'),
-    (dict(bc_cov='full'), 'bc_cov must be one of'),
-    (dict(fairness='gini'), 'fairness must be one of'),
-    (dict(temperature=0.0), 'temperature must be a positive'),
-    (dict(ridge=-1.0), 'ridge must be >= 0'),
-    (dict(fairness_weight=float('nan')), 'fairness_weight must be finite'),
-    (dict(combine='mean'), 'combine must be one of'),
-])
+@pytest.mark.parametrize(
+    'opts, match',
+    [
+        (dict(weighting='uniform'), 'weighting must be one of'),
+        (dict(vc_transform='log'), 'vc_transform must be one of'),
+        (dict(bc_cov='full'), 'bc_cov must be one of'),
+        (dict(fairness='gini'), 'fairness must be one of'),
+        (dict(temperature=0.0), 'temperature must be a positive'),
+        (dict(ridge=-1.0), 'ridge must be >= 0'),
+        (dict(fairness_weight=float('nan')), 'fairness_weight must be finite'),
+        (dict(combine='mean'), 'combine must be one of'),
+    ],
+)
 def test_bad_options(opts, match):
   x, y = _data()
   with pytest.raises(InputError, match=match):
@@ -160,7 +167,8 @@ def test_face_pool_errors():
   r2 = face_jax.face_score(x, y, fairness_weight=2.0)
   with pytest.raises(InputError, match='different fairness weights'):
     face_jax.face_pool({'a': r, 'b': r2})
-  collapsed = face_jax.face_score(np.repeat(np.eye(3), 4, 0), np.repeat(np.arange(3), 4),
-                                  vc_transform='neglog')
+  collapsed = face_jax.face_score(
+      np.repeat(np.eye(3), 4, 0), np.repeat(np.arange(3), 4), vc_transform='neglog'
+  )
   with pytest.raises(InputError, match="model 'c' has value inf"):
     face_jax.face_pool({'a': face_jax.face_score(x, y, vc_transform='neglog'), 'c': collapsed})

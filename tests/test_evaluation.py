@@ -23,8 +23,10 @@ def _random_pair(rng, n, kind):
   if kind == "continuous":
     return rng.normal(size=n), rng.normal(size=n)
   if kind == "ties":  # few distinct values: many ties in x, y and jointly
-    return (rng.integers(0, rng.integers(2, 6), n).astype(float),
-            rng.integers(0, rng.integers(2, 6), n).astype(float))
+    return (
+        rng.integers(0, rng.integers(2, 6), n).astype(float),
+        rng.integers(0, rng.integers(2, 6), n).astype(float),
+    )
   if kind == "duplicates":  # exact (x, y) duplicates: tests lexsort tie-breaking
     base_x, base_y = rng.normal(size=max(2, n // 3)), rng.normal(size=max(2, n // 3))
     pick = rng.integers(0, base_x.size, n)
@@ -55,8 +57,14 @@ def _options(rng, n):
   rank_float = rng.normal(size=n)
   for wname, weigher in _weighers().items():
     for additive in (True, False):
-      for rname, rank in (("True", True), ("None", None), ("False", False),
-                          ("int", rank_int), ("perm", rank_perm), ("float", rank_float)):
+      for rname, rank in (
+          ("True", True),
+          ("None", None),
+          ("False", False),
+          ("int", rank_int),
+          ("perm", rank_perm),
+          ("float", rank_float),
+      ):
         yield f"{wname}/{additive}/{rname}", dict(weigher=weigher, additive=additive, rank=rank)
 
 
@@ -90,8 +98,13 @@ def test_weighted_tau_larger_and_blocked(monkeypatch):
   rng = np.random.default_rng(7)
   for kind in _KINDS:
     x, y = _random_pair(rng, 300, kind)
-    for kw in (dict(), dict(rank=None), dict(additive=False), dict(rank=False),
-               dict(weigher=lambda r: 1.0 / (r + 1) ** 0.5, additive=False, rank=None)):
+    for kw in (
+        dict(),
+        dict(rank=None),
+        dict(additive=False),
+        dict(rank=False),
+        dict(weigher=lambda r: 1.0 / (r + 1) ** 0.5, additive=False, rank=None),
+    ):
       _assert_matches_scipy(x, y, kw)
 
 
@@ -141,7 +154,8 @@ def test_mapping_inputs_order_independent():
   # A rank mapping is aligned by model.
   rank_map = {k: i for i, k in enumerate(reversed(order))}
   assert ev.weighted_tau(scores, truth, rank=rank_map) == pytest.approx(
-      stats.weightedtau(xs, ys, rank=np.arange(12)[::-1]).statistic, abs=TOL)
+      stats.weightedtau(xs, ys, rank=np.arange(12)[::-1]).statistic, abs=TOL
+  )
 
 
 @pytest.mark.parametrize("kind", _KINDS)
@@ -187,7 +201,9 @@ def test_top1_relative_accuracy():
 
 
 def test_input_errors_name_models():
-  with pytest.raises(ev.EvaluationInputError, match=r"only in scores: \['c'\].*only in truth: \['d'\]"):
+  with pytest.raises(
+      ev.EvaluationInputError, match=r"only in scores: \['c'\].*only in truth: \['d'\]"
+  ):
     ev.weighted_tau({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2, "d": 3})
   with pytest.raises(ev.EvaluationInputError, match=r"non-finite score for model\(s\) vit=nan"):
     ev.kendall_tau({"resnet": 1.0, "vit": float("nan")}, {"resnet": 1.0, "vit": 2.0})
@@ -230,7 +246,8 @@ def test_bootstrap_ci_reference_and_determinism():
   y = x + rng.normal(size=8)
   res = ev.bootstrap_ci(ev.spearman, x, y, n_boot=300, alpha=0.1, seed=4)
   (lo, hi), skipped = _manual_bootstrap(
-      lambda a, b: stats.spearmanr(a, b).statistic, x, y, 300, 0.1, 4)
+      lambda a, b: stats.spearmanr(a, b).statistic, x, y, 300, 0.1, 4
+  )
   assert res.estimate == ev.spearman(x, y)
   assert res.low == pytest.approx(lo, abs=1e-12) and res.high == pytest.approx(hi, abs=1e-12)
   assert res.n_skipped == skipped
@@ -267,6 +284,7 @@ def test_bootstrap_ci_degenerate_resamples_are_skipped_and_counted():
 def test_bootstrap_other_errors_propagate():
   def broken(a, b):
     raise RuntimeError("boom")
+
   with pytest.raises(RuntimeError, match="boom"):
     ev.bootstrap_ci(broken, [1, 2, 3], [1, 2, 3])
 
@@ -336,6 +354,7 @@ def test_plot_labels_never_overlap():
   """Crowded points: every name written is clear of the others, of the points and of the box."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   rng = np.random.default_rng(0)
   x = np.concatenate([rng.normal(0, 0.02, 12), [1.0, 2.0, 3.0]])
   y = np.concatenate([rng.normal(0.9, 0.01, 12), [0.5, 0.6, 0.7]])
@@ -350,9 +369,9 @@ def test_plot_labels_never_overlap():
   r = fig.canvas.get_renderer()
   labels = [t for t in ax.texts if t is not box]
   boxes = [t.get_window_extent(r) for t in labels]
-  assert 3 <= len(labels) < x.size          # the isolated ones fit, the cluster cannot all fit
+  assert 3 <= len(labels) < x.size  # the isolated ones fit, the cluster cannot all fit
   assert {"model-number-12", "model-number-13", "model-number-14"} <= {t.get_text() for t in labels}
   for i, a in enumerate(boxes):
     assert not a.overlaps(box.get_window_extent(r))
-    for b in boxes[i + 1:]:
+    for b in boxes[i + 1 :]:
       assert not a.overlaps(b)

@@ -50,10 +50,13 @@ def test_a_user_collection_round_trips(tmp_path):
   # A manifest entry written by hand, as the module docstring documents it.
   models.save_params(folder / 'mlp_b.ckpt', b.params)
   doc = json.loads((folder / 'manifest.json').read_text())
-  doc['models']['mlp_b'] = {'preset': 'mlp', 'options': {'hidden': [32, 16]},
-                            'weights': 'mlp_b.ckpt',
-                            'sha256': collection_lib.file_sha256(folder / 'mlp_b.ckpt'),
-                            'source_val_accuracy': 0.5}
+  doc['models']['mlp_b'] = {
+      'preset': 'mlp',
+      'options': {'hidden': [32, 16]},
+      'weights': 'mlp_b.ckpt',
+      'sha256': collection_lib.file_sha256(folder / 'mlp_b.ckpt'),
+      'source_val_accuracy': 0.5,
+  }
   (folder / 'manifest.json').write_text(json.dumps(doc))
   coll = models.load_collection(folder / 'manifest.json')
   assert coll.names == ('cnn_a', 'mlp_b') and 'cnn_a' in coll and coll['cnn_a'] == ea
@@ -63,8 +66,9 @@ def test_a_user_collection_round_trips(tmp_path):
   for entry, ref in zip(coll, (a, b)):
     ex = entry.build()
     layers = [ref.default_layer]
-    np.testing.assert_array_equal(ex.embed(images, layers)[layers[0]],
-                                  ref.embed(images, layers)[layers[0]])
+    np.testing.assert_array_equal(
+        ex.embed(images, layers)[layers[0]], ref.embed(images, layers)[layers[0]]
+    )
   assert coll['cnn_a'].build(num_classes=0).layer_names[-1] != 'logits'
   flat = models.load_params(folder / 'cnn_a.msgpack')
   assert set(coll['cnn_a'].load_params()) == set(flat)
@@ -81,21 +85,30 @@ def _write(folder, doc):
   return folder
 
 
-@pytest.mark.parametrize('doc, message', [
-    ('{"models": ', 'not valid JSON'),
-    ([1, 2], 'expected an object with a "models" object'),
-    ({'models': {}}, 'has no models'),
-    ({'models': {'m': 3}}, "model 'm': expected an object"),
-    ({'models': {'m': {'preset': 'mlp'}}}, r"missing field\(s\) \['sha256'\]"),
-    ({'models': {'m': {'preset': 'nope', 'sha256': '0' * 64}}}, "unknown preset 'nope'"),
-    ({'models': {'m': {'preset': 'mlp', 'sha256': 'abc'}}}, 'sha256 must be 64'),
-    ({'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'options': [1]}}},
-     'options must be an object'),
-    ({'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'options': {'weights': 'x'}}}},
-     'must not hold "weights"'),
-    ({'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'weights': '/abs.msgpack'}}},
-     'relative to the collection'),
-])
+@pytest.mark.parametrize(
+    'doc, message',
+    [
+        ('{"models": ', 'not valid JSON'),
+        ([1, 2], 'expected an object with a "models" object'),
+        ({'models': {}}, 'has no models'),
+        ({'models': {'m': 3}}, "model 'm': expected an object"),
+        ({'models': {'m': {'preset': 'mlp'}}}, r"missing field\(s\) \['sha256'\]"),
+        ({'models': {'m': {'preset': 'nope', 'sha256': '0' * 64}}}, "unknown preset 'nope'"),
+        ({'models': {'m': {'preset': 'mlp', 'sha256': 'abc'}}}, 'sha256 must be 64'),
+        (
+            {'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'options': [1]}}},
+            'options must be an object',
+        ),
+        (
+            {'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'options': {'weights': 'x'}}}},
+            'must not hold "weights"',
+        ),
+        (
+            {'models': {'m': {'preset': 'mlp', 'sha256': '0' * 64, 'weights': '/abs.msgpack'}}},
+            'relative to the collection',
+        ),
+    ],
+)
 def test_bad_manifests_are_input_errors(tmp_path, doc, message):
   folder = _write(tmp_path / 'c', doc)
   with pytest.raises(face_jax.InputError, match=message):

@@ -35,8 +35,16 @@ def extractor():
 
 def test_extractor_metadata(extractor):
   assert extractor.input_kind == "text"
-  assert extractor.layer_names == ("embeddings", "layer1", "layer2", "layer3", "layer4",
-                                   "layer5", "layer6", "sentence_embedding")
+  assert extractor.layer_names == (
+      "embeddings",
+      "layer1",
+      "layer2",
+      "layer3",
+      "layer4",
+      "layer5",
+      "layer6",
+      "sentence_embedding",
+  )
   assert extractor.default_layer == "sentence_embedding"
   assert extractor.max_length == 128
   assert extractor.feature_dim() == 384
@@ -63,16 +71,17 @@ def test_embeddings_match_fixture(extractor, ref):
   # batch_size 4 exercises the zero-padded last batch (15 = 3 * 4 + 3).
   got = extractor.embed(sentences, batch_size=4)
   assert set(got) == {"sentence_embedding"}
-  np.testing.assert_allclose(got["sentence_embedding"], arrays["sentence_embedding"], atol=ATOL,
-                             rtol=0)
+  np.testing.assert_allclose(
+      got["sentence_embedding"], arrays["sentence_embedding"], atol=ATOL, rtol=0
+  )
   mean = extractor.embed(sentences, layers[:-1])  # default token pooling: masked mean
   cls = extractor.embed(sentences, layers[:-1], pooling="cls")
   for l, name in enumerate(layers[:-1]):
     assert mean[name].shape == (15, 384)
-    np.testing.assert_allclose(mean[name], arrays["layer_mean_pooled"][l], atol=ATOL, rtol=0,
-                               err_msg=name)
-    np.testing.assert_allclose(cls[name], arrays["layer_cls"][l], atol=ATOL, rtol=0,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        mean[name], arrays["layer_mean_pooled"][l], atol=ATOL, rtol=0, err_msg=name
+    )
+    np.testing.assert_allclose(cls[name], arrays["layer_cls"][l], atol=ATOL, rtol=0, err_msg=name)
   norms = np.linalg.norm(got["sentence_embedding"], axis=1)
   np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
@@ -81,11 +90,14 @@ def test_fixture_padding_gives_same_embeddings(extractor, ref):
   """The fixture's own padding (to the longest, 70) and ours (fixed 128) agree."""
   arrays, _ = ref
   fn = jax.jit(extractor.feature_fn(["sentence_embedding", "layer6"], pooling="mean"))
-  batch = {"input_ids": jax.device_put(arrays["input_ids"].astype(np.int32)),
-           "attention_mask": jax.device_put(arrays["attention_mask"].astype(np.int32))}
+  batch = {
+      "input_ids": jax.device_put(arrays["input_ids"].astype(np.int32)),
+      "attention_mask": jax.device_put(arrays["attention_mask"].astype(np.int32)),
+  }
   out = jax.device_get(fn(extractor.params, batch))
-  np.testing.assert_allclose(out["sentence_embedding"], arrays["sentence_embedding"], atol=ATOL,
-                             rtol=0)
+  np.testing.assert_allclose(
+      out["sentence_embedding"], arrays["sentence_embedding"], atol=ATOL, rtol=0
+  )
   np.testing.assert_allclose(out["layer6"], arrays["layer_mean_pooled"][6], atol=ATOL, rtol=0)
 
 
@@ -117,8 +129,9 @@ def test_embed_without_implicit_transfers(extractor, ref):
   arrays, sentences = ref
   with jax.transfer_guard("disallow"):
     out = extractor.embed(sentences[:3])
-  np.testing.assert_allclose(out["sentence_embedding"], arrays["sentence_embedding"][:3],
-                             atol=ATOL, rtol=0)
+  np.testing.assert_allclose(
+      out["sentence_embedding"], arrays["sentence_embedding"][:3], atol=ATOL, rtol=0
+  )
 
 
 def test_empty_input(extractor):
@@ -128,6 +141,7 @@ def test_empty_input(extractor):
 
 def test_missing_package_error(monkeypatch):
   import builtins  # pylint: disable=g-import-not-at-top
+
   real_import = builtins.__import__
 
   def fake_import(name, *args, **kwargs):

@@ -10,9 +10,23 @@ from flax import nnx
 from face_jax import models
 from face_jax.models import preprocess as pp
 
-REQUIRED = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_ti16", "vit_s16",
-            "vit_b16", "cnn_tiny", "cnn_small", "cnn_base", "mlp", "resnet_mini", "vit_mini",
-            "all-minilm-l6-v2"]
+REQUIRED = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vit_ti16",
+    "vit_s16",
+    "vit_b16",
+    "cnn_tiny",
+    "cnn_small",
+    "cnn_base",
+    "mlp",
+    "resnet_mini",
+    "vit_mini",
+    "all-minilm-l6-v2",
+]
 
 
 def _images(n, h, w, c=3, seed=0):
@@ -33,22 +47,54 @@ def test_list_presets():
 
 # name, options, layer names, default layer, {layer: pooled dim}, {dense layer: [h, w, C]}
 SMALL = [
-    ("cnn_tiny", dict(image_size=16), ("block1", "block2", "pool"), "pool",
-     {"block1": 16, "block2": 32, "pool": 32}, {"block1": (16, 16, 16), "block2": (8, 8, 32)}),
-    ("cnn_small", dict(image_size=16, num_classes=4), ("block1", "block2", "block3", "pool",
-                                                       "logits"), "pool",
-     {"block3": 128, "logits": 4}, {"block3": (4, 4, 128)}),
-    ("cnn_base", dict(image_size=8, widths=(8, 16), convs_per_block=2),
-     ("block1", "block2", "pool"), "pool", {"pool": 16}, {"block2": (4, 4, 16)}),
-    ("mlp", dict(image_size=8, hidden=(32, 16), num_classes=3), ("dense1", "dense2", "logits"),
-     "dense2", {"dense1": 32, "dense2": 16, "logits": 3}, {}),
-    ("resnet_mini", dict(image_size=16, depth=8), ("stem", "layer1", "layer2", "layer3", "pool"),
-     "pool", {"stem": 16, "layer3": 64, "pool": 64},
-     {"stem": (16, 16, 16), "layer2": (8, 8, 32), "layer3": (4, 4, 64)}),
-    ("vit_mini", dict(image_size=16, depth=2, num_classes=6),
-     ("embed", "block0", "block1", "norm", "pool", "logits"), "pool",
-     {"embed": 64, "block1": 64, "pool": 64, "logits": 6},
-     {"embed": (4, 4, 64), "norm": (4, 4, 64)}),
+    (
+        "cnn_tiny",
+        dict(image_size=16),
+        ("block1", "block2", "pool"),
+        "pool",
+        {"block1": 16, "block2": 32, "pool": 32},
+        {"block1": (16, 16, 16), "block2": (8, 8, 32)},
+    ),
+    (
+        "cnn_small",
+        dict(image_size=16, num_classes=4),
+        ("block1", "block2", "block3", "pool", "logits"),
+        "pool",
+        {"block3": 128, "logits": 4},
+        {"block3": (4, 4, 128)},
+    ),
+    (
+        "cnn_base",
+        dict(image_size=8, widths=(8, 16), convs_per_block=2),
+        ("block1", "block2", "pool"),
+        "pool",
+        {"pool": 16},
+        {"block2": (4, 4, 16)},
+    ),
+    (
+        "mlp",
+        dict(image_size=8, hidden=(32, 16), num_classes=3),
+        ("dense1", "dense2", "logits"),
+        "dense2",
+        {"dense1": 32, "dense2": 16, "logits": 3},
+        {},
+    ),
+    (
+        "resnet_mini",
+        dict(image_size=16, depth=8),
+        ("stem", "layer1", "layer2", "layer3", "pool"),
+        "pool",
+        {"stem": 16, "layer3": 64, "pool": 64},
+        {"stem": (16, 16, 16), "layer2": (8, 8, 32), "layer3": (4, 4, 64)},
+    ),
+    (
+        "vit_mini",
+        dict(image_size=16, depth=2, num_classes=6),
+        ("embed", "block0", "block1", "norm", "pool", "logits"),
+        "pool",
+        {"embed": 64, "block1": 64, "pool": 64, "logits": 6},
+        {"embed": (4, 4, 64), "norm": (4, 4, 64)},
+    ),
 ]
 
 
@@ -92,9 +138,19 @@ def test_cnn_dense_pooling_consistency():
   assert set(ex.embed(images, dense=True)) == {"block2"}
 
 
-@pytest.mark.parametrize("name,dim,n_blocks", [
-    ("resnet18", 512, 4), ("resnet34", 512, 4), ("resnet50", 2048, 4), ("resnet101", 2048, 4),
-    ("resnet152", 2048, 4), ("vit_ti16", 192, 12), ("vit_s16", 384, 12), ("vit_b16", 768, 12)])
+@pytest.mark.parametrize(
+    "name,dim,n_blocks",
+    [
+        ("resnet18", 512, 4),
+        ("resnet34", 512, 4),
+        ("resnet50", 2048, 4),
+        ("resnet101", 2048, 4),
+        ("resnet152", 2048, 4),
+        ("vit_ti16", 192, 12),
+        ("vit_s16", 384, 12),
+        ("vit_b16", 768, 12),
+    ],
+)
 def test_large_presets_shapes(name, dim, n_blocks):
   """Built at a tiny image size; checked with eval_shape only (no forward computation)."""
   ex = models.get(name, image_size=32, num_classes=10)
@@ -102,8 +158,9 @@ def test_large_presets_shapes(name, dim, n_blocks):
     assert ex.layer_names == ("stem", "layer1", "layer2", "layer3", "layer4", "pool", "logits")
     expect_dense = {"stem": (8, 8, 64), "layer4": (1, 1, dim)}
   else:
-    assert ex.layer_names == (("embed",) + tuple(f"block{i}" for i in range(n_blocks))
-                              + ("norm", "pool", "logits"))
+    assert ex.layer_names == (
+        ("embed",) + tuple(f"block{i}" for i in range(n_blocks)) + ("norm", "pool", "logits")
+    )
     expect_dense = {"embed": (2, 2, dim), "block11": (2, 2, dim)}
   assert ex.default_layer == "pool" and ex.num_classes == 10
   assert ex.feature_dim() == dim and ex.feature_dim("logits") == 10
@@ -112,8 +169,7 @@ def test_large_presets_shapes(name, dim, n_blocks):
   out = jax.eval_shape(ex.feature_fn(ex.layer_names), _abstract(ex.params), batch)
   for l in ex.layer_names:
     assert out[l].shape[0] == 2 and out[l].shape[-1] == ex.feature_dim(l)
-  dense = jax.eval_shape(ex.feature_fn(list(expect_dense), dense=True), _abstract(ex.params),
-                         batch)
+  dense = jax.eval_shape(ex.feature_fn(list(expect_dense), dense=True), _abstract(ex.params), batch)
   for l, shp in expect_dense.items():
     assert dense[l].shape == (2,) + shp
 
@@ -192,8 +248,9 @@ def test_no_implicit_transfers(tmp_path):
     out = ex.embed(_images(5, 8, 8), ["block0", "pool"], batch_size=2, pooling="mean")
     path = tmp_path / "vit.msgpack"
     models.save_params(path, ex.params)
-    ex2 = models.get("vit_mini", image_size=8, patch_size=4, depth=1, weights=str(path),
-                     num_classes=3)
+    ex2 = models.get(
+        "vit_mini", image_size=8, patch_size=4, depth=1, weights=str(path), num_classes=3
+    )
     out2 = ex2.embed(_images(5, 8, 8), ["pool", "logits"], batch_size=2)
   np.testing.assert_allclose(out2["pool"], ex.embed(_images(5, 8, 8), "pool")["pool"], rtol=1e-6)
   assert out2["logits"].shape == (5, 3)
@@ -216,6 +273,7 @@ def test_train_mode_and_optax_step():
   def step(model, opt, x, y):
     def loss_fn(m):
       return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     opt.update(model, grads)
     return loss
@@ -230,8 +288,11 @@ def test_train_mode_and_optax_step():
   assert not np.allclose(new_feats, eval_feats)
   batch = jax.device_put(ex.host_preprocess(_images(2, 8, 8)))
   made_in_train_mode = np.asarray(jax.jit(ex.feature_fn())(ex.params, batch)["pool"])
-  batch_stats_feats = np.asarray(nnx.clone(model).features(  # clone: train mode updates stats
-      pp.preprocess_images(batch["image"], ex.image_preprocess), ("pool",))["pool"])
+  batch_stats_feats = np.asarray(
+      nnx.clone(model).features(  # clone: train mode updates stats
+          pp.preprocess_images(batch["image"], ex.image_preprocess), ("pool",)
+      )["pool"]
+  )
   assert not np.allclose(batch_stats_feats, new_feats, atol=1e-3)  # train mode differs...
   np.testing.assert_allclose(made_in_train_mode, new_feats, rtol=1e-5, atol=1e-6)  # ...not used
   model.eval()
@@ -247,8 +308,9 @@ def test_save_load_round_trip(tmp_path):
   images = _images(3, 8, 8)
   ex2 = models.get("resnet_mini", depth=8, image_size=8, weights=str(path))
   assert ex2.num_classes == 5
-  np.testing.assert_array_equal(ex2.embed(images, "logits")["logits"],
-                                ex.embed(images, "logits")["logits"])
+  np.testing.assert_array_equal(
+      ex2.embed(images, "logits")["logits"], ex.embed(images, "logits")["logits"]
+  )
   # num_classes=0 drops the head; a matching size keeps it; another size is an error.
   assert models.get("resnet_mini", depth=8, weights=str(path), num_classes=0).num_classes is None
   assert models.get("resnet_mini", depth=8, weights=str(path), num_classes=5).num_classes == 5
@@ -283,11 +345,13 @@ def test_input_errors():
     ex.host_preprocess(["a sentence"])
   fn = ex.feature_fn()
   with pytest.raises(TypeError, match="uint8"):
-    jax.eval_shape(fn, _abstract(ex.params), {"image": jax.ShapeDtypeStruct((1, 8, 8, 3),
-                                                                            jnp.float32)})
+    jax.eval_shape(
+        fn, _abstract(ex.params), {"image": jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)}
+    )
   with pytest.raises(KeyError, match="image"):
-    jax.eval_shape(fn, _abstract(ex.params), {"pixels": jax.ShapeDtypeStruct((1, 8, 8, 3),
-                                                                             jnp.uint8)})
+    jax.eval_shape(
+        fn, _abstract(ex.params), {"pixels": jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.uint8)}
+    )
   with pytest.raises(ValueError, match="unknown preset"):
     models.get("resnet19")
   with pytest.raises(ValueError, match="unknown option"):

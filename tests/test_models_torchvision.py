@@ -80,8 +80,7 @@ def test_resnet_matches_torchvision(depth, tmp_path):
   dense = ex.embed(images, ("stem", "layer2"), dense=True)
   for l in ("stem", "layer2"):
     _close(l, dense[l], want[l], nchw=True)
-  np.testing.assert_allclose(got["layer2"], want["layer2"].mean(axis=(2, 3)), atol=ATOL,
-                             rtol=RTOL)
+  np.testing.assert_allclose(got["layer2"], want["layer2"].mean(axis=(2, 3)), atol=ATOL, rtol=RTOL)
 
   # 2) a .pth file read lazily with torch.
   path = tmp_path / f"resnet{depth}.pth"
@@ -109,9 +108,15 @@ def test_resnet_importer_rejects_wrong_depth():
 
 def test_vit_matches_torchvision(tmp_path):
   torch.manual_seed(0)
-  tv = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2,
-                                            num_heads=4, hidden_dim=64, mlp_dim=128,
-                                            num_classes=5)
+  tv = torchvision.models.VisionTransformer(
+      image_size=32,
+      patch_size=16,
+      num_layers=2,
+      num_heads=4,
+      hidden_dim=64,
+      mlp_dim=128,
+      num_classes=5,
+  )
   _randomise_(tv, seed=3)
   tv.eval()
   rng = np.random.default_rng(0)
@@ -134,8 +139,16 @@ def test_vit_matches_torchvision(tmp_path):
 
   path = tmp_path / "vit.pth"
   torch.save(tv.state_dict(), path)
-  ex = models.get("vit_mini", weights=str(path), image_size=32, patch_size=16, dim=64, depth=2,
-                  heads=4, mlp_dim=128)
+  ex = models.get(
+      "vit_mini",
+      weights=str(path),
+      image_size=32,
+      patch_size=16,
+      dim=64,
+      depth=2,
+      heads=4,
+      mlp_dim=128,
+  )
   assert ex.num_classes == 5
   got = ex.embed(images, ("pool", "logits", "block0", "block1"), pooling="cls")
   for l in ("pool", "logits"):
@@ -148,10 +161,12 @@ def test_vit_matches_torchvision(tmp_path):
   _close("embed grid", dense, want["embed"][:, 1:].reshape(3, 2, 2, 64))
 
   # Direct module use with the numpy-dict importer (no torch involved in the conversion).
-  cfg = models.ViTConfig(image_size=(32, 32), patch_size=16, dim=64, depth=2, heads=4,
-                         mlp_dim=128, num_classes=5)
+  cfg = models.ViTConfig(
+      image_size=(32, 32), patch_size=16, dim=64, depth=2, heads=4, mlp_dim=128, num_classes=5
+  )
   params = models.load_torchvision_vit({k: v.numpy() for k, v in tv.state_dict().items()}, cfg)
   from flax import nnx  # pylint: disable=g-import-not-at-top
+
   module = models.ViT(cfg, rngs=nnx.Rngs(0))
   models.assign_params(module, params)
   feats = module.features(x, ("block0", "logits"))
@@ -160,15 +175,19 @@ def test_vit_matches_torchvision(tmp_path):
 
 
 def test_vit_pos_embedding_interpolation_shape():
-  tv = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1,
-                                            num_heads=2, hidden_dim=16, mlp_dim=32)
-  cfg = models.ViTConfig(image_size=(64, 48), patch_size=16, dim=16, depth=1, heads=2, mlp_dim=32,
-                         num_classes=1000)
+  tv = torchvision.models.VisionTransformer(
+      image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+  )
+  cfg = models.ViTConfig(
+      image_size=(64, 48), patch_size=16, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=1000
+  )
   params = models.load_torchvision_vit({k: v.numpy() for k, v in tv.state_dict().items()}, cfg)
   assert params["pos_embedding"].shape == (1, 1 + 4 * 3, 16)
-  np.testing.assert_array_equal(params["pos_embedding"][:, 0],
-                                tv.encoder.pos_embedding[:, 0].detach().numpy())
+  np.testing.assert_array_equal(
+      params["pos_embedding"][:, 0], tv.encoder.pos_embedding[:, 0].detach().numpy()
+  )
   with pytest.raises(ValueError, match="layers"):
-    models.load_torchvision_vit({k: v.numpy() for k, v in tv.state_dict().items()},
-                                models.ViTConfig(image_size=(32, 32), patch_size=16, dim=16,
-                                                 depth=2, heads=2, mlp_dim=32))
+    models.load_torchvision_vit(
+        {k: v.numpy() for k, v in tv.state_dict().items()},
+        models.ViTConfig(image_size=(32, 32), patch_size=16, dim=16, depth=2, heads=2, mlp_dim=32),
+    )

@@ -21,9 +21,23 @@ def test_eight_fake_devices_in_subprocess():
   flags = env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
   env['XLA_FLAGS'] = flags.strip()
   env['JAX_PLATFORMS'] = 'cpu'
-  proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-rA', '-p', 'no:cacheprovider',
-                         str(ROOT / 'tests' / 'multidevice')],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'pytest',
+          '-q',
+          '-rA',
+          '-p',
+          'no:cacheprovider',
+          str(ROOT / 'tests' / 'multidevice'),
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=1500,
+  )
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-8000:]
   assert ' passed' in out and ' failed' not in out and ' skipped' not in out, out[-3000:]

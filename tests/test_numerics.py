@@ -16,7 +16,7 @@ def _chunks():
     rng = np.random.default_rng(1000 + i)
     y = rng.integers(0, K, CHUNK)
     x = means[y] + rng.normal(size=(CHUNK, D)) * scales + OFFSET
-    yield x.astype(np.float32), y     # the engine and the oracle see the same float32 data
+    yield x.astype(np.float32), y  # the engine and the oracle see the same float32 data
 
 
 @pytest.mark.parametrize('weighting', ['balanced', 'sample'])

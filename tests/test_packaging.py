@@ -11,9 +11,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_wheel_carries_the_kernel_source_and_builds_without_warnings(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'pip', 'wheel', ROOT, '--no-deps', '--no-build-isolation',
-       '-w', str(tmp_path)],
-      capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          '-m',
+          'pip',
+          'wheel',
+          ROOT,
+          '--no-deps',
+          '--no-build-isolation',
+          '-w',
+          str(tmp_path),
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   log = proc.stdout + proc.stderr
   assert 'would be ignored' not in log, log
@@ -24,8 +37,10 @@ def test_wheel_carries_the_kernel_source_and_builds_without_warnings(tmp_path):
   assert sources
   for path in sources:
     assert os.path.relpath(path, ROOT).replace(os.sep, '/') in names
-  py = {os.path.relpath(p, ROOT).replace(os.sep, '/')
-        for p in glob.glob(os.path.join(ROOT, 'face_jax', '**', '*.py'), recursive=True)}
+  py = {
+      os.path.relpath(p, ROOT).replace(os.sep, '/')
+      for p in glob.glob(os.path.join(ROOT, 'face_jax', '**', '*.py'), recursive=True)
+  }
   assert py <= names, sorted(py - names)
   # Only the library: no tests, scripts or benchmarks, no bytecode caches.
   assert not [n for n in names if n.split('/')[0] in ('tests', 'scripts', 'benchmarks')]

@@ -13,8 +13,16 @@ def _rows(transform):
   nc1 = np.array([0.5, 1.2, 3.0])
   c = -nc1 if transform == "neg" else -np.log(nc1)
   f = np.array([-0.1, -0.2, -0.05])
-  return [{"model": f"m{i}", "face": float(c[i] + f[i]), "face.C": float(c[i]),
-           "face.F": float(f[i]), "face.nc1": float(nc1[i])} for i in range(3)]
+  return [
+      {
+          "model": f"m{i}",
+          "face": float(c[i] + f[i]),
+          "face.C": float(c[i]),
+          "face.F": float(f[i]),
+          "face.nc1": float(nc1[i]),
+      }
+      for i in range(3)
+  ]
 
 
 @pytest.mark.parametrize("transform,label", [("neg", "C = −NC1"), ("neglog", "C = −ln NC1")])
@@ -28,9 +36,17 @@ def test_collapse_label_without_nc1_is_generic():
 
 
 def test_plot_ranking_writes_png(tmp_path):
-  for metric, rows in (("face", _rows("neglog")), ("logme", [{"model": "a", "logme": 1.0},
-                                                              {"model": "b", "logme": math.nan},
-                                                              {"model": "c", "logme": -0.5}])):
+  for metric, rows in (
+      ("face", _rows("neglog")),
+      (
+          "logme",
+          [
+              {"model": "a", "logme": 1.0},
+              {"model": "b", "logme": math.nan},
+              {"model": "c", "logme": -0.5},
+          ],
+      ),
+  ):
     path = reports.plot_ranking(rows, str(tmp_path / f"{metric}.png"), metric=metric)
     with open(path, "rb") as fh:
       assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -38,8 +54,10 @@ def test_plot_ranking_writes_png(tmp_path):
 
 def test_write_json_is_strict_json(tmp_path):
   """Non-finite floats are written as the strings 'nan' / 'inf' / '-inf' (strict JSON)."""
-  path = reports.write_json(str(tmp_path / "r.json"), {"a": np.float32(1.5), "b": math.nan,
-                                                       "c": np.arange(2), "d": -math.inf})
+  path = reports.write_json(
+      str(tmp_path / "r.json"),
+      {"a": np.float32(1.5), "b": math.nan, "c": np.arange(2), "d": -math.inf},
+  )
   text = open(path).read()
   assert "NaN" not in text and "Infinity" not in text
   data = json.loads(text)

@@ -13,9 +13,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(args, tmp_path):
-  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'),
-                         f'--output_dir={tmp_path}'] + args, cwd=tmp_path, capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'score.py'), f'--output_dir={tmp_path}'] + args,
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   return proc
 
@@ -33,6 +37,7 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   scores = [r['face'] for r in res['ranking']]
   assert scores == sorted(scores, reverse=True)
   import face_jax
+
   assert res['metrics'] == face_jax.metric_names()
   for r in res['ranking']:
     assert r['finetuned_test_acc'] == gt['digits'][r['model']]['test_accuracy']
@@ -40,6 +45,7 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
       rec = res['records'][r['model']][m]
       assert rec['error'] is not None or rec['value'] is not None or 'components' in rec
   from face_jax.data import targets
+
   assert res['labelled_images'] == sum(targets.long_tailed_budget(10))
   top = res['records'][names[0]]['face']
   assert np.isfinite(top['terms']['nc1']) and top['terms']['nc1'] > 0
@@ -51,7 +57,7 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   assert 'face' in [r['name'] for r in ev_rows]
   assert (tmp_path / 'ranking.png').stat().st_size > 10_000
   assert (tmp_path / 'score_vs_truth.png').stat().st_size > 10_000
-  assert 'examples/s' in proc.stderr   # progress and throughput are logged
+  assert 'examples/s' in proc.stderr  # progress and throughput are logged
 
 
 def test_digits_features_demo(tmp_path):
@@ -70,7 +76,7 @@ def test_digits_features_demo(tmp_path):
   rows = list(csv.DictReader(open(tmp_path / 'ranking.csv')))
   assert [r['model'] for r in rows] == names
   assert (tmp_path / 'ranking.png').stat().st_size > 10_000
-  assert 'examples/s' in proc.stderr   # progress and throughput are logged
+  assert 'examples/s' in proc.stderr  # progress and throughput are logged
 
 
 def test_features_files_and_options(tmp_path):
@@ -80,8 +86,16 @@ def test_features_files_and_options(tmp_path):
   bad = rng.normal(size=(500, 8)) + 0.2 * np.eye(8)[y]
   np.savez(tmp_path / 'good.npz', features=good, labels=y)
   np.savez(tmp_path / 'bad.npz', features=bad, labels=y)
-  _run([f'--features=g={tmp_path}/good.npz,{tmp_path}/bad.npz', '--bc_cov=spherical',
-        '--fairness=range', '--dtype=float64', '--noplot'], tmp_path)
+  _run(
+      [
+          f'--features=g={tmp_path}/good.npz,{tmp_path}/bad.npz',
+          '--bc_cov=spherical',
+          '--fairness=range',
+          '--dtype=float64',
+          '--noplot',
+      ],
+      tmp_path,
+  )
   res = json.loads((tmp_path / 'results.json').read_text())
   assert [r['model'] for r in res['ranking']] == ['g', 'bad']
   assert res['results']['g']['face']['options']['bc_cov'] == 'spherical'
@@ -89,14 +103,31 @@ def test_features_files_and_options(tmp_path):
 
 
 def test_zoo_targets_other_than_digits_are_left_to_the_benchmark(tmp_path):
-  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'), '--target=greek',
-                         f'--output_dir={tmp_path}'], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'scripts' / 'score.py'),
+          '--target=greek',
+          f'--output_dir={tmp_path}',
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode != 0 and 'benchmarks.zoo.run' in proc.stderr
   assert not (tmp_path / 'results.json').exists()
 
 
 def test_missing_file_is_a_usage_error(tmp_path):
-  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'score.py'),
-                         '--features=nope.npz', f'--output_dir={tmp_path}'],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'scripts' / 'score.py'),
+          '--features=nope.npz',
+          f'--output_dir={tmp_path}',
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode != 0 and 'features file not found: nope.npz' in proc.stderr

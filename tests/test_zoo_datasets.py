@@ -74,7 +74,9 @@ def test_default_sizes_and_roles():
   assert set(D.SOURCES) == {"glyphs", "shapes"}
   assert set(D.TARGETS) == {"digits", "greek", "textures"}
   assert desc["glyphs"]["num_classes"] == 26 and desc["glyphs"]["split_sizes"] == {
-      "train": 7020, "val": 780}
+      "train": 7020,
+      "val": 780,
+  }
   assert desc["shapes"]["split_sizes"] == {"train": 7200, "val": 800}
   assert desc["greek"]["split_sizes"] == {"train": 1440, "val": 480, "test": 960}
   assert desc["textures"]["split_sizes"] == {"train": 1200, "val": 400, "test": 800}
@@ -111,8 +113,10 @@ def test_stratified_split_partitions():
   images[:, 0, 0, 0] = np.arange(n)  # each image encodes its index
   labels = (np.arange(n) % 3).astype(np.int32)
   ds = D.Dataset(images, labels, ("a", "b", "c"))
-  for kwargs in ({"per_class": {"x": 5, "y": 4, "z": 7}},
-                 {"fractions": {"x": 0.5, "y": 0.2, "z": 0.3}}):
+  for kwargs in (
+      {"per_class": {"x": 5, "y": 4, "z": 7}},
+      {"fractions": {"x": 0.5, "y": 0.2, "z": 0.3}},
+  ):
     out = D.stratified_split(ds, seed=1, **kwargs)
     ids = [set(o.images[:, 0, 0, 0].tolist()) for o in out.values()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
@@ -138,8 +142,9 @@ def test_glyph_fonts_and_classes_disjoint():
   assert all(not D.is_heldout(f) for f in src) and all(D.is_heldout(f) for f in held)
   # matplotlib alone ships 16 DejaVu + 6 Computer Modern source faces and 4 STIX held-out ones.
   assert len(src) >= 16 and len(held) >= 4
-  assert not any(f.family.startswith(("cmsy", "cmex", "Last Resort", "STIXSize"))
-                 for f in D.discover_fonts())
+  assert not any(
+      f.family.startswith(("cmsy", "cmex", "Last Resort", "STIXSize")) for f in D.discover_fonts()
+  )
   # Classes and code points.
   assert not set(letters) & set(greek)
   assert not set(letters) & set("0123456789")

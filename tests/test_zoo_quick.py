@@ -69,7 +69,7 @@ def test_zoo_spans_the_three_axes():
 
 def test_variant_terms_match_face_score():
   x, y = _blobs()
-  x = x.astype(np.float32).astype(np.float64)   # the harness accumulates float32 features in float64
+  x = x.astype(np.float32).astype(np.float64)  # the harness accumulates float32 features in float64
   terms = harness.face_variant_terms(x.astype(np.float32), y)
   assert len(terms) == 36 and next(iter(terms)) == harness.variant_key(harness.DEFAULT_VARIANT)
   for key, t in terms.items():
@@ -81,26 +81,45 @@ def test_variant_terms_match_face_score():
 
 
 def test_oriented_scores_orientation_pool_and_errors():
-  rec = lambda v, hib=True: {'value': v, 'error': None, 'higher_is_better': hib,
-                             'pool_relative': False}
-  records = {'a': {'m': rec(1.0), 'low': rec(3.0, False)},
-             'b': {'m': rec(2.0), 'low': rec(1.0, False)}}
+  rec = lambda v, hib=True: {
+      'value': v,
+      'error': None,
+      'higher_is_better': hib,
+      'pool_relative': False,
+  }
+  records = {
+      'a': {'m': rec(1.0), 'low': rec(3.0, False)},
+      'b': {'m': rec(2.0), 'low': rec(1.0, False)},
+  }
   assert harness.oriented_scores(records, 'm') == {'a': 1.0, 'b': 2.0}
   assert harness.oriented_scores(records, 'low') == {'a': -3.0, 'b': -1.0}
   records['b']['m'] = {**rec(None), 'error': 'InputError: boom'}
   with pytest.raises(ValueError, match='boom'):
     harness.oriented_scores(records, 'm')
-  face = lambda c, f: {'value': c + f, 'error': None, 'higher_is_better': True,
-                       'pool_relative': False,
-                       'terms': {'variance_collapse': c, 'class_fairness': f, 'nc1': -c}}
-  pool = harness.oriented_scores({'a': {'face': face(-2.0, -0.1)}, 'b': {'face': face(-1.0, -0.3)},
-                                  'c': {'face': face(-1.5, -0.2)}}, harness.FACE_POOL)
+  face = lambda c, f: {
+      'value': c + f,
+      'error': None,
+      'higher_is_better': True,
+      'pool_relative': False,
+      'terms': {'variance_collapse': c, 'class_fairness': f, 'nc1': -c},
+  }
+  pool = harness.oriented_scores(
+      {
+          'a': {'face': face(-2.0, -0.1)},
+          'b': {'face': face(-1.0, -0.3)},
+          'c': {'face': face(-1.5, -0.2)},
+      },
+      harness.FACE_POOL,
+  )
   assert pool == pytest.approx({'a': 1.0, 'b': 1.0, 'c': 1.0})
 
 
 def test_per_class_subset_is_deterministic():
-  ds = datasets.Dataset(np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1).repeat(32, 1).repeat(32, 2),
-                        (np.arange(60) % 3).astype(np.int32), ('a', 'b', 'c'))
+  ds = datasets.Dataset(
+      np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1).repeat(32, 1).repeat(32, 2),
+      (np.arange(60) % 3).astype(np.int32),
+      ('a', 'b', 'c'),
+  )
   a = stages.per_class_subset(ds, 4, seed=1)
   b = stages.per_class_subset(ds, 4, seed=1)
   assert np.array_equal(a.images, b.images) and np.bincount(a.labels).tolist() == [4, 4, 4]
@@ -108,31 +127,43 @@ def test_per_class_subset_is_deterministic():
     stages.per_class_subset(ds, 21, seed=1)
   c = stages.per_class_subset(ds, [2, 5, 3], seed=1)
   assert np.bincount(c.labels).tolist() == [2, 5, 3]
-  assert set(c.images[:, 0, 0, 0]) <= set(ds.images[:, 0, 0, 0]) and np.all(np.diff(
-      c.images[:, 0, 0, 0].astype(int)) > 0)   # a subset, in dataset order
+  assert set(c.images[:, 0, 0, 0]) <= set(ds.images[:, 0, 0, 0]) and np.all(
+      np.diff(c.images[:, 0, 0, 0].astype(int)) > 0
+  )  # a subset, in dataset order
 
 
 def test_target_budget_is_long_tailed():
   for k in (8, 10, 24):
     b = zoo.target_budget(k)
     assert len(b) == k and max(b) == zoo.TARGET_TRAIN_MAX and min(b) == zoo.TARGET_TRAIN_MIN
-    assert b == zoo.target_budget(k) and b != sorted(b, reverse=True)   # seeded, not label order
+    assert b == zoo.target_budget(k) and b != sorted(b, reverse=True)  # seeded, not label order
 
 
 def test_run_quick(tmp_path):
   before = _digest(RESULTS)
   out = tmp_path / 'out'
-  proc = subprocess.run([sys.executable, '-m', 'benchmarks.zoo.run', '--quick',
-                         f'--out_dir={out}', f'--cache_dir={tmp_path / "cache"}'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'benchmarks.zoo.run',
+          '--quick',
+          f'--out_dir={out}',
+          f'--cache_dir={tmp_path / "cache"}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-  assert _digest(RESULTS) == before   # the committed results are untouched
+  assert _digest(RESULTS) == before  # the committed results are untouched
   names = face_jax.metric_names()
   scores = json.loads((out / 'scores.json').read_text())
   assert set(scores['scores']) == {'digits'}
   assert set(scores['scores']['digits']) == set(run.QUICK_MODELS)
   for model, recs in scores['scores']['digits'].items():
-    for m in names:   # every registered metric: a value, pool components or a recorded error
+    for m in names:  # every registered metric: a value, pool components or a recorded error
       r = recs[m]
       assert r['error'] is not None or r['value'] is not None or 'components' in r, (model, m)
     assert len(scores['face_variants']['digits'][model]) == 36
@@ -143,7 +174,11 @@ def test_run_quick(tmp_path):
     assert 'error' in rep or set(analysis.STATS) <= set(rep), m
   face = ev['scores']['face']
   assert face['weighted_tau']['n_boot'] == 100
-  assert face['weighted_tau']['low'] <= face['weighted_tau']['estimate'] <= face['weighted_tau']['high']
+  assert (
+      face['weighted_tau']['low']
+      <= face['weighted_tau']['estimate']
+      <= face['weighted_tau']['high']
+  )
   abl = json.loads((out / 'ablation.json').read_text())
   assert len(abl['variants']) == 36 and abl['default'] == 'balanced/neg/pooled/std'
   default = next(v for v in abl['variants'] if v['key'] == abl['default'])

@@ -39,14 +39,20 @@ from benchmarks.zoo import harness
 
 log = logging.getLogger('zoo')
 
-REFERENCE = 'source_val_accuracy'   # a naive reference predictor, not a transferability metric
+REFERENCE = 'source_val_accuracy'  # a naive reference predictor, not a transferability metric
 STATS = ev.METRICS
 COMBOS = ('C', 'F', 'C+F', 'pool')
-COMBO_NAMES = {'C': 'C alone', 'F': 'F alone', 'C+F': 'C + F (λ=1)',
-               'pool': 'C̃ + F̃ (pool min–max)'}
+COMBO_NAMES = {
+    'C': 'C alone',
+    'F': 'F alone',
+    'C+F': 'C + F (λ=1)',
+    'pool': 'C̃ + F̃ (pool min–max)',
+}
 DEFAULT_KEY = harness.variant_key(harness.DEFAULT_VARIANT)
-FACE_JAX_DEFAULT = {f: getattr(face_jax.FaceOptions(), f)
-                    for f in ('weighting', 'vc_transform', 'bc_cov', 'fairness')}
+FACE_JAX_DEFAULT = {
+    f: getattr(face_jax.FaceOptions(), f)
+    for f in ('weighting', 'vc_transform', 'bc_cov', 'fairness')
+}
 # A score is evaluated on the models that have a value for it when some do not (marked
 # "partial"), as long as at least MIN_MODELS remain.
 MIN_MODELS = 5
@@ -83,8 +89,9 @@ def _report(scores: Mapping[str, float], truth: Mapping[str, float], n_boot: int
     return {'error': f'{type(e).__name__}: {e}'}
 
 
-def evaluate_scores(scores: Mapping, gt: Mapping, manifest: Mapping, *, n_boot: int = 1000,
-                    seed: int = 0) -> dict:
+def evaluate_scores(
+    scores: Mapping, gt: Mapping, manifest: Mapping, *, n_boot: int = 1000, seed: int = 0
+) -> dict:
   """Per target and score: the ranking report (or the error)."""
   out = {}
   for t, records in scores['scores'].items():
@@ -99,14 +106,16 @@ def evaluate_scores(scores: Mapping, gt: Mapping, manifest: Mapping, *, n_boot: 
         continue
       if len(s) < MIN_MODELS:
         reasons = '; '.join(f'{m}: {r}' for m, r in sorted(missing.items())[:3])
-        per[name] = {'error': f'{len(missing)} of {len(records)} models have no value '
-                              f'({reasons})', 'missing': missing}
+        per[name] = {
+            'error': f'{len(missing)} of {len(records)} models have no value ' f'({reasons})',
+            'missing': missing,
+        }
         continue
       rep = _report(s, {m: truth[m] for m in s}, n_boot, seed)
       if 'error' not in rep:
         rep['scores'] = s
       if missing:
-        rep['missing'] = missing   # evaluated on the other models only
+        rep['missing'] = missing  # evaluated on the other models only
       per[name] = rep
     out[t] = {'truth': truth, 'scores': per}
   return out
@@ -120,10 +129,13 @@ def evaluation_rows(evals: Mapping) -> list[dict]:
     for name, rep in e['scores'].items():
       if name not in names:
         names.append(name)
-      row: dict[str, Any] = {'target': t, 'score': name,
-                             'n_models': rep.get('n_models'),
-                             'n_missing': len(rep.get('missing', {})),
-                             'error': rep.get('error', '')}
+      row: dict[str, Any] = {
+          'target': t,
+          'score': name,
+          'n_models': rep.get('n_models'),
+          'n_missing': len(rep.get('missing', {})),
+          'error': rep.get('error', ''),
+      }
       for s in STATS:
         st = rep.get(s) or {}
         row[s] = st.get('estimate')
@@ -131,10 +143,18 @@ def evaluation_rows(evals: Mapping) -> list[dict]:
         row[f'{s}_high'] = st.get('high')
       rows.append(row)
   for name in names:
-    vals = [e['scores'][name]['weighted_tau']['estimate'] for e in evals.values()
-            if 'weighted_tau' in e['scores'].get(name, {})]
-    row = {'target': 'mean', 'score': name, 'n_models': None, 'n_missing': None,
-           'error': '' if len(vals) == len(evals) else f'defined on {len(vals)}/{len(evals)} targets'}
+    vals = [
+        e['scores'][name]['weighted_tau']['estimate']
+        for e in evals.values()
+        if 'weighted_tau' in e['scores'].get(name, {})
+    ]
+    row = {
+        'target': 'mean',
+        'score': name,
+        'n_models': None,
+        'n_missing': None,
+        'error': '' if len(vals) == len(evals) else f'defined on {len(vals)}/{len(evals)} targets',
+    }
     for s in STATS:
       row[s] = float(np.mean(vals)) if (s == 'weighted_tau' and vals) else None
       row[f'{s}_low'] = row[f'{s}_high'] = None
@@ -145,6 +165,7 @@ def evaluation_rows(evals: Mapping) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Ablation.
 
+
 def _combo_values(terms: Mapping[str, Mapping[str, float]], combo: str) -> dict[str, float]:
   if combo == 'C':
     return {m: v['C'] for m, v in terms.items()}
@@ -153,8 +174,10 @@ def _combo_values(terms: Mapping[str, Mapping[str, float]], combo: str) -> dict[
   if combo == 'C+F':
     return {m: v['C'] + v['F'] for m, v in terms.items()}
   from face_jax import pool_minmax
-  return pool_minmax({m: {'C': v['C'], 'F': v['F']} for m, v in terms.items()},
-                     {'C': 1.0, 'F': 1.0})
+
+  return pool_minmax(
+      {m: {'C': v['C'], 'F': v['F']} for m, v in terms.items()}, {'C': 1.0, 'F': 1.0}
+  )
 
 
 def _wtau(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -198,8 +221,14 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
   store = {}
   for key in keys:
     axes = dict(zip(harness.ABLATION_AXES, key.split('/')))
-    entry: dict[str, Any] = {'key': key, **axes, 'per_target': {}, 'mean': {}, 'mean_low': {},
-                             'mean_high': {}}
+    entry: dict[str, Any] = {
+        'key': key,
+        **axes,
+        'per_target': {},
+        'mean': {},
+        'mean_low': {},
+        'mean_high': {},
+    }
     boots = {c: np.zeros(n_boot) for c in COMBOS}
     valid = {c: np.ones(n_boot, bool) for c in COMBOS}
     for t in targets:
@@ -253,10 +282,15 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
         entry['p_better_than_default'][c] = float(np.mean(d > 0))
       else:
         entry['delta_low'][c] = entry['delta_high'][c] = entry['p_better_than_default'][c] = None
-  return {'targets': targets, 'n_models': {t: len(models[t]) for t in targets},
-          'n_boot': n_boot, 'seed': seed, 'default': DEFAULT_KEY,
-          'reference_for_deltas': f'{DEFAULT_KEY} as C + F (the specification\'s default FaCe score)',
-          'variants': out}
+  return {
+      'targets': targets,
+      'n_models': {t: len(models[t]) for t in targets},
+      'n_boot': n_boot,
+      'seed': seed,
+      'default': DEFAULT_KEY,
+      'reference_for_deltas': f"{DEFAULT_KEY} as C + F (the specification's default FaCe score)",
+      'variants': out,
+  }
 
 
 def ablation_rows(abl: Mapping) -> list[dict]:
@@ -284,20 +318,42 @@ def _f(v, d=3) -> str:
 def ablation_markdown(abl: Mapping) -> str:
   """Markdown: every variant sorted by mean weighted τ of C + F, with C, F and pool columns."""
   ts = abl['targets']
-  head = (['variant (weighting/vc/bc_cov/fairness)'] + [f'C+F {t}' for t in ts]
-          + ['C+F mean [95% CI]', 'C+F − spec default [95% CI]', 'C alone mean', 'F alone mean',
-             'pool mean', 'pool − spec default [95% CI]'])
+  head = (
+      ['variant (weighting/vc/bc_cov/fairness)']
+      + [f'C+F {t}' for t in ts]
+      + [
+          'C+F mean [95% CI]',
+          'C+F − spec default [95% CI]',
+          'C alone mean',
+          'F alone mean',
+          'pool mean',
+          'pool − spec default [95% CI]',
+      ]
+  )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   key = lambda v: -math.inf if v['mean']['C+F'] is None else v['mean']['C+F']
   for v in sorted(abl['variants'], key=key, reverse=True):
-    name = v['key'] + (' (spec default)' if v['key'] == abl['default'] else '') + (
-        ' (face_jax default)' if v['key'] == harness.variant_key(FACE_JAX_DEFAULT) else '')
-    ci = (f"{_f(v['mean']['C+F'])} [{_f(v['mean_low']['C+F'])}, {_f(v['mean_high']['C+F'])}]")
-    delta = lambda c: (f"{_f(v['delta_vs_default'][c])} [{_f(v['delta_low'][c])}, "
-                       f"{_f(v['delta_high'][c])}]")
-    cells = ([name] + [_f(v['per_target'][t]['C+F']) for t in ts]
-             + [ci, delta('C+F'), _f(v['mean']['C']), _f(v['mean']['F']), _f(v['mean']['pool']),
-                delta('pool')])
+    name = (
+        v['key']
+        + (' (spec default)' if v['key'] == abl['default'] else '')
+        + (' (face_jax default)' if v['key'] == harness.variant_key(FACE_JAX_DEFAULT) else '')
+    )
+    ci = f"{_f(v['mean']['C+F'])} [{_f(v['mean_low']['C+F'])}, {_f(v['mean_high']['C+F'])}]"
+    delta = lambda c: (
+        f"{_f(v['delta_vs_default'][c])} [{_f(v['delta_low'][c])}, " f"{_f(v['delta_high'][c])}]"
+    )
+    cells = (
+        [name]
+        + [_f(v['per_target'][t]['C+F']) for t in ts]
+        + [
+            ci,
+            delta('C+F'),
+            _f(v['mean']['C']),
+            _f(v['mean']['F']),
+            _f(v['mean']['pool']),
+            delta('pool'),
+        ]
+    )
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -305,12 +361,17 @@ def ablation_markdown(abl: Mapping) -> str:
 # ---------------------------------------------------------------------------------------------
 # NC1 before / after fine-tuning.
 
-_CORR_FNS = {'weighted_tau': ev.weighted_tau, 'kendall_tau': ev.kendall_tau,
-              'spearman': ev.spearman, 'pearson': ev.pearson}
+_CORR_FNS = {
+    'weighted_tau': ev.weighted_tau,
+    'kendall_tau': ev.kendall_tau,
+    'spearman': ev.spearman,
+    'pearson': ev.pearson,
+}
 
 
-def correlations(x: Mapping[str, float], y: Mapping[str, float], names: Sequence[str], *,
-                 n_boot: int, seed: int) -> dict:
+def correlations(
+    x: Mapping[str, float], y: Mapping[str, float], names: Sequence[str], *, n_boot: int, seed: int
+) -> dict:
   """Rank/linear correlations of two ``{model: value}`` maps with bootstrap intervals.
 
   Returns:
@@ -350,9 +411,17 @@ def nc1_pre_vs_post(variants: Mapping, gt: Mapping, *, n_boot: int = 1000, seed:
     post = {m: g[m]['nc1_train'] for m in models}
     post_test = {m: g[m]['nc1_test'] for m in models}
     acc = {m: g[m]['test_accuracy'] for m in models}
-    entry: dict[str, Any] = {'models': {m: {'nc1_pre': pre[m], 'nc1_post': post[m],
-                                            'nc1_post_test': post_test[m],
-                                            'test_accuracy': acc[m]} for m in models}}
+    entry: dict[str, Any] = {
+        'models': {
+            m: {
+                'nc1_pre': pre[m],
+                'nc1_post': post[m],
+                'nc1_post_test': post_test[m],
+                'test_accuracy': acc[m],
+            }
+            for m in models
+        }
+    }
     finite = all(math.isfinite(v) and v > 0 for d in (pre, post, post_test) for v in d.values())
     if not finite:
       entry['error'] = 'non-finite or zero NC1'
@@ -365,8 +434,12 @@ def nc1_pre_vs_post(variants: Mapping, gt: Mapping, *, n_boot: int = 1000, seed:
     # How each NC1 ranks the fine-tuned accuracy (lower NC1 = more collapsed = predicted better).
     for name, d in (('pre', pre), ('post', post)):
       entry[f'neg_nc1_{name}_vs_accuracy'] = correlations(
-          {m: -math.log(v) for m, v in d.items()}, acc, ('weighted_tau', 'kendall_tau', 'spearman'),
-          n_boot=n_boot, seed=seed)
+          {m: -math.log(v) for m, v in d.items()},
+          acc,
+          ('weighted_tau', 'kendall_tau', 'spearman'),
+          n_boot=n_boot,
+          seed=seed,
+      )
     out['targets'][t] = entry
   return out
 
@@ -374,9 +447,11 @@ def nc1_pre_vs_post(variants: Mapping, gt: Mapping, *, n_boot: int = 1000, seed:
 # ---------------------------------------------------------------------------------------------
 # Plots.
 
+
 def _figure(w, h):
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=(w, h), dpi=110)
   FigureCanvasAgg(fig)
   return fig
@@ -403,8 +478,16 @@ def plot_weighted_tau(evals: Mapping, path: str) -> str:
       ys.append(w['estimate'])
       lo.append(w['estimate'] - (w['low'] if w['low'] is not None else w['estimate']))
       hi.append((w['high'] if w['high'] is not None else w['estimate']) - w['estimate'])
-    ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[j % len(colors)], label=t,
-           error_kw={'lw': 0.8})
+    ax.bar(
+        xs,
+        ys,
+        width,
+        yerr=[lo, hi],
+        capsize=2,
+        color=colors[j % len(colors)],
+        label=t,
+        error_kw={'lw': 0.8},
+    )
   ax.axhline(0.0, color='grey', lw=0.8)
   ax.set_xticks(range(len(names)), names, rotation=35, ha='right', fontsize=8)
   ax.set_ylabel('weighted τ vs fine-tuned test accuracy')
@@ -419,25 +502,46 @@ def plot_weighted_tau(evals: Mapping, path: str) -> str:
 
 def plot_ablation(abl: Mapping, path: str) -> str:
   """Heat map: mean weighted τ over targets of every variant (rows) × combination (columns)."""
-  vs = sorted(abl['variants'], key=lambda v: (v['weighting'], v['vc_transform'], v['bc_cov'],
-                                              v['fairness']))
+  vs = sorted(
+      abl['variants'], key=lambda v: (v['weighting'], v['vc_transform'], v['bc_cov'], v['fairness'])
+  )
   cols = [(c, None) for c in COMBOS] + [('C+F', t) for t in abl['targets']]
-  m = np.array([[np.nan if (v['mean'][c] if t is None else v['per_target'][t][c]) is None
-                 else (v['mean'][c] if t is None else v['per_target'][t][c]) for c, t in cols]
-                for v in vs])
+  m = np.array(
+      [
+          [
+              np.nan
+              if (v['mean'][c] if t is None else v['per_target'][t][c]) is None
+              else (v['mean'][c] if t is None else v['per_target'][t][c])
+              for c, t in cols
+          ]
+          for v in vs
+      ]
+  )
   fig = _figure(2.0 + 0.95 * len(cols), 1.2 + 0.26 * len(vs))
   ax = fig.add_subplot(1, 1, 1)
   im = ax.imshow(m, cmap='RdBu', vmin=-1, vmax=1, aspect='auto')
   for i in range(m.shape[0]):
     for j in range(m.shape[1]):
       if np.isfinite(m[i, j]):
-        ax.text(j, i, f'{m[i, j]:+.2f}', ha='center', va='center', fontsize=6.5,
-                color='white' if abs(m[i, j]) > 0.6 else 'black')
-  labels = [COMBO_NAMES[c].replace(' (pool min–max)', '\n(pool)') + ('\nmean' if t is None else f'\n{t}')
-            for c, t in cols]
+        ax.text(
+            j,
+            i,
+            f'{m[i, j]:+.2f}',
+            ha='center',
+            va='center',
+            fontsize=6.5,
+            color='white' if abs(m[i, j]) > 0.6 else 'black',
+        )
+  labels = [
+      COMBO_NAMES[c].replace(' (pool min–max)', '\n(pool)') + ('\nmean' if t is None else f'\n{t}')
+      for c, t in cols
+  ]
   ax.set_xticks(range(len(cols)), labels, fontsize=7)
-  ax.set_yticks(range(len(vs)), [v['key'] + (' *' if v['key'] == abl['default'] else '')
-                                 for v in vs], fontsize=7)
+  ax.set_yticks(
+      range(len(vs)),
+      [v['key'] + (' *' if v['key'] == abl['default'] else '') for v in vs],
+      fontsize=7,
+  )
   ax.xaxis.tick_top()
   fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label='weighted τ')
   ax.set_title('FaCe ablation: weighted τ vs fine-tuned accuracy (* = default)', fontsize=9, pad=28)
@@ -470,8 +574,9 @@ def plot_nc1(nc1: Mapping, path: str) -> str:
     ax.set_xlabel('NC1 of pre-trained features')
     ax.set_ylabel('NC1 after fine-tuning')
     p = e['pre_vs_post']
-    ax.set_title(f"{t}: Kendall τ {_est(p, 'kendall_tau')}, Spearman ρ {_est(p, 'spearman')}",
-                 fontsize=9)
+    ax.set_title(
+        f"{t}: Kendall τ {_est(p, 'kendall_tau')}, Spearman ρ {_est(p, 'spearman')}", fontsize=9
+    )
     ax.grid(True, alpha=0.3, which='both')
     fig.colorbar(sc, ax=ax, fraction=0.05, label='fine-tuned test accuracy')
   fig.tight_layout()
@@ -482,15 +587,23 @@ def plot_nc1(nc1: Mapping, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Markdown summary.
 
+
 def zoo_table(manifest: Mapping, gt: Mapping, models: Sequence[str]) -> str:
   targets = list(gt['results'])
-  head = (['model', 'arch', 'source', 'loss', 'params', 'source val acc']
-          + [f'{t} test acc (lr)' for t in targets])
+  head = ['model', 'arch', 'source', 'loss', 'params', 'source val acc'] + [
+      f'{t} test acc (lr)' for t in targets
+  ]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for m in models:
     e = manifest[m]
-    cells = [m, e['arch'], e['source'], e['loss'], f"{e['num_params']:,}",
-             f"{e['source_val_accuracy']:.3f}"]
+    cells = [
+        m,
+        e['arch'],
+        e['source'],
+        e['loss'],
+        f"{e['num_params']:,}",
+        f"{e['source_val_accuracy']:.3f}",
+    ]
     for t in targets:
       g = gt['results'][t].get(m)
       cells.append('—' if g is None else f"{g['test_accuracy']:.3f} ({g['chosen_lr']:g})")
@@ -503,8 +616,11 @@ def weighted_tau_table(evals: Mapping) -> str:
   names = []
   for e in evals.values():
     names += [n for n in e['scores'] if n not in names]
-  head = ['score'] + [f'{t} weighted τ [95% CI]' for t in targets] + ['mean', 'Kendall τ (mean)',
-                                                                      'Pearson (mean)', 'top-1 rel. acc (mean)']
+  head = (
+      ['score']
+      + [f'{t} weighted τ [95% CI]' for t in targets]
+      + ['mean', 'Kendall τ (mean)', 'Pearson (mean)', 'top-1 rel. acc (mean)']
+  )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for n in names:
     cells, wt, kt, pr, top = [n], [], [], [], []
@@ -522,15 +638,26 @@ def weighted_tau_table(evals: Mapping) -> str:
       pr.append(rep['pearson']['estimate'])
       top.append(rep['top1_relative_accuracy']['estimate'])
     full = len(wt) == len(targets)
-    cells += [f'{np.mean(wt):+.3f}' if full else '—', f'{np.mean(kt):+.3f}' if full else '—',
-              f'{np.mean(pr):+.3f}' if full else '—', f'{np.mean(top):.3f}' if full else '—']
+    cells += [
+        f'{np.mean(wt):+.3f}' if full else '—',
+        f'{np.mean(kt):+.3f}' if full else '—',
+        f'{np.mean(pr):+.3f}' if full else '—',
+        f'{np.mean(top):.3f}' if full else '—',
+    ]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
 def nc1_table(nc1: Mapping) -> str:
-  head = ['target', 'pre vs post (train): Kendall τ', 'Spearman ρ [95% CI]', 'Pearson (log)',
-          'pre vs post (test): Spearman ρ', '−NC1 pre vs acc: Kendall τ', '−NC1 post vs acc: Kendall τ']
+  head = [
+      'target',
+      'pre vs post (train): Kendall τ',
+      'Spearman ρ [95% CI]',
+      'Pearson (log)',
+      'pre vs post (test): Spearman ρ',
+      '−NC1 pre vs acc: Kendall τ',
+      '−NC1 post vs acc: Kendall τ',
+  ]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for t, e in nc1['targets'].items():
     if 'error' in e:
@@ -539,15 +666,34 @@ def nc1_table(nc1: Mapping) -> str:
     p, pt = e['pre_vs_post'], e['pre_vs_post_test']
     s = p['spearman']
     ci = '' if s.get('low') is None else f" [{s['low']:+.2f}, {s['high']:+.2f}]"
-    lines.append('| ' + ' | '.join([
-        t, _est(p, 'kendall_tau', 3), _est(p, 'spearman', 3) + ci, _est(p, 'pearson', 3),
-        _est(pt, 'spearman', 3), _est(e['neg_nc1_pre_vs_accuracy'], 'kendall_tau', 3),
-        _est(e['neg_nc1_post_vs_accuracy'], 'kendall_tau', 3)]) + ' |')
+    lines.append(
+        '| '
+        + ' | '.join(
+            [
+                t,
+                _est(p, 'kendall_tau', 3),
+                _est(p, 'spearman', 3) + ci,
+                _est(p, 'pearson', 3),
+                _est(pt, 'spearman', 3),
+                _est(e['neg_nc1_pre_vs_accuracy'], 'kendall_tau', 3),
+                _est(e['neg_nc1_post_vs_accuracy'], 'kendall_tau', 3),
+            ]
+        )
+        + ' |'
+    )
   return '\n'.join(lines)
 
 
-def evaluate(scores: Mapping, gt: Mapping, manifest: Mapping, out_dir: str, *,
-             n_boot: int = 1000, ablation_boot: int = 500, seed: int = 0) -> dict:
+def evaluate(
+    scores: Mapping,
+    gt: Mapping,
+    manifest: Mapping,
+    out_dir: str,
+    *,
+    n_boot: int = 1000,
+    ablation_boot: int = 500,
+    seed: int = 0,
+) -> dict:
   """Writes every evaluation output (see the module docstring) to ``out_dir``.
 
   Returns:
@@ -557,11 +703,22 @@ def evaluate(scores: Mapping, gt: Mapping, manifest: Mapping, out_dir: str, *,
   manifest = manifest.get('models', manifest)
   files = []
   evals = evaluate_scores(scores, gt, manifest, n_boot=n_boot, seed=seed)
-  files.append(reports.write_json(os.path.join(out_dir, 'evaluation.json'),
-                                  {'split_scored': scores.get('split'), 'n_boot': n_boot,
-                                   'seed': seed, 'reference': {REFERENCE: 'the source val '
-                                   'accuracy of each model: a naive predictor for context, '
-                                   'not a transferability metric'}, 'targets': evals}))
+  files.append(
+      reports.write_json(
+          os.path.join(out_dir, 'evaluation.json'),
+          {
+              'split_scored': scores.get('split'),
+              'n_boot': n_boot,
+              'seed': seed,
+              'reference': {
+                  REFERENCE: 'the source val '
+                  'accuracy of each model: a naive predictor for context, '
+                  'not a transferability metric'
+              },
+              'targets': evals,
+          },
+      )
+  )
   files.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), evaluation_rows(evals)))
   abl = ablation(scores['face_variants'], gt, n_boot=ablation_boot, seed=seed)
   files.append(reports.write_json(os.path.join(out_dir, 'ablation.json'), abl))
@@ -575,18 +732,38 @@ def evaluate(scores: Mapping, gt: Mapping, manifest: Mapping, out_dir: str, *,
   for t, e in evals.items():
     rep = e['scores'].get('face', {})
     if 'scores' in rep:
-      files.append(reports.plot_scores_vs_truth(
-          rep['scores'], e['truth'], os.path.join(out_dir, f'face_vs_truth_{t}.png'),
-          score_name='FaCe score (default variant)', truth_name=f'{t}: fine-tuned test accuracy',
-          title=f'FaCe vs fine-tuned accuracy on {t}'))
+      files.append(
+          reports.plot_scores_vs_truth(
+              rep['scores'],
+              e['truth'],
+              os.path.join(out_dir, f'face_vs_truth_{t}.png'),
+              score_name='FaCe score (default variant)',
+              truth_name=f'{t}: fine-tuned test accuracy',
+              title=f'FaCe vs fine-tuned accuracy on {t}',
+          )
+      )
   files.append(plot_weighted_tau(evals, os.path.join(out_dir, 'weighted_tau.png')))
   files.append(plot_ablation(abl, os.path.join(out_dir, 'ablation.png')))
   files.append(plot_nc1(nc1, os.path.join(out_dir, 'nc1_pre_vs_post.png')))
   models = sorted(next(iter(scores['scores'].values())))
-  md = ['## Zoo', '', zoo_table(manifest, gt, models), '',
-        '## Weighted τ per target', '', weighted_tau_table(evals), '',
-        '## FaCe ablation (weighted τ)', '', ablation_markdown(abl), '',
-        '## NC1 before vs after fine-tuning', '', nc1_table(nc1), '']
+  md = [
+      '## Zoo',
+      '',
+      zoo_table(manifest, gt, models),
+      '',
+      '## Weighted τ per target',
+      '',
+      weighted_tau_table(evals),
+      '',
+      '## FaCe ablation (weighted τ)',
+      '',
+      ablation_markdown(abl),
+      '',
+      '## NC1 before vs after fine-tuning',
+      '',
+      nc1_table(nc1),
+      '',
+  ]
   with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
     f.write('\n'.join(md))
   files.append(os.path.join(out_dir, 'summary.md'))

@@ -112,10 +112,14 @@ _HI = IMAGE_SIZE * _SUPER  # 128: rendering canvas side
 
 
 def _check_dataset(ds: Dataset, what: str) -> None:
-  if ds.images.dtype != np.uint8 or ds.images.ndim != 4 or ds.images.shape[1:] != (
-      IMAGE_SIZE, IMAGE_SIZE, CHANNELS):
-    raise ValueError(f"{what}: images must be uint8 [N, 32, 32, 1], got "
-                     f"{ds.images.dtype} {ds.images.shape}.")
+  if (
+      ds.images.dtype != np.uint8
+      or ds.images.ndim != 4
+      or ds.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+  ):
+    raise ValueError(
+        f"{what}: images must be uint8 [N, 32, 32, 1], got " f"{ds.images.dtype} {ds.images.shape}."
+    )
   if ds.labels.shape != (ds.images.shape[0],):
     raise ValueError(f"{what}: labels must be [N], got {ds.labels.shape}.")
   if ds.labels.size and (ds.labels.min() < 0 or ds.labels.max() >= len(ds.class_names)):
@@ -154,8 +158,13 @@ DEFAULT_FONT_DIRS: tuple[str, ...] = (
 # Faces that map letters to symbols, or draw the same placeholder for every
 # character.  Matched as prefixes of the family name.
 _EXCLUDED_FAMILY_PREFIXES = (
-    "cmsy", "cmex", "Last Resort", "STIXNonUnicode", "STIXSize",
-    "DejaVu Sans Display", "DejaVu Serif Display",
+    "cmsy",
+    "cmex",
+    "Last Resort",
+    "STIXNonUnicode",
+    "STIXSize",
+    "DejaVu Sans Display",
+    "DejaVu Serif Display",
 )
 
 # (family, style prefix) of the faces held out from the sources; "" matches
@@ -185,8 +194,10 @@ def discover_fonts(font_dirs: tuple[str, ...] = DEFAULT_FONT_DIRS) -> tuple[Font
   for d in font_dirs:
     if not os.path.isdir(d):
       continue
-    paths = sorted(glob.glob(os.path.join(d, "**", "*.ttf"), recursive=True)
-                   + glob.glob(os.path.join(d, "**", "*.otf"), recursive=True))
+    paths = sorted(
+        glob.glob(os.path.join(d, "**", "*.ttf"), recursive=True)
+        + glob.glob(os.path.join(d, "**", "*.otf"), recursive=True)
+    )
     for p in paths:
       try:
         f = ft2font.FT2Font(p)
@@ -240,8 +251,9 @@ def glyph_fonts(role: str, chars: str) -> tuple[FontFace, ...]:
   if role not in ("source", "heldout"):
     raise ValueError(f"role must be 'source' or 'heldout', got {role!r}.")
   want_heldout = role == "heldout"
-  faces = tuple(f for f in discover_fonts()
-                if is_heldout(f) == want_heldout and _face_supports(f.path, chars))
+  faces = tuple(
+      f for f in discover_fonts() if is_heldout(f) == want_heldout and _face_supports(f.path, chars)
+  )
   if not faces:
     raise RuntimeError(f"No {role} font supports {chars!r}; searched {DEFAULT_FONT_DIRS}.")
   return faces
@@ -256,8 +268,9 @@ def _box_down(hi: Image.Image) -> np.ndarray:
   return np.asarray(hi.reduce(_SUPER), dtype=np.float32) / 255.0
 
 
-def _morph(a: np.ndarray, size: int, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
-           ) -> np.ndarray:
+def _morph(
+    a: np.ndarray, size: int, op: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
   """Grey dilation (op=np.maximum) or erosion (np.minimum) with a size x size square.
 
   Separable, edge-replicated; equals Pillow's MaxFilter/MinFilter(size).
@@ -275,11 +288,11 @@ def _morph(a: np.ndarray, size: int, op: Callable[[np.ndarray, np.ndarray], np.n
   p = np.pad(a, ((r, r), (0, 0)), mode="edge")
   out = p[0:h]
   for k in range(1, size):
-    out = op(out, p[k:k + h])
+    out = op(out, p[k : k + h])
   p = np.pad(out, ((0, 0), (r, r)), mode="edge")
   out = p[:, 0:w]
   for k in range(1, size):
-    out = op(out, p[:, k:k + w])
+    out = op(out, p[:, k : k + w])
   return out
 
 
@@ -300,15 +313,39 @@ def _balanced_labels(rng: np.random.Generator, k: int, n_per_class: int) -> np.n
 # Case-merged Latin letters; lower-case l is left out (identical to upper-case
 # I in sans-serif faces, so it would make the labels ambiguous).
 LETTER_CLASSES: tuple[tuple[str, str], ...] = tuple(
-    (c, c + c.lower() if c != "L" else c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    (c, c + c.lower() if c != "L" else c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
-GREEK_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
-               "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau",
-               "upsilon", "phi", "chi", "psi", "omega")
+GREEK_NAMES = (
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
+)
 # U+03B1..U+03C9 without final sigma U+03C2.
 GREEK_CLASSES: tuple[tuple[str, str], ...] = tuple(
-    (name, ch) for name, ch in zip(
-        GREEK_NAMES, [chr(c) for c in range(0x3B1, 0x3CA) if c != 0x3C2]))
+    (name, ch) for name, ch in zip(GREEK_NAMES, [chr(c) for c in range(0x3B1, 0x3CA) if c != 0x3C2])
+)
 
 
 class _GlyphCache:
@@ -350,8 +387,13 @@ def _render_glyph(rng: np.random.Generator, crop: Image.Image) -> np.ndarray:
   rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
   to_canvas = np.array([[1, 0, _HI / 2 + shift[0]], [0, 1, _HI / 2 + shift[1]], [0, 0, 1]])
   m = to_canvas @ rot @ shear_m @ scale_m @ to_origin
-  hi = crop.transform((_HI, _HI), Image.Transform.AFFINE, _affine_inverse_coeffs(m),
-                      resample=Image.Resampling.BILINEAR, fillcolor=0)
+  hi = crop.transform(
+      (_HI, _HI),
+      Image.Transform.AFFINE,
+      _affine_inverse_coeffs(m),
+      resample=Image.Resampling.BILINEAR,
+      fillcolor=0,
+  )
   u = rng.uniform()
   if u < 0.25:  # thicker strokes (+0.5 px per side at 32x32)
     hi = Image.fromarray(_morph(np.asarray(hi), 5, np.maximum))
@@ -364,8 +406,9 @@ def _render_glyph(rng: np.random.Generator, crop: Image.Image) -> np.ndarray:
   return bg + (ink - bg) * alpha + sigma * rng.standard_normal(alpha.shape)
 
 
-def _make_glyph_dataset(classes: Sequence[tuple[str, str]], faces: Sequence[FontFace],
-                        n_per_class: int, seed: int) -> Dataset:
+def _make_glyph_dataset(
+    classes: Sequence[tuple[str, str]], faces: Sequence[FontFace], n_per_class: int, seed: int
+) -> Dataset:
   _check_n(n_per_class)
   rng = np.random.default_rng(seed)
   labels = _balanced_labels(rng, len(classes), n_per_class)
@@ -393,8 +436,9 @@ def make_glyphs(n_per_class: int, seed: int = 0) -> Dataset:
   Returns:
     ``Dataset`` with N = 26 * n_per_class, labels in random order.
   """
-  return _make_glyph_dataset(LETTER_CLASSES, glyph_fonts("source", _chars(LETTER_CLASSES)),
-                             n_per_class, seed)
+  return _make_glyph_dataset(
+      LETTER_CLASSES, glyph_fonts("source", _chars(LETTER_CLASSES)), n_per_class, seed
+  )
 
 
 def make_greek(n_per_class: int, seed: int = 0) -> Dataset:
@@ -407,15 +451,26 @@ def make_greek(n_per_class: int, seed: int = 0) -> Dataset:
   Returns:
     ``Dataset`` with N = 24 * n_per_class.
   """
-  return _make_glyph_dataset(GREEK_CLASSES, glyph_fonts("heldout", _chars(GREEK_CLASSES)),
-                             n_per_class, seed)
+  return _make_glyph_dataset(
+      GREEK_CLASSES, glyph_fonts("heldout", _chars(GREEK_CLASSES)), n_per_class, seed
+  )
 
 
 # ---------------------------------------------------------------------------
 # Shapes (source "shapes").
 
-SHAPE_CLASSES = ("circle", "ring", "ellipse", "triangle", "square", "star", "cross",
-                 "crescent", "heart", "arrow")
+SHAPE_CLASSES = (
+    "circle",
+    "ring",
+    "ellipse",
+    "triangle",
+    "square",
+    "star",
+    "cross",
+    "crescent",
+    "heart",
+    "arrow",
+)
 
 
 def _rotate(pts: np.ndarray, theta: float) -> np.ndarray:
@@ -448,24 +503,49 @@ def _shape_polygons(rng: np.random.Generator, name: str) -> list[tuple[np.ndarra
     return [(_regular(10, np.tile([1.0, inner], 5), theta), 255)]
   if name == "cross":
     w = rng.uniform(0.25, 0.35)
-    p = np.array([[w, w], [w, 1], [-w, 1], [-w, w], [-1, w], [-1, -w], [-w, -w],
-                  [-w, -1], [w, -1], [w, -w], [1, -w], [1, w]]) * 0.95
+    p = (
+        np.array(
+            [
+                [w, w],
+                [w, 1],
+                [-w, 1],
+                [-w, w],
+                [-1, w],
+                [-1, -w],
+                [-w, -w],
+                [-w, -1],
+                [w, -1],
+                [w, -w],
+                [1, -w],
+                [1, w],
+            ]
+        )
+        * 0.95
+    )
     return [(_rotate(p, theta), 255)]
   if name == "crescent":
     d = rng.uniform(0.4, 0.6)
-    cut = _regular(96, rng.uniform(0.85, 0.95), 0.0) + d * np.array([math.cos(theta), math.sin(theta)])
+    cut = _regular(96, rng.uniform(0.85, 0.95), 0.0) + d * np.array(
+        [math.cos(theta), math.sin(theta)]
+    )
     return [(_regular(96, 1.0, 0.0), 255), (cut, 0)]
   if name == "heart":
     t = np.linspace(0, 2 * math.pi, 96, endpoint=False)
-    p = np.stack([16 * np.sin(t) ** 3,
-                  13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)], 1)
+    p = np.stack(
+        [
+            16 * np.sin(t) ** 3,
+            13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t),
+        ],
+        1,
+    )
     p = p / 17.0 * np.array([1.0, -1.0])  # image y axis points down
     p = p - p.mean(axis=0)
     return [(_rotate(p, theta), 255)]
   if name == "arrow":
     sw, hw, hl = rng.uniform(0.15, 0.22), rng.uniform(0.5, 0.65), rng.uniform(0.45, 0.6)
-    p = np.array([[-1, -sw], [1 - hl, -sw], [1 - hl, -hw], [1, 0], [1 - hl, hw],
-                  [1 - hl, sw], [-1, sw]])
+    p = np.array(
+        [[-1, -sw], [1 - hl, -sw], [1 - hl, -hw], [1, 0], [1 - hl, hw], [1 - hl, sw], [-1, sw]]
+    )
     return [(_rotate(p, theta), 255)]
   raise ValueError(name)
 
@@ -519,8 +599,16 @@ def make_shapes(n_per_class: int, seed: int = 0) -> Dataset:
 # ---------------------------------------------------------------------------
 # Textures (target "textures").
 
-TEXTURE_CLASSES = ("stripes_0", "stripes_45", "stripes_90", "stripes_135", "checker", "dots",
-                   "rings", "blobs")
+TEXTURE_CLASSES = (
+    "stripes_0",
+    "stripes_45",
+    "stripes_90",
+    "stripes_135",
+    "checker",
+    "dots",
+    "rings",
+    "blobs",
+)
 
 _TEX_SUPER = 2  # textures are evaluated at 2x2 points per pixel and averaged
 
@@ -548,7 +636,8 @@ def _texture_pattern(rng: np.random.Generator, name: str) -> np.ndarray:
   ph = rng.uniform(0, 2 * math.pi, size=2)
   if name == "checker":
     return 0.5 + 0.5 * (2 * profile(2 * math.pi * u / period + ph[0]) - 1) * (
-        2 * profile(2 * math.pi * v / period + ph[1]) - 1)
+        2 * profile(2 * math.pi * v / period + ph[1]) - 1
+    )
   if name == "dots":
     period = rng.uniform(5.0, 8.0)
     r = rng.uniform(0.15, 0.3) * period
@@ -632,18 +721,45 @@ class DatasetSpec:
 
 
 REGISTRY: dict[str, DatasetSpec] = {
-    "glyphs": DatasetSpec("glyphs", "source", make_glyphs, {"train": 270, "val": 30}, None, 101,
-                          "case-merged Latin letters in source fonts"),
-    "shapes": DatasetSpec("shapes", "source", make_shapes, {"train": 720, "val": 80}, None, 202,
-                          "filled shapes"),
-    "digits": DatasetSpec("digits", "target", load_digits_32, None,
-                          targets.DIGITS_FRACTIONS, targets.DIGITS_SEED,
-                          "scikit-learn handwritten digits, 8x8 -> 32x32 bilinear"),
-    "greek": DatasetSpec("greek", "target", make_greek, {"train": 60, "val": 20, "test": 40},
-                         None, 404, "Greek lower-case letters in held-out fonts"),
-    "textures": DatasetSpec("textures", "target", make_textures,
-                            {"train": 150, "val": 50, "test": 100}, None, 505,
-                            "stripes/checker/dots/rings/blobs textures"),
+    "glyphs": DatasetSpec(
+        "glyphs",
+        "source",
+        make_glyphs,
+        {"train": 270, "val": 30},
+        None,
+        101,
+        "case-merged Latin letters in source fonts",
+    ),
+    "shapes": DatasetSpec(
+        "shapes", "source", make_shapes, {"train": 720, "val": 80}, None, 202, "filled shapes"
+    ),
+    "digits": DatasetSpec(
+        "digits",
+        "target",
+        load_digits_32,
+        None,
+        targets.DIGITS_FRACTIONS,
+        targets.DIGITS_SEED,
+        "scikit-learn handwritten digits, 8x8 -> 32x32 bilinear",
+    ),
+    "greek": DatasetSpec(
+        "greek",
+        "target",
+        make_greek,
+        {"train": 60, "val": 20, "test": 40},
+        None,
+        404,
+        "Greek lower-case letters in held-out fonts",
+    ),
+    "textures": DatasetSpec(
+        "textures",
+        "target",
+        make_textures,
+        {"train": 150, "val": 50, "test": 100},
+        None,
+        505,
+        "stripes/checker/dots/rings/blobs textures",
+    ),
 }
 SOURCES = tuple(n for n, s in REGISTRY.items() if s.role == "source")
 TARGETS = tuple(n for n, s in REGISTRY.items() if s.role == "target")
@@ -655,16 +771,20 @@ def _spec(name: str) -> DatasetSpec:
   return REGISTRY[name]
 
 
-def dataset_meta(name: str, seed: int | None = None,
-                 per_class: Mapping[str, int] | None = None) -> dict[str, Any]:
+def dataset_meta(
+    name: str, seed: int | None = None, per_class: Mapping[str, int] | None = None
+) -> dict[str, Any]:
   """The parameters that determine a built dataset (its cache key)."""
   import PIL
 
   spec = _spec(name)
   meta: dict[str, Any] = {
-      "name": name, "role": spec.role, "generator_version": GENERATOR_VERSION,
+      "name": name,
+      "role": spec.role,
+      "generator_version": GENERATOR_VERSION,
       "seed": spec.seed if seed is None else int(seed),
-      "image_shape": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "pillow": PIL.__version__,
+      "image_shape": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS],
+      "pillow": PIL.__version__,
   }
   if spec.procedural:
     meta["per_class"] = dict(per_class if per_class is not None else spec.per_class)
@@ -679,8 +799,9 @@ def dataset_meta(name: str, seed: int | None = None,
   return meta
 
 
-def build(name: str, *, seed: int | None = None,
-          per_class: Mapping[str, int] | None = None) -> dict[str, Dataset]:
+def build(
+    name: str, *, seed: int | None = None, per_class: Mapping[str, int] | None = None
+) -> dict[str, Dataset]:
   """Generates a registry dataset and splits it (no cache).
 
   Args:
@@ -703,8 +824,9 @@ def build(name: str, *, seed: int | None = None,
   return stratified_split(spec.builder(), fractions=spec.fractions, seed=s)
 
 
-def save_npz(path: str | os.PathLike[str], splits: Mapping[str, Dataset],
-             meta: Mapping[str, Any]) -> str:
+def save_npz(
+    path: str | os.PathLike[str], splits: Mapping[str, Dataset], meta: Mapping[str, Any]
+) -> str:
   """Writes splits and metadata to one compressed .npz (atomically).
 
   Layout: ``<split>/images`` uint8 [N, 32, 32, 1], ``<split>/labels`` int32
@@ -756,9 +878,13 @@ def cache_path(cache_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> st
   return os.path.join(os.fspath(cache_dir), f"{meta['name']}_{digest}.npz")
 
 
-def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None,
-         seed: int | None = None,
-         per_class: Mapping[str, int] | None = None) -> dict[str, Dataset]:
+def load(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    per_class: Mapping[str, int] | None = None,
+) -> dict[str, Dataset]:
   """Like ``build``, but reads/writes an .npz cache keyed by ``dataset_meta``.
 
   Args:
@@ -787,8 +913,14 @@ def load(name: str, *, cache_dir: str | os.PathLike[str] | None = None,
 # Preview, description, CLI.
 
 
-def save_preview(ds: Dataset, path: str | os.PathLike[str], *, per_class: int = 10,
-                 max_classes: int = 26, title: str | None = None) -> str:
+def save_preview(
+    ds: Dataset,
+    path: str | os.PathLike[str],
+    *,
+    per_class: int = 10,
+    max_classes: int = 26,
+    title: str | None = None,
+) -> str:
   """Writes a PNG grid: one row per class (up to ``max_classes``), ``per_class`` examples.
 
   Returns:
@@ -805,7 +937,9 @@ def save_preview(ds: Dataset, path: str | os.PathLike[str], *, per_class: int = 
   for c in range(k):
     idx = np.flatnonzero(ds.labels == c)[:per_class]
     for j, i in enumerate(idx):
-      mosaic[c * cell:c * cell + IMAGE_SIZE, j * cell:j * cell + IMAGE_SIZE] = ds.images[i, :, :, 0]
+      mosaic[c * cell : c * cell + IMAGE_SIZE, j * cell : j * cell + IMAGE_SIZE] = ds.images[
+          i, :, :, 0
+      ]
   fig = Figure(figsize=(per_class * 0.45 + 1.6, k * 0.45 + 0.6), dpi=100)
   FigureCanvasAgg(fig)
   ax = fig.add_axes((0.2, 0.02, 0.78, 0.9 if title else 0.96))
@@ -833,17 +967,28 @@ def describe() -> dict[str, Any]:
       per_split = np.sum([split_counts(int(c), None, spec.fractions) for c in class_sizes], 0)
       sizes = dict(zip(spec.fractions, per_split.tolist()))
     else:
-      names = {"glyphs": tuple(n for n, _ in LETTER_CLASSES), "shapes": SHAPE_CLASSES,
-               "greek": tuple(n for n, _ in GREEK_CLASSES), "textures": TEXTURE_CLASSES}[name]
+      names = {
+          "glyphs": tuple(n for n, _ in LETTER_CLASSES),
+          "shapes": SHAPE_CLASSES,
+          "greek": tuple(n for n, _ in GREEK_CLASSES),
+          "textures": TEXTURE_CLASSES,
+      }[name]
       sizes = {s: c * len(names) for s, c in spec.per_class.items()}
-    out[name] = {"role": spec.role, "description": spec.description, "classes": list(names),
-                 "num_classes": len(names), "split_sizes": sizes, **meta}
+    out[name] = {
+        "role": spec.role,
+        "description": spec.description,
+        "classes": list(names),
+        "num_classes": len(names),
+        "split_sizes": sizes,
+        **meta,
+    }
   return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.zoo.datasets",
-                                   description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(
+      prog="python -m benchmarks.zoo.datasets", description=__doc__.splitlines()[0]
+  )
   sub = parser.add_subparsers(dest="cmd", required=True)
   p = sub.add_parser("preview", help="write <out>/<name>.png grids of the train splits")
   p.add_argument("--out", required=True)
@@ -865,8 +1010,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ds = spec.builder(args.per_class, seed=spec.seed)
       else:
         ds = build(name)["train"]
-      path = save_preview(ds, os.path.join(args.out, f"{name}.png"), per_class=args.per_class,
-                          title=f"{name} ({spec.role})")
+      path = save_preview(
+          ds,
+          os.path.join(args.out, f"{name}.png"),
+          per_class=args.per_class,
+          title=f"{name} ({spec.role})",
+      )
     else:
       splits = load(name, cache_dir=args.cache_dir)
       path = cache_path(args.cache_dir, dataset_meta(name))

@@ -34,8 +34,12 @@ oriented_scores = cs.oriented_scores
 ABLATION_AXES = cs.FACE_VARIANT_CHOICES
 # The specification's default variant: the reference of the ablation's paired differences
 # (face_jax's own default, FaceOptions(), is the variant this ablation selected).
-DEFAULT_VARIANT = {'weighting': 'balanced', 'vc_transform': 'neg', 'bc_cov': 'pooled',
-                   'fairness': 'std'}
+DEFAULT_VARIANT = {
+    'weighting': 'balanced',
+    'vc_transform': 'neg',
+    'bc_cov': 'pooled',
+    'fairness': 'std',
+}
 
 
 def variant_key(v: Mapping[str, str]) -> str:
@@ -50,8 +54,12 @@ def ablation_variants() -> list[dict[str, str]]:
   return out
 
 
-def face_variant_terms(features: np.ndarray, labels: np.ndarray, num_classes: int | None = None,
-                       variants: Iterable[Mapping[str, str]] | None = None) -> dict[str, dict]:
+def face_variant_terms(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int | None = None,
+    variants: Iterable[Mapping[str, str]] | None = None,
+) -> dict[str, dict]:
   """C, F and NC1 of every FaCe variant, from one pass of statistics.
 
   Args:

@@ -40,9 +40,11 @@ log = logging.getLogger('zoo')
 
 # Which split of a target the pre-trained models are scored on (and the NC1s are measured on).
 SCORE_SPLIT = 'train'
-BUDGET_TEXT = (f'a long-tailed subset of the target train split, {zoo.TARGET_TRAIN_MAX} down to '
-               f'{zoo.TARGET_TRAIN_MIN} examples per class (zoo.target_budget, seed '
-               f'{zoo.TARGET_SUBSET_SEED}); val and test: the full splits')
+BUDGET_TEXT = (
+    f'a long-tailed subset of the target train split, {zoo.TARGET_TRAIN_MAX} down to '
+    f'{zoo.TARGET_TRAIN_MIN} examples per class (zoo.target_budget, seed '
+    f'{zoo.TARGET_SUBSET_SEED}); val and test: the full splits'
+)
 
 
 class Data:
@@ -56,9 +58,12 @@ class Data:
     if name not in self._splits:
       t0 = time.perf_counter()
       self._splits[name] = datasets.load(name, cache_dir=self.cache_dir)
-      log.info('dataset %s: %s (%.1fs)', name,
-               {s: d.images.shape[0] for s, d in self._splits[name].items()},
-               time.perf_counter() - t0)
+      log.info(
+          'dataset %s: %s (%.1fs)',
+          name,
+          {s: d.images.shape[0] for s, d in self._splits[name].items()},
+          time.perf_counter() - t0,
+      )
     return self._splits[name]
 
 
@@ -95,14 +100,22 @@ def sha256(path: str) -> str:
 
 def num_params(extractor) -> int:
   from flax import nnx
+
   return int(sum(np.size(v) for v in jax.tree.leaves(nnx.state(extractor.module, nnx.Param))))
 
 
 # ---------------------------------------------------------------------------------------------
 # Pre-training.
 
-def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
-             force: bool = False, counts: dict | None = None) -> dict:
+
+def pretrain(
+    specs: Sequence[zoo.ModelSpec],
+    data: Data,
+    weights_dir: str,
+    *,
+    force: bool = False,
+    counts: dict | None = None,
+) -> dict:
   """Pre-trains every model on its source; writes ``<name>.msgpack`` and ``manifest.json``.
 
   ``counts`` (optional) receives ``{'computed': n, 'cached': m}``.
@@ -115,12 +128,17 @@ def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
   manifest = read_json(path) or {'models': {}}
   manifest['recipe'] = {
       'optimizer': 'AdamW (optax scale_by_adam b1=0.9 b2=0.999 eps=1e-8 + add_decayed_weights), '
-                   'linear warm-up (min(50 steps, 10%)) then cosine to 0',
-      'epochs': zoo.PRETRAIN_EPOCHS, 'batch_size': zoo.PRETRAIN_BATCH,
-      'weight_decay': zoo.PRETRAIN_WEIGHT_DECAY, 'lr': zoo.PRETRAIN_LR,
+      'linear warm-up (min(50 steps, 10%)) then cosine to 0',
+      'epochs': zoo.PRETRAIN_EPOCHS,
+      'batch_size': zoo.PRETRAIN_BATCH,
+      'weight_decay': zoo.PRETRAIN_WEIGHT_DECAY,
+      'lr': zoo.PRETRAIN_LR,
       'label_smoothing': training.LABEL_SMOOTHING,
-      'losses': {'ce': 'softmax cross-entropy', 'ls': 'cross-entropy, label smoothing 0.1',
-                 'mse': 'squared error of the logits to the one-hot target (sum over classes)'},
+      'losses': {
+          'ce': 'softmax cross-entropy',
+          'ls': 'cross-entropy, label smoothing 0.1',
+          'mse': 'squared error of the logits to the one-hot target (sum over classes)',
+      },
       'augmentation': 'none (the generators randomise pose, stroke, contrast and noise)',
       'source_accuracy': 'top-1 accuracy of the source head on the source val split',
   }
@@ -136,26 +154,56 @@ def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
     tr, va = src['train'], src['val']
     ex = zoo.new_model(spec, len(tr.class_names))
     cfg = zoo.pretrain_config(spec)
-    log.info('[pretrain %d/%d] %s: %s on %s (%d images), %s loss, %d epochs', i + 1, len(specs),
-             spec.name, spec.preset, spec.source, tr.images.shape[0], spec.loss, cfg.epochs)
+    log.info(
+        '[pretrain %d/%d] %s: %s on %s (%d images), %s loss, %d epochs',
+        i + 1,
+        len(specs),
+        spec.name,
+        spec.preset,
+        spec.source,
+        tr.images.shape[0],
+        spec.loss,
+        cfg.epochs,
+    )
     c0, t0 = time.process_time(), time.perf_counter()
-    res = training.train(ex, tr.images, tr.labels, cfg,
-                         log=lambda m: log.info('  %s %s', spec.name, m))
+    res = training.train(
+        ex, tr.images, tr.labels, cfg, log=lambda m: log.info('  %s %s', spec.name, m)
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = training.accuracy(ex, va.images, va.labels)
     models.save_params(wpath, ex.params)
     manifest['models'][spec.name] = {
-        'arch': spec.arch, 'preset': spec.preset, 'options': spec.options, 'source': spec.source,
-        'loss': spec.loss, 'seed': spec.seed, 'num_params': num_params(ex),
-        'feature_layer': ex.default_layer, 'feature_dim': ex.feature_dim(),
-        'source_classes': len(tr.class_names), 'epochs': cfg.epochs, 'lr': cfg.lr,
-        'batch_size': cfg.batch_size, 'steps': res.steps,
-        'source_val_accuracy': acc, 'source_train_accuracy_last_epoch': res.train_accuracy_last_epoch,
-        'final_loss': res.final_loss, 'train_seconds': wall, 'train_cpu_seconds': cpu,
-        'weights_bytes': os.path.getsize(wpath), 'sha256': sha256(wpath),
+        'arch': spec.arch,
+        'preset': spec.preset,
+        'options': spec.options,
+        'source': spec.source,
+        'loss': spec.loss,
+        'seed': spec.seed,
+        'num_params': num_params(ex),
+        'feature_layer': ex.default_layer,
+        'feature_dim': ex.feature_dim(),
+        'source_classes': len(tr.class_names),
+        'epochs': cfg.epochs,
+        'lr': cfg.lr,
+        'batch_size': cfg.batch_size,
+        'steps': res.steps,
+        'source_val_accuracy': acc,
+        'source_train_accuracy_last_epoch': res.train_accuracy_last_epoch,
+        'final_loss': res.final_loss,
+        'train_seconds': wall,
+        'train_cpu_seconds': cpu,
+        'weights_bytes': os.path.getsize(wpath),
+        'sha256': sha256(wpath),
     }
-    log.info('[pretrain %d/%d] %s: source val acc %.4f, %.0fs (cpu %.0fs)', i + 1, len(specs),
-             spec.name, acc, wall, cpu)
+    log.info(
+        '[pretrain %d/%d] %s: source val acc %.4f, %.0fs (cpu %.0fs)',
+        i + 1,
+        len(specs),
+        spec.name,
+        acc,
+        wall,
+        cpu,
+    )
     reports.write_json(path, manifest)
   reports.write_json(path, manifest)
   return manifest
@@ -163,6 +211,7 @@ def pretrain(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, *,
 
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning (ground truth).
+
 
 def _ce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
   z = logits - logits.max(1, keepdims=True)
@@ -172,13 +221,19 @@ def _ce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def _nc1(features: np.ndarray, labels: np.ndarray, k: int) -> float:
   """NC1 = Tr(Σ_W Σ_B^†)/K, balanced weighting (FaCe's NC1), float64."""
-  return float(face_jax.face_score(np.asarray(features, np.float64), labels,
-                                   num_classes=k).nc1)
+  return float(face_jax.face_score(np.asarray(features, np.float64), labels, num_classes=k).nc1)
 
 
-def finetune_one(spec: zoo.ModelSpec, target: Mapping[str, datasets.Dataset], weights_dir: str,
-                 *, lrs: Sequence[float] = zoo.FINETUNE_LRS, epochs: int = zoo.FINETUNE_EPOCHS,
-                 seeds: Sequence[int] = zoo.FINETUNE_SEEDS, label: str = '') -> dict:
+def finetune_one(
+    spec: zoo.ModelSpec,
+    target: Mapping[str, datasets.Dataset],
+    weights_dir: str,
+    *,
+    lrs: Sequence[float] = zoo.FINETUNE_LRS,
+    epochs: int = zoo.FINETUNE_EPOCHS,
+    seeds: Sequence[int] = zoo.FINETUNE_SEEDS,
+    label: str = '',
+) -> dict:
   """Full fine-tuning of one model on one target over the learning-rate grid.
 
   For every LR and seed the pre-trained body gets a fresh head (initialised
@@ -205,38 +260,68 @@ def finetune_one(spec: zoo.ModelSpec, target: Mapping[str, datasets.Dataset], we
       out_va = training.predict(ft, va.images, layer=ft.default_layer)
       out_te = training.predict(ft, te.images, layer=ft.default_layer)
       out_tr = training.predict(ft, tr.images, layer=ft.default_layer)
-      per_seed.append({
-          'seed': seed,
-          'val_accuracy': float(np.mean(out_va['logits'].argmax(1) == va.labels)),
-          'val_loss': _ce_loss(out_va['logits'], va.labels),
-          'test_accuracy': float(np.mean(out_te['logits'].argmax(1) == te.labels)),
-          'train_accuracy': float(np.mean(out_tr['logits'].argmax(1) == tr.labels)),
-          'nc1_train': _nc1(out_tr[ft.default_layer], tr.labels, k),
-          'nc1_test': _nc1(out_te[ft.default_layer], te.labels, k),
-          'final_train_loss': res.final_loss,
-          'seconds': time.perf_counter() - t0, 'cpu_seconds': time.process_time() - c0,
-      })
+      per_seed.append(
+          {
+              'seed': seed,
+              'val_accuracy': float(np.mean(out_va['logits'].argmax(1) == va.labels)),
+              'val_loss': _ce_loss(out_va['logits'], va.labels),
+              'test_accuracy': float(np.mean(out_te['logits'].argmax(1) == te.labels)),
+              'train_accuracy': float(np.mean(out_tr['logits'].argmax(1) == tr.labels)),
+              'nc1_train': _nc1(out_tr[ft.default_layer], tr.labels, k),
+              'nc1_test': _nc1(out_te[ft.default_layer], te.labels, k),
+              'final_train_loss': res.final_loss,
+              'seconds': time.perf_counter() - t0,
+              'cpu_seconds': time.process_time() - c0,
+          }
+      )
     mean = lambda key: float(np.mean([r[key] for r in per_seed]))
     gmean = lambda key: float(np.exp(np.mean([np.log(r[key]) for r in per_seed])))
-    run = {'lr': lr, 'val_accuracy': mean('val_accuracy'), 'val_loss': mean('val_loss'),
-           'test_accuracy': mean('test_accuracy'), 'train_accuracy': mean('train_accuracy'),
-           'nc1_train': gmean('nc1_train'), 'nc1_test': gmean('nc1_test'),
-           'seconds': sum(r['seconds'] for r in per_seed),
-           'cpu_seconds': sum(r['cpu_seconds'] for r in per_seed), 'seeds': per_seed}
-    log.info('  %s lr %g: val %.4f test %.4f (train %.4f) nc1 %.3g (%.0fs)', label, lr,
-             run['val_accuracy'], run['test_accuracy'], run['train_accuracy'], run['nc1_train'],
-             run['seconds'])
+    run = {
+        'lr': lr,
+        'val_accuracy': mean('val_accuracy'),
+        'val_loss': mean('val_loss'),
+        'test_accuracy': mean('test_accuracy'),
+        'train_accuracy': mean('train_accuracy'),
+        'nc1_train': gmean('nc1_train'),
+        'nc1_test': gmean('nc1_test'),
+        'seconds': sum(r['seconds'] for r in per_seed),
+        'cpu_seconds': sum(r['cpu_seconds'] for r in per_seed),
+        'seeds': per_seed,
+    }
+    log.info(
+        '  %s lr %g: val %.4f test %.4f (train %.4f) nc1 %.3g (%.0fs)',
+        label,
+        lr,
+        run['val_accuracy'],
+        run['test_accuracy'],
+        run['train_accuracy'],
+        run['nc1_train'],
+        run['seconds'],
+    )
     runs.append(run)
   best = min(runs, key=lambda r: (-r['val_accuracy'], r['val_loss'], r['lr']))
-  return {'runs': runs, 'chosen_lr': best['lr'], 'val_accuracy': best['val_accuracy'],
-          'test_accuracy': best['test_accuracy'], 'nc1_train': best['nc1_train'],
-          'nc1_test': best['nc1_test'], 'seconds': sum(r['seconds'] for r in runs),
-          'cpu_seconds': sum(r['cpu_seconds'] for r in runs)}
+  return {
+      'runs': runs,
+      'chosen_lr': best['lr'],
+      'val_accuracy': best['val_accuracy'],
+      'test_accuracy': best['test_accuracy'],
+      'nc1_train': best['nc1_train'],
+      'nc1_test': best['nc1_test'],
+      'seconds': sum(r['seconds'] for r in runs),
+      'cpu_seconds': sum(r['cpu_seconds'] for r in runs),
+  }
 
 
-def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: str, *,
-             targets: Sequence[str] = datasets.TARGETS, force: bool = False,
-             counts: dict | None = None) -> dict:
+def finetune(
+    specs: Sequence[zoo.ModelSpec],
+    data: Data,
+    weights_dir: str,
+    path: str,
+    *,
+    targets: Sequence[str] = datasets.TARGETS,
+    force: bool = False,
+    counts: dict | None = None,
+) -> dict:
   """Ground truth of every (model, target); writes ``path`` (JSON) after every model.
 
   ``counts`` (optional) receives ``{'computed': n, 'cached': m}``.
@@ -244,16 +329,19 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
   gt = read_json(path) or {}
   gt['protocol'] = {
       'what': 'full fine-tuning of every parameter, fresh linear head, cross-entropy',
-      'optimizer': 'AdamW, linear warm-up then cosine to 0', 'lrs': list(zoo.FINETUNE_LRS),
-      'epochs': zoo.FINETUNE_EPOCHS, 'batch_size': zoo.FINETUNE_BATCH,
-      'weight_decay': zoo.FINETUNE_WEIGHT_DECAY, 'seeds': list(zoo.FINETUNE_SEEDS),
+      'optimizer': 'AdamW, linear warm-up then cosine to 0',
+      'lrs': list(zoo.FINETUNE_LRS),
+      'epochs': zoo.FINETUNE_EPOCHS,
+      'batch_size': zoo.FINETUNE_BATCH,
+      'weight_decay': zoo.FINETUNE_WEIGHT_DECAY,
+      'seeds': list(zoo.FINETUNE_SEEDS),
       'selection': 'best val accuracy, mean over seeds (ties: lower val cross-entropy, then '
-                   'smaller LR)',
+      'smaller LR)',
       'ground_truth': 'test accuracy of the chosen LR (mean over seeds)',
       'train_split': BUDGET_TEXT,
       'nc1': 'NC1 = Tr(Sigma_W Sigma_B^+)/K (balanced) of the fine-tuned default-layer features '
-             'on the target train subset (nc1_train; the data it was fine-tuned and scored on) '
-             'and on the test split (nc1_test)',
+      'on the target train subset (nc1_train; the data it was fine-tuned and scored on) '
+      'and on the test split (nc1_test)',
   }
   results = gt.setdefault('results', {})
   proto = fingerprint(gt['protocol'])
@@ -267,20 +355,31 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
     for t in targets:
       i += 1
       entry = results.get(t, {}).get(spec.name)
-      if (not force and entry and entry.get('weights_sha256') == wsha
-          and entry.get('protocol') == proto):
+      if (
+          not force
+          and entry
+          and entry.get('weights_sha256') == wsha
+          and entry.get('protocol') == proto
+      ):
         log.info('[finetune %d/%d] %s -> %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
       log.info('[finetune %d/%d] %s -> %s', i, n, spec.name, t)
       _count(counts, 'computed')
-      entry = finetune_one(spec, target_splits(data, t), weights_dir,
-                           label=f'{spec.name} -> {t}')
+      entry = finetune_one(spec, target_splits(data, t), weights_dir, label=f'{spec.name} -> {t}')
       entry['weights_sha256'] = wsha
       entry['protocol'] = proto
       results.setdefault(t, {})[spec.name] = entry
-      log.info('[finetune %d/%d] %s -> %s: lr %g, test acc %.4f (%.0fs)', i, n, spec.name, t,
-               entry['chosen_lr'], entry['test_accuracy'], entry['seconds'])
+      log.info(
+          '[finetune %d/%d] %s -> %s: lr %g, test acc %.4f (%.0fs)',
+          i,
+          n,
+          spec.name,
+          t,
+          entry['chosen_lr'],
+          entry['test_accuracy'],
+          entry['seconds'],
+      )
       reports.write_json(path, gt)
   reports.write_json(path, gt)
   return gt
@@ -289,9 +388,18 @@ def finetune(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path:
 # ---------------------------------------------------------------------------------------------
 # Scoring.
 
-def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: str, *,
-          targets: Sequence[str] = datasets.TARGETS, metrics: Sequence[str] | None = None,
-          force: bool = False, counts: dict | None = None) -> dict:
+
+def score(
+    specs: Sequence[zoo.ModelSpec],
+    data: Data,
+    weights_dir: str,
+    path: str,
+    *,
+    targets: Sequence[str] = datasets.TARGETS,
+    metrics: Sequence[str] | None = None,
+    force: bool = False,
+    counts: dict | None = None,
+) -> dict:
   """Every metric (default: every registered one) and every FaCe variant's terms, per (model, target).
 
   The pre-trained models (with their source heads, for metrics that need
@@ -302,16 +410,23 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
   infos = harness.metric_infos(metrics)
   out = read_json(path) or {}
   out['split'] = f'{SCORE_SPLIT}: {BUDGET_TEXT} (the fine-tuning data)'
-  data_key = fingerprint([SCORE_SPLIT, zoo.TARGET_TRAIN_MAX, zoo.TARGET_TRAIN_MIN,
-                          zoo.TARGET_SUBSET_SEED])
-  out['metrics'] = {n: {'higher_is_better': i.higher_is_better, 'pool_relative': i.pool_relative,
-                        'summary': i.summary} for n, i in infos.items()}
+  data_key = fingerprint(
+      [SCORE_SPLIT, zoo.TARGET_TRAIN_MAX, zoo.TARGET_TRAIN_MIN, zoo.TARGET_SUBSET_SEED]
+  )
+  out['metrics'] = {
+      n: {
+          'higher_is_better': i.higher_is_better,
+          'pool_relative': i.pool_relative,
+          'summary': i.summary,
+      }
+      for n, i in infos.items()
+  }
   scores = out.setdefault('scores', {})
   variants = out.setdefault('face_variants', {})
   manifest = read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
   n = len(specs) * len(targets)
   i = 0
-  suspects = {t: set() for t in targets}   # metrics that failed on this target: run them alone
+  suspects = {t: set() for t in targets}  # metrics that failed on this target: run them alone
   for spec in specs:
     if spec.name not in manifest:
       raise FileNotFoundError(f'{spec.name} is not pre-trained (run the pretrain stage)')
@@ -320,8 +435,14 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
     for t in targets:
       i += 1
       old = scores.get(t, {}).get(spec.name)
-      if (not force and old and old.get('weights_sha256') == wsha and all(m in old for m in infos)
-          and old.get('data') == data_key and spec.name in variants.get(t, {})):
+      if (
+          not force
+          and old
+          and old.get('weights_sha256') == wsha
+          and all(m in old for m in infos)
+          and old.get('data') == data_key
+          and spec.name in variants.get(t, {})
+      ):
         log.info('[score %d/%d] %s on %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
@@ -330,18 +451,33 @@ def score(specs: Sequence[zoo.ModelSpec], data: Data, weights_dir: str, path: st
         ex = zoo.load_pretrained(spec, weights_dir)
       split = target_splits(data, t)[SCORE_SPLIT]
       t0 = time.perf_counter()
-      recs = harness.score_extractor(ex, split.images, split.labels, infos,
-                                     num_classes=len(split.class_names), suspects=suspects[t],
-                                     log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m))
+      recs = harness.score_extractor(
+          ex,
+          split.images,
+          split.labels,
+          infos,
+          num_classes=len(split.class_names),
+          suspects=suspects[t],
+          log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m),
+      )
       recs['weights_sha256'] = wsha
       recs['data'] = data_key
       feats = ex.embed(split.images, batch_size=512)[ex.default_layer]
       variants.setdefault(t, {})[spec.name] = harness.face_variant_terms(
-          feats, split.labels, len(split.class_names))
+          feats, split.labels, len(split.class_names)
+      )
       scores.setdefault(t, {})[spec.name] = recs
       errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
-      log.info('[score %d/%d] %s on %s: %d metrics%s (%.1fs)', i, n, spec.name, t, len(infos),
-               f', errors: {errors}' if errors else '', time.perf_counter() - t0)
+      log.info(
+          '[score %d/%d] %s on %s: %d metrics%s (%.1fs)',
+          i,
+          n,
+          spec.name,
+          t,
+          len(infos),
+          f', errors: {errors}' if errors else '',
+          time.perf_counter() - t0,
+      )
     reports.write_json(path, out)
   reports.write_json(path, out)
   return out

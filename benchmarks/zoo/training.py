@@ -64,6 +64,7 @@ class TrainConfig:
     loss: one of ``LOSSES``.
     seed: shuffling seed.
   """
+
   epochs: int
   batch_size: int = 128
   lr: float = 2e-3
@@ -80,8 +81,10 @@ class TrainConfig:
 
 
 def _tx(weight_decay: float) -> optax.GradientTransformation:
-  return optax.chain(optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS),
-                     optax.add_decayed_weights(weight_decay))
+  return optax.chain(
+      optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS),
+      optax.add_decayed_weights(weight_decay),
+  )
 
 
 def loss_value(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -97,8 +100,11 @@ def loss_value(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
   raise ValueError(f'unknown loss {kind!r}')
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'ipp', 'loss', 'weight_decay'),
-                   donate_argnames=('params', 'rest', 'opt_state'))
+@functools.partial(
+    jax.jit,
+    static_argnames=('graphdef', 'ipp', 'loss', 'weight_decay'),
+    donate_argnames=('params', 'rest', 'opt_state'),
+)
 def _train_step(params, rest, opt_state, images, labels, lr, *, graphdef, ipp, loss, weight_decay):
   """One AdamW step. images uint8 [B, H, W, C], labels int32 [B], lr float32 scalar.
 
@@ -115,7 +121,7 @@ def _train_step(params, rest, opt_state, images, labels, lr, *, graphdef, ipp, l
 
   grad_fn = nnx.value_and_grad(objective, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
   (value, logits), grads = grad_fn(model)
-  _, _, new_rest = nnx.split(model, nnx.Param, ...)   # BatchNorm statistics updated in train mode
+  _, _, new_rest = nnx.split(model, nnx.Param, ...)  # BatchNorm statistics updated in train mode
   updates, opt_state = _tx(weight_decay).update(grads, opt_state, params)
   params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
   correct = jnp.sum(jnp.argmax(logits, -1) == labels)
@@ -149,6 +155,7 @@ def warmup_cosine(step: int, total: int, warmup: int, peak: float) -> float:
 @dataclasses.dataclass
 class TrainResult:
   """Outcome of ``train``: final loss/accuracy on the training stream and timings."""
+
   steps: int
   final_loss: float
   train_accuracy_last_epoch: float
@@ -156,8 +163,13 @@ class TrainResult:
   history: list
 
 
-def train(extractor, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+def train(
+    extractor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
   """Trains ``extractor.module`` (with its classifier head) in place.
 
   Args:
@@ -177,7 +189,7 @@ def train(extractor, images: np.ndarray, labels: np.ndarray, config: TrainConfig
   per_epoch = n // bs
   total = per_epoch * config.epochs
   graphdef, params, rest = nnx.split(extractor.module, nnx.Param, ...)
-  params = jax.tree.map(jnp.array, params)   # own copies: the step donates its inputs
+  params = jax.tree.map(jnp.array, params)  # own copies: the step donates its inputs
   rest = jax.tree.map(jnp.array, rest)
   opt_state = _tx(config.weight_decay).init(params)
   rng = np.random.default_rng(config.seed)
@@ -190,31 +202,54 @@ def train(extractor, images: np.ndarray, labels: np.ndarray, config: TrainConfig
     order = rng.permutation(n)
     losses, correct = [], 0
     for b in range(per_epoch):
-      idx = order[b * bs:(b + 1) * bs]
+      idx = order[b * bs : (b + 1) * bs]
       lr = np.float32(warmup_cosine(step, total, config.warmup_steps, config.lr))
       params, rest, opt_state, lval, c = _train_step(
-          params, rest, opt_state, images[idx], labels[idx], lr, graphdef=graphdef,
-          ipp=extractor.image_preprocess, loss=config.loss, weight_decay=config.weight_decay)
+          params,
+          rest,
+          opt_state,
+          images[idx],
+          labels[idx],
+          lr,
+          graphdef=graphdef,
+          ipp=extractor.image_preprocess,
+          loss=config.loss,
+          weight_decay=config.weight_decay,
+      )
       losses.append(lval)
       correct += c
       step += 1
     loss = float(np.mean(jax.device_get(losses)))
     acc = float(jax.device_get(correct)) / (per_epoch * bs)
-    history.append({'epoch': epoch + 1, 'loss': loss, 'train_accuracy': acc,
-                    'seconds': time.perf_counter() - t0})
+    history.append(
+        {
+            'epoch': epoch + 1,
+            'loss': loss,
+            'train_accuracy': acc,
+            'seconds': time.perf_counter() - t0,
+        }
+    )
     if log:
-      log(f'epoch {epoch + 1}/{config.epochs}: loss {loss:.4f} train acc {acc:.4f} '
-          f'({time.perf_counter() - t0:.1f}s)')
+      log(
+          f'epoch {epoch + 1}/{config.epochs}: loss {loss:.4f} train acc {acc:.4f} '
+          f'({time.perf_counter() - t0:.1f}s)'
+      )
   if not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
     raise FloatingPointError(f'{extractor.name}: training diverged (non-finite parameters)')
   nnx.update(extractor.module, params, rest)
   extractor.module.eval()
-  return TrainResult(steps=step, final_loss=loss, train_accuracy_last_epoch=acc,
-                     seconds=time.perf_counter() - t0, history=history)
+  return TrainResult(
+      steps=step,
+      final_loss=loss,
+      train_accuracy_last_epoch=acc,
+      seconds=time.perf_counter() - t0,
+      history=history,
+  )
 
 
-def predict(extractor, images: np.ndarray, *, layer: str | None = None,
-            batch_size: int = 256) -> dict[str, np.ndarray]:
+def predict(
+    extractor, images: np.ndarray, *, layer: str | None = None, batch_size: int = 256
+) -> dict[str, np.ndarray]:
   """Eval-mode logits (and ``layer`` features, pooled like the extractor's default) on the host.
 
   Returns:
@@ -225,12 +260,15 @@ def predict(extractor, images: np.ndarray, *, layer: str | None = None,
   bs = min(batch_size, n)
   outs: dict[str, list] = {}
   for lo in range(0, n, bs):
-    chunk = images[lo:lo + bs]
+    chunk = images[lo : lo + bs]
     m = chunk.shape[0]
     if m < bs:
       chunk = np.concatenate([chunk, np.zeros((bs - m,) + chunk.shape[1:], chunk.dtype)])
-    res = jax.device_get(_predict(params, rest, chunk, graphdef=graphdef,
-                                  ipp=extractor.image_preprocess, layer=layer))
+    res = jax.device_get(
+        _predict(
+            params, rest, chunk, graphdef=graphdef, ipp=extractor.image_preprocess, layer=layer
+        )
+    )
     for k, v in res.items():
       outs.setdefault(k, []).append(np.asarray(v[:m], np.float32))
   return {k: np.concatenate(v) for k, v in outs.items()}

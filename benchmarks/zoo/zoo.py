@@ -47,8 +47,14 @@ ARCHS: dict[str, tuple[str, Mapping[str, Any]]] = {
 }
 
 # Peak pre-training learning rate per architecture (AdamW, warm-up + cosine).
-PRETRAIN_LR = {'mlp': 1e-3, 'cnn_tiny': 3e-3, 'cnn_small': 3e-3, 'cnn_deep': 3e-3,
-               'resnet8': 3e-3, 'vit_mini': 1e-3}
+PRETRAIN_LR = {
+    'mlp': 1e-3,
+    'cnn_tiny': 3e-3,
+    'cnn_small': 3e-3,
+    'cnn_deep': 3e-3,
+    'resnet8': 3e-3,
+    'vit_mini': 1e-3,
+}
 PRETRAIN_EPOCHS = 6
 PRETRAIN_BATCH = 128
 PRETRAIN_WEIGHT_DECAY = 1e-4
@@ -84,6 +90,7 @@ class ModelSpec:
     loss: pre-training loss (``training.LOSSES``).
     seed: initialisation and shuffling seed.
   """
+
   arch: str
   source: str
   loss: str
@@ -103,10 +110,13 @@ class ModelSpec:
 
 
 def _zoo() -> tuple[ModelSpec, ...]:
-  specs = [ModelSpec(a, s, 'ce', seed=i) for i, a in enumerate(ARCHS)
-           for s in ('glyphs', 'shapes')]
-  specs += [ModelSpec('cnn_small', 'glyphs', 'ls', seed=2), ModelSpec('cnn_small', 'glyphs', 'mse', seed=2),
-            ModelSpec('resnet8', 'shapes', 'ls', seed=4), ModelSpec('resnet8', 'shapes', 'mse', seed=4)]
+  specs = [ModelSpec(a, s, 'ce', seed=i) for i, a in enumerate(ARCHS) for s in ('glyphs', 'shapes')]
+  specs += [
+      ModelSpec('cnn_small', 'glyphs', 'ls', seed=2),
+      ModelSpec('cnn_small', 'glyphs', 'mse', seed=2),
+      ModelSpec('resnet8', 'shapes', 'ls', seed=4),
+      ModelSpec('resnet8', 'shapes', 'mse', seed=4),
+  ]
   return tuple(specs)
 
 
@@ -133,25 +143,39 @@ def new_model(model: ModelSpec, num_classes: int):
 
 def load_pretrained(model: ModelSpec, weights_dir: str):
   """The pre-trained extractor with its source classifier head (``logits`` layer)."""
-  return models.get(model.preset, weights=weights_path(weights_dir, model), seed=model.seed,
-                    **model.options)
+  return models.get(
+      model.preset, weights=weights_path(weights_dir, model), seed=model.seed, **model.options
+  )
 
 
 def for_finetuning(model: ModelSpec, weights_dir: str, num_classes: int, seed: int):
   """The pre-trained body with a fresh ``num_classes``-way head (initialised from ``seed``)."""
   params = models.load_params(weights_path(weights_dir, model))
   params.pop('head', None)
-  return models.get(model.preset, weights=params, num_classes=num_classes, seed=seed,
-                    **model.options)
+  return models.get(
+      model.preset, weights=params, num_classes=num_classes, seed=seed, **model.options
+  )
 
 
 def pretrain_config(model: ModelSpec) -> training.TrainConfig:
-  return training.TrainConfig(epochs=PRETRAIN_EPOCHS, batch_size=PRETRAIN_BATCH,
-                              lr=PRETRAIN_LR[model.arch], weight_decay=PRETRAIN_WEIGHT_DECAY,
-                              loss=model.loss, seed=model.seed)
+  return training.TrainConfig(
+      epochs=PRETRAIN_EPOCHS,
+      batch_size=PRETRAIN_BATCH,
+      lr=PRETRAIN_LR[model.arch],
+      weight_decay=PRETRAIN_WEIGHT_DECAY,
+      loss=model.loss,
+      seed=model.seed,
+  )
 
 
-def finetune_config(lr: float, epochs: int = FINETUNE_EPOCHS,
-                    seed: int = 0) -> training.TrainConfig:
-  return training.TrainConfig(epochs=epochs, batch_size=FINETUNE_BATCH, lr=lr,
-                              weight_decay=FINETUNE_WEIGHT_DECAY, loss='ce', seed=seed)
+def finetune_config(
+    lr: float, epochs: int = FINETUNE_EPOCHS, seed: int = 0
+) -> training.TrainConfig:
+  return training.TrainConfig(
+      epochs=epochs,
+      batch_size=FINETUNE_BATCH,
+      lr=lr,
+      weight_decay=FINETUNE_WEIGHT_DECAY,
+      loss='ce',
+      seed=seed,
+  )

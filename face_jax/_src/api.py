@@ -25,8 +25,9 @@ def _is_array(x) -> bool:
   return isinstance(x, (np.ndarray, jax.Array))
 
 
-def make_source(features, labels=None, *, source_probs=None, batch_size=None,
-                num_classes=None, dtype=None):
+def make_source(
+    features, labels=None, *, source_probs=None, batch_size=None, num_classes=None, dtype=None
+):
   """Wraps ``features`` (array or iterable of batches) in a host source.
 
   Returns:
@@ -41,27 +42,35 @@ def make_source(features, labels=None, *, source_probs=None, batch_size=None,
     acc = dtype or ('float64' if np.asarray(feats).dtype == np.float64 else 'float32')
     extras = {}
     if source_probs is not None:
-      extras['source_probs'] = (jax.device_get(source_probs)
-                                if isinstance(source_probs, jax.Array) else source_probs)
+      extras['source_probs'] = (
+          jax.device_get(source_probs) if isinstance(source_probs, jax.Array) else source_probs
+      )
     labels = jax.device_get(labels) if isinstance(labels, jax.Array) else labels
-    src = sources.ArraySource(feats, labels, extras=extras, batch_size=batch_size,
-                              num_classes=num_classes, feat_dtype=acc)
+    src = sources.ArraySource(
+        feats, labels, extras=extras, batch_size=batch_size, num_classes=num_classes, feat_dtype=acc
+    )
     return src, acc
   if labels is not None or source_probs is not None:
-    raise InputError('with streamed input, labels (and source_probs) travel inside each batch; '
-                     'pass labels=None')
-  if isinstance(features, (str, bytes)) or not (isinstance(features, Iterable)
-                                                or callable(features)):
-    raise InputError('features must be an array or an iterable of batches, got '
-                     f'{type(features).__name__}')
-  src = sources.IterableSource(features, num_classes=num_classes, batch_size=batch_size,
-                               dtype=dtype)
+    raise InputError(
+        'with streamed input, labels (and source_probs) travel inside each batch; '
+        'pass labels=None'
+    )
+  if isinstance(features, (str, bytes)) or not (
+      isinstance(features, Iterable) or callable(features)
+  ):
+    raise InputError(
+        'features must be an array or an iterable of batches, got ' f'{type(features).__name__}'
+    )
+  src = sources.IterableSource(
+      features, num_classes=num_classes, batch_size=batch_size, dtype=dtype
+  )
   acc = dtype or ('float64' if src.feat_dtype == np.float64 else 'float32')
   return src, acc
 
 
-def route_options(metrics: Sequence[str], options: Mapping[str, Any],
-                  metric_options: Mapping[str, Any] | None):
+def route_options(
+    metrics: Sequence[str], options: Mapping[str, Any], metric_options: Mapping[str, Any] | None
+):
   """Each requested metric's options instance, from flat and per-metric options.
 
   Args:
@@ -87,8 +96,9 @@ def route_options(metrics: Sequence[str], options: Mapping[str, Any],
     takers = [i for i in infos if name in i.option_names()]
     if not takers:
       valid = sorted({o for i in infos for o in i.option_names()})
-      raise InputError(f'option {name!r} is not accepted by any of {list(metrics)}; '
-                       f'valid options: {valid}')
+      raise InputError(
+          f'option {name!r} is not accepted by any of {list(metrics)}; ' f'valid options: {valid}'
+      )
     for i in takers:
       per[i.name][name] = value
   for m, opts in (metric_options or {}).items():
@@ -97,25 +107,37 @@ def route_options(metrics: Sequence[str], options: Mapping[str, Any],
     info = registry.get(m)
     if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
       if not isinstance(opts, info.options):
-        raise InputError(f'metric_options[{m!r}] is a {type(opts).__name__}; {m} takes '
-                         f'{info.options.__name__} (or a dict of its fields)')
+        raise InputError(
+            f'metric_options[{m!r}] is a {type(opts).__name__}; {m} takes '
+            f'{info.options.__name__} (or a dict of its fields)'
+        )
       instances[m] = opts
       continue
     for name, value in opts.items():
       if name not in info.option_names():
         raise InputError(f'{m} has no option {name!r}; valid: {sorted(info.option_names())}')
       per[m][name] = value
-  out = {i.name: instances[i.name] if i.name in instances else i.options(**per[i.name])
-         for i in infos}
+  out = {
+      i.name: instances[i.name] if i.name in instances else i.options(**per[i.name]) for i in infos
+  }
   return infos, out
 
 
-def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_probs=None,
-          batch_size: int | None = None, num_classes: int | None = None,
-          dtype: str | None = None, mesh=None, engine: engine_lib.Engine | None = None,
-          progress: Callable[[engine_lib.PassProgress], None] | None = None,
-          metric_options: Mapping[str, Any] | None = None,
-          **options) -> dict[str, Any]:
+def score(
+    features,
+    labels=None,
+    *,
+    metrics: Sequence[str] = ('face',),
+    source_probs=None,
+    batch_size: int | None = None,
+    num_classes: int | None = None,
+    dtype: str | None = None,
+    mesh=None,
+    engine: engine_lib.Engine | None = None,
+    progress: Callable[[engine_lib.PassProgress], None] | None = None,
+    metric_options: Mapping[str, Any] | None = None,
+    **options,
+) -> dict[str, Any]:
   """Computes several transferability metrics in as few passes over the data as they allow.
 
   The union of the statistics the metrics need is accumulated in one pass
@@ -156,8 +178,14 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
   if not metrics:
     raise InputError('metrics is empty')
   infos, per = route_options(metrics, options, metric_options)
-  src, acc = make_source(features, labels, source_probs=source_probs, batch_size=batch_size,
-                         num_classes=num_classes, dtype=dtype)
+  src, acc = make_source(
+      features,
+      labels,
+      source_probs=source_probs,
+      batch_size=batch_size,
+      num_classes=num_classes,
+      dtype=dtype,
+  )
   for i in infos:
     missing = [n for n in i.needs if n not in src.extras_shapes]
     if missing:
@@ -165,19 +193,32 @@ def score(features, labels=None, *, metrics: Sequence[str] = ('face',), source_p
   eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
   if eng.dtype != acc:
     raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
-  info = engine_lib.StreamInfo(name='features', dim=src.dim, num_classes=src.num_classes,
-                               label_counts=src.label_counts, extras=src.extras_shapes,
-                               reiterable=src.reiterable)
+  info = engine_lib.StreamInfo(
+      name='features',
+      dim=src.dim,
+      num_classes=src.num_classes,
+      label_counts=src.label_counts,
+      extras=src.extras_shapes,
+      reiterable=src.reiterable,
+  )
   plans = {'features': {i.name: i.plan(info, per[i.name], acc) for i in infos}}
   run = plan_lib.run_plans(eng, src, plans)
   return dict(run.results['features'])
 
 
-def face_score(features, labels=None, *, num_classes: int | None = None,
-               batch_size: int | None = None, dtype: str | None = None, mesh=None,
-               engine: engine_lib.Engine | None = None,
-               progress: Callable[[engine_lib.PassProgress], None] | None = None,
-               options: FaceOptions | None = None, **face_options):
+def face_score(
+    features,
+    labels=None,
+    *,
+    num_classes: int | None = None,
+    batch_size: int | None = None,
+    dtype: str | None = None,
+    mesh=None,
+    engine: engine_lib.Engine | None = None,
+    progress: Callable[[engine_lib.PassProgress], None] | None = None,
+    options: FaceOptions | None = None,
+    **face_options,
+):
   """FaCe (Fair Collapse) of one model's features on a target dataset.
 
   See ``face_jax.FaceOptions`` for the variants (and their defaults, the
@@ -214,12 +255,22 @@ def face_score(features, labels=None, *, num_classes: int | None = None,
   fields = {f.name for f in dataclasses.fields(FaceOptions)}
   unknown = sorted(set(face_options) - fields)
   if unknown:
-    raise InputError(f'face_score got unknown option(s) {unknown}; FaceOptions fields: '
-                     f'{sorted(fields)}')
+    raise InputError(
+        f'face_score got unknown option(s) {unknown}; FaceOptions fields: ' f'{sorted(fields)}'
+    )
   if options is not None and not isinstance(options, FaceOptions):
     raise InputError(f'options must be a FaceOptions, got {type(options).__name__}')
   opts = dataclasses.replace(options or FaceOptions(), **face_options)
-  out = score(features, labels, metrics=('face',), batch_size=batch_size,
-              num_classes=num_classes, dtype=dtype, mesh=mesh, engine=engine, progress=progress,
-              metric_options={'face': opts})
+  out = score(
+      features,
+      labels,
+      metrics=('face',),
+      batch_size=batch_size,
+      num_classes=num_classes,
+      dtype=dtype,
+      mesh=mesh,
+      engine=engine,
+      progress=progress,
+      metric_options={'face': opts},
+  )
   return out['face']

@@ -60,9 +60,9 @@ MOMENTS_TARGET = 'face_jax_class_moments'
 ACCUMULATE_TARGET = 'face_jax_accumulate_moments'
 CLASS_SCATTER_TARGET = 'face_jax_accumulate_class_scatter'
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'moments.cc')
-_SSYRK_SYMBOLS = ('scipy_cblas_ssyrk64_', 'cblas_ssyrk64_')   # ILP64 cblas_ssyrk only
+_SSYRK_SYMBOLS = ('scipy_cblas_ssyrk64_', 'cblas_ssyrk64_')  # ILP64 cblas_ssyrk only
 _STATUS = {'available': None, 'detail': 'not tried yet'}
-_KEEP = []   # keeps the loaded libraries alive
+_KEEP = []  # keeps the loaded libraries alive
 
 
 def _cache_dir() -> str:
@@ -82,6 +82,7 @@ def _compiler() -> str | None:
 def _build() -> str:
   """Path of the compiled handler library (built on first use, atomically)."""
   import jaxlib  # pylint: disable=g-import-not-at-top
+
   with open(_SOURCE, 'rb') as f:
     src = f.read()
   key = hashlib.sha256(src + jaxlib.__version__.encode()).hexdigest()[:16]
@@ -96,12 +97,24 @@ def _build() -> str:
   os.close(fd)
   try:
     # -ffp-contract=off: the two-sums need every product and sum rounded as written.
-    cmd = [cxx, '-O3', '-ffp-contract=off', '-std=c++17', '-shared', '-fPIC', '-w',
-           '-I', jax.ffi.include_dir(), _SOURCE, '-o', tmp]
+    cmd = [
+        cxx,
+        '-O3',
+        '-ffp-contract=off',
+        '-std=c++17',
+        '-shared',
+        '-fPIC',
+        '-w',
+        '-I',
+        jax.ffi.include_dir(),
+        _SOURCE,
+        '-o',
+        tmp,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
       raise RuntimeError(f'compiling {_SOURCE} failed: {proc.stderr.strip()[-2000:]}')
-    os.replace(tmp, path)            # atomic: concurrent builders agree on the result
+    os.replace(tmp, path)  # atomic: concurrent builders agree on the result
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -111,8 +124,10 @@ def _build() -> str:
 def _numpy_ssyrk() -> int:
   """Address of the ILP64 cblas_ssyrk in numpy's bundled OpenBLAS."""
   root = os.path.dirname(os.path.dirname(np.__file__))
-  libs = sorted(glob.glob(os.path.join(root, 'numpy.libs', '*openblas*'))
-                + glob.glob(os.path.join(os.path.dirname(np.__file__), '.dylibs', '*openblas*')))
+  libs = sorted(
+      glob.glob(os.path.join(root, 'numpy.libs', '*openblas*'))
+      + glob.glob(os.path.join(os.path.dirname(np.__file__), '.dylibs', '*openblas*'))
+  )
   for lib in libs:
     try:
       handle = ctypes.CDLL(lib)
@@ -123,8 +138,10 @@ def _numpy_ssyrk() -> int:
       if fn is not None:
         _KEEP.append(handle)
         return ctypes.cast(fn, ctypes.c_void_p).value
-  raise RuntimeError(f'no ILP64 cblas_ssyrk ({", ".join(_SSYRK_SYMBOLS)}) in numpy\'s bundled '
-                     f'OpenBLAS (looked in {libs or "numpy.libs: none found"})')
+  raise RuntimeError(
+      f'no ILP64 cblas_ssyrk ({", ".join(_SSYRK_SYMBOLS)}) in numpy\'s bundled '
+      f'OpenBLAS (looked in {libs or "numpy.libs: none found"})'
+  )
 
 
 def available() -> bool:
@@ -139,19 +156,23 @@ def available() -> bool:
       lib = ctypes.CDLL(_build())
       lib.face_jax_set_ssyrk.argtypes = [ctypes.c_void_p]
       lib.face_jax_set_ssyrk(addr)
-      jax.ffi.register_ffi_target(MOMENTS_TARGET, jax.ffi.pycapsule(lib.FaceJaxClassMoments),
-                                  platform='cpu')
-      jax.ffi.register_ffi_target(ACCUMULATE_TARGET,
-                                  jax.ffi.pycapsule(lib.FaceJaxAccumulateMoments), platform='cpu')
-      jax.ffi.register_ffi_target(CLASS_SCATTER_TARGET,
-                                  jax.ffi.pycapsule(lib.FaceJaxAccumulateClassScatter),
-                                  platform='cpu')
+      jax.ffi.register_ffi_target(
+          MOMENTS_TARGET, jax.ffi.pycapsule(lib.FaceJaxClassMoments), platform='cpu'
+      )
+      jax.ffi.register_ffi_target(
+          ACCUMULATE_TARGET, jax.ffi.pycapsule(lib.FaceJaxAccumulateMoments), platform='cpu'
+      )
+      jax.ffi.register_ffi_target(
+          CLASS_SCATTER_TARGET, jax.ffi.pycapsule(lib.FaceJaxAccumulateClassScatter), platform='cpu'
+      )
       _KEEP.append(lib)
     except Exception as e:  # pylint: disable=broad-except
       _STATUS['detail'] = f'unavailable ({type(e).__name__}: {e}); Moments uses its XLA code'
       return False
     _STATUS['available'] = True
-    _STATUS['detail'] = "face_jax CPU kernels (one pass over the rows + BLAS ssyrk of numpy's OpenBLAS, XLA FFI)"
+    _STATUS['detail'] = (
+        "face_jax CPU kernels (one pass over the rows + BLAS ssyrk of numpy's OpenBLAS, XLA FFI)"
+    )
   return bool(_STATUS['available'])
 
 
@@ -166,8 +187,9 @@ def _require():
     raise RuntimeError(f'the face_jax CPU kernel is not available: {status()}')
 
 
-def class_moments(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array,
-                  weight: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def class_moments(
+    x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One batch of ``stats.Moments`` in one pass over the rows (CPU only, float32).
 
   Args:
@@ -181,13 +203,24 @@ def class_moments(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array,
   _require()
   k, d = shift.shape
   f32 = jnp.float32
-  out = (jax.ShapeDtypeStruct((k,), f32), jax.ShapeDtypeStruct((k, d), f32),
-         jax.ShapeDtypeStruct((k, d), f32), jax.ShapeDtypeStruct((d, d), f32))
+  out = (
+      jax.ShapeDtypeStruct((k,), f32),
+      jax.ShapeDtypeStruct((k, d), f32),
+      jax.ShapeDtypeStruct((k, d), f32),
+      jax.ShapeDtypeStruct((d, d), f32),
+  )
   return jax.ffi.ffi_call(MOMENTS_TARGET, out)(x, y, m, shift, weight)
 
 
-def accumulate_moments(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array,
-                       weight: jax.Array, hi: tuple, lo: tuple) -> tuple[tuple, tuple]:
+def accumulate_moments(
+    x: jax.Array,
+    y: jax.Array,
+    m: jax.Array,
+    shift: jax.Array,
+    weight: jax.Array,
+    hi: tuple,
+    lo: tuple,
+) -> tuple[tuple, tuple]:
   """Adds one batch into the compensated accumulator pair in place (CPU only, float32).
 
   Args:
@@ -203,14 +236,15 @@ def accumulate_moments(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Arra
   _require()
   state = tuple(hi) + tuple(lo)
   out = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in state)
-  res = jax.ffi.ffi_call(ACCUMULATE_TARGET, out,
-                         input_output_aliases={5 + j: j for j in range(8)})(
-                             x, y, m, shift, weight, *state)
+  res = jax.ffi.ffi_call(ACCUMULATE_TARGET, out, input_output_aliases={5 + j: j for j in range(8)})(
+      x, y, m, shift, weight, *state
+  )
   return tuple(res[:4]), tuple(res[4:])
 
 
-def accumulate_class_scatter(x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array,
-                             hi: tuple, lo: tuple) -> tuple[tuple, tuple]:
+def accumulate_class_scatter(
+    x: jax.Array, y: jax.Array, m: jax.Array, shift: jax.Array, hi: tuple, lo: tuple
+) -> tuple[tuple, tuple]:
   """Adds one batch of ``stats.ClassScatter`` into its compensated pair in place (CPU, float32).
 
   The rows are grouped by class and each class present gets one ``ssyrk`` of its own
@@ -230,6 +264,7 @@ def accumulate_class_scatter(x: jax.Array, y: jax.Array, m: jax.Array, shift: ja
   _require()
   state = tuple(hi) + tuple(lo)
   out = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in state)
-  res = jax.ffi.ffi_call(CLASS_SCATTER_TARGET, out,
-                         input_output_aliases={4 + j: j for j in range(6)})(x, y, m, shift, *state)
+  res = jax.ffi.ffi_call(
+      CLASS_SCATTER_TARGET, out, input_output_aliases={4 + j: j for j in range(6)}
+  )(x, y, m, shift, *state)
   return tuple(res[:3]), tuple(res[3:])

@@ -60,9 +60,12 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL (one constant, in numerics, shared with face_jax.dense).
 # Health counters per stream and step (see ``health_counts``).
-HEALTH_FIELDS = ('non-finite feature values', 'labels outside [0, num_classes)',
-                 'invalid source_probs rows (source_probs must be probabilities: finite, '
-                 f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})')
+HEALTH_FIELDS = (
+    'non-finite feature values',
+    'labels outside [0, num_classes)',
+    'invalid source_probs rows (source_probs must be probabilities: finite, '
+    f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})',
+)
 
 
 def default_mesh(devices=None) -> Mesh:
@@ -104,8 +107,12 @@ class Request:
 
   def key(self) -> Hashable:
     """Identity for de-duplication: equal keys accumulate the same numbers."""
-    return (self.stat.__module__, self.stat.__qualname__, self.spec,
-            tuple(sorted((k, _fingerprint(v)) for k, v in self.params.items())))
+    return (
+        self.stat.__module__,
+        self.stat.__qualname__,
+        self.spec,
+        tuple(sorted((k, _fingerprint(v)) for k, v in self.params.items())),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,14 +180,18 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
   nonfinite = jax.lax.cond(
       jnp.any(bad_rows),
       lambda: jnp.sum(jnp.where(bad_rows[:, None], ~jnp.isfinite(f), False), dtype=jnp.int32),
-      lambda: jnp.sum(bad_rows, dtype=jnp.int32))   # 0 here (and varying like the other branch)
+      lambda: jnp.sum(bad_rows, dtype=jnp.int32),
+  )  # 0 here (and varying like the other branch)
   y = batch.labels
   bad_labels = jnp.sum(m & ((y < 0) | (y >= num_classes)), dtype=jnp.int32)
   bad_probs = jnp.zeros((), jnp.int32)
   if 'source_probs' in batch.extras:
     p = batch.extras['source_probs'].astype(jnp.float32)
-    ok = (jnp.all(jnp.isfinite(p), axis=-1) & jnp.all(p >= 0, axis=-1)
-          & (jnp.abs(jnp.sum(p, axis=-1) - 1.0) <= PROBS_SUM_ATOL))
+    ok = (
+        jnp.all(jnp.isfinite(p), axis=-1)
+        & jnp.all(p >= 0, axis=-1)
+        & (jnp.abs(jnp.sum(p, axis=-1) - 1.0) <= PROBS_SUM_ATOL)
+    )
     bad_probs = jnp.sum(m & ~ok, dtype=jnp.int32)
   return jnp.stack([nonfinite, bad_labels, bad_probs])
 
@@ -202,7 +213,7 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
       health.append(health_counts(b, k))
       new = []
       for slot, (stat, spec) in enumerate(reqs):
-        hi, lo = states[stream][slot]        # this device's slot: leaves [1, ...]
+        hi, lo = states[stream][slot]  # this device's slot: leaves [1, ...]
         if compensated:
           new.append(stat.accumulate(spec, params[stream][slot], b, hi, lo))
         else:
@@ -211,8 +222,9 @@ def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
       new_states[stream] = tuple(new)
     return new_states, jnp.stack(health)[None]
 
-  smap = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P(DATA), P()),
-                       out_specs=(P(DATA), P(DATA)))
+  smap = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(DATA), P(DATA), P()), out_specs=(P(DATA), P(DATA))
+  )
 
   def step(states, raw, params, aux):
     TRACE_COUNTS['step'] += 1
@@ -253,10 +265,10 @@ def _build_reduce(mesh: Mesh):
       if isinstance(t, stats_lib.Statistic):
         return t.psum(DATA)
       return t  # ``lo`` placeholder (None) when not compensated
+
     return jax.tree.map(red, states, is_leaf=lambda t: isinstance(t, stats_lib.Statistic))
 
-  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(DATA), out_specs=P()),
-                 donate_argnums=0)
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(DATA), out_specs=P()), donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -299,13 +311,19 @@ class Engine:
     check_lag: how many steps late the host reads the health counters.
   """
 
-  def __init__(self, mesh: Mesh | None = None, *, dtype: str = 'float32',
-               compensated: bool | None = None,
-               progress: Callable[[PassProgress], None] | None = None,
-               progress_every: int = 100, check_lag: int = 2):
+  def __init__(
+      self,
+      mesh: Mesh | None = None,
+      *,
+      dtype: str = 'float32',
+      compensated: bool | None = None,
+      progress: Callable[[PassProgress], None] | None = None,
+      progress_every: int = 100,
+      check_lag: int = 2,
+  ):
     self.mesh = mesh if mesh is not None else default_mesh()
     if tuple(self.mesh.axis_names) != (DATA,):
-      raise ValueError(f"the mesh must be 1-D with axis name {DATA!r}, got {self.mesh.axis_names}")
+      raise ValueError(f'the mesh must be 1-D with axis name {DATA!r}, got {self.mesh.axis_names}')
     self.dtype = str(np.dtype(dtype))
     if self.dtype not in ('float32', 'float64'):
       raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -370,8 +388,15 @@ class Engine:
 
   # -- one pass ---------------------------------------------------------------
 
-  def run_pass(self, source, requests: Mapping[str, Mapping[Hashable, Request]], *,
-               featurizer=features_featurizer, aux=None, pass_index: int = 0):
+  def run_pass(
+      self,
+      source,
+      requests: Mapping[str, Mapping[Hashable, Request]],
+      *,
+      featurizer=features_featurizer,
+      aux=None,
+      pass_index: int = 0,
+  ):
     """Streams ``source`` once and returns finalised statistics.
 
     Args:
@@ -438,19 +463,24 @@ class Engine:
       if (stream, slot) not in done:
         hi, lo = host[stream][slot]
         r = uniq[(stream, slot)]
-        done[(stream, slot)] = r.stat.finalize_compensated(r.spec, params_host[stream][slot],
-                                                           hi, lo)
+        done[(stream, slot)] = r.stat.finalize_compensated(
+            r.spec, params_host[stream][slot], hi, lo
+        )
       out.setdefault(stream, {})[name] = done[(stream, slot)]
     return out
 
   def _resolve_params(self, layout, uniq, raw, featurizer, aux):
     """Host params per stream and slot, cast to the accumulation dtype; FIRST_BATCH_SHIFT resolved."""
-    need_shift = tuple((stream, k, self.dtype) for stream, k, reqs in layout
-                       if any(uniq[(stream, i)].params.get('shift') is FIRST_BATCH_SHIFT
-                              for i in range(len(reqs))))
+    need_shift = tuple(
+        (stream, k, self.dtype)
+        for stream, k, reqs in layout
+        if any(uniq[(stream, i)].params.get('shift') is FIRST_BATCH_SHIFT for i in range(len(reqs)))
+    )
     shifts = {}
     if need_shift:
-      shifts = jax.device_get(_build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux))
+      shifts = jax.device_get(
+          _build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux)
+      )
     dt = np.dtype(self.dtype)
     out = {}
     for stream, _, reqs in layout:
@@ -494,6 +524,7 @@ def _synchronised(source) -> Iterator[tuple[dict, str]]:
     yield from it
     return
   from jax.experimental import multihost_utils
+
   while True:
     item = next(it, None)
     done = item is None

@@ -45,8 +45,9 @@ def nearest_indices(src: int, dst: int) -> jax.Array:
   return jnp.clip(jnp.floor((jnp.arange(dst) + 0.5) * src / dst).astype(jnp.int32), 0, src - 1)
 
 
-def pixel_batch(features: jax.Array, labels: jax.Array, mask: jax.Array,
-                seg: Segmentation) -> stats_lib.Batch:
+def pixel_batch(
+    features: jax.Array, labels: jax.Array, mask: jax.Array, seg: Segmentation
+) -> stats_lib.Batch:
   """Dense features [B, h, w, C] + label maps [B, H, W] -> one sample per pixel.
 
   Returns a ``Batch`` of B·P rows (P = H·W or h·w by ``seg.resize``); pixels
@@ -62,8 +63,9 @@ def pixel_batch(features: jax.Array, labels: jax.Array, mask: jax.Array,
       labels = labels[:, nearest_indices(hl, h)][:, :, nearest_indices(wl, w)]
   keep = (labels != seg.ignore_label) & mask[:, None, None]
   labels = jnp.where(keep, labels, 0)
-  return stats_lib.Batch(features.reshape(-1, c), labels.reshape(-1).astype(jnp.int32),
-                         keep.reshape(-1))
+  return stats_lib.Batch(
+      features.reshape(-1, c), labels.reshape(-1).astype(jnp.int32), keep.reshape(-1)
+  )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -91,6 +93,7 @@ class ModelFeaturizer:
       return {l: pixel_batch(feats[l], label, mask, self.segmentation) for l in self.layers}
     extras = {'_index': raw['_index']}
     if self.source_probs_layer is not None:
-      extras['source_probs'] = jax.nn.softmax(feats[self.source_probs_layer].astype(jnp.float32),
-                                              axis=-1)
+      extras['source_probs'] = jax.nn.softmax(
+          feats[self.source_probs_layer].astype(jnp.float32), axis=-1
+      )
     return {l: stats_lib.Batch(feats[l], label, mask, dict(extras)) for l in self.layers}

@@ -33,8 +33,9 @@ def sym_eig_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return w[::-1], v[:, ::-1]
 
 
-def pinv_trace(a: np.ndarray, b: np.ndarray, rtol: float,
-               max_rank: int | None = None) -> tuple[float, int]:
+def pinv_trace(
+    a: np.ndarray, b: np.ndarray, rtol: float, max_rank: int | None = None
+) -> tuple[float, int]:
   """(trace(pinv(a) @ b), rank kept) for symmetric ``a``, ``b`` [D, D].
 
   Eigenpairs of ``a`` with |λ| > rtol·max|λ| are kept (numpy/torch ``pinv``

@@ -43,8 +43,9 @@ class PlanRun:
   passes: int
 
 
-def run_plans(engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *,
-              featurizer=None, aux=None) -> PlanRun:
+def run_plans(
+    engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *, featurizer=None, aux=None
+) -> PlanRun:
   """Runs plans in lock step over as few passes of ``source`` as they allow.
 
   Args:
@@ -69,7 +70,8 @@ def run_plans(engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *
       raise InputError(
           f'{", ".join(waiting)} need(s) another pass over the data, but the input is a one-shot '
           'iterator; pass a list, a re-iterable object or a callable returning a fresh iterator '
-          '(or, for FaCe, weighting="sample")')
+          '(or, for FaCe, weighting="sample")'
+      )
     requests: dict = {}
     for (stream, name), (_, reqs) in active.items():
       for rname, req in reqs.items():
@@ -85,8 +87,13 @@ def run_plans(engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *
 
 # Numerical failures of a metric's host-side maths on degenerate data (constant
 # features, no within-class variance, classes collapsed to points, ...).
-_NUMERICAL_ERRORS = (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError,
-                     IndexError)
+_NUMERICAL_ERRORS = (
+    np.linalg.LinAlgError,
+    ValueError,
+    ZeroDivisionError,
+    FloatingPointError,
+    IndexError,
+)
 
 
 def _advance(results, active, stream, name, gen, got):
@@ -95,17 +102,21 @@ def _advance(results, active, stream, name, gen, got):
     reqs = gen.send(got) if got is not None else next(gen)
   except StopIteration as stop:
     if _has_nan(stop.value):
-      raise InputError(f'{where} is undefined on these features (its computation gave NaN); '
-                       'typical causes: constant features, no within-class variance, or every '
-                       'class collapsed to a point') from None
+      raise InputError(
+          f'{where} is undefined on these features (its computation gave NaN); '
+          'typical causes: constant features, no within-class variance, or every '
+          'class collapsed to a point'
+      ) from None
     results[stream][name] = stop.value
     return
   except InputError:
     raise
   except _NUMERICAL_ERRORS as e:
-    raise InputError(f'{where} cannot be computed on these features ({type(e).__name__}: {e}); '
-                     'typical causes: constant features, no within-class variance, or every '
-                     'class collapsed to a point') from e
+    raise InputError(
+        f'{where} cannot be computed on these features ({type(e).__name__}: {e}); '
+        'typical causes: constant features, no within-class variance, or every '
+        'class collapsed to a point'
+    ) from e
   if not reqs:
     raise RuntimeError(f'plan {name!r} yielded no requests')
   active[(stream, name)] = (gen, dict(reqs))

@@ -17,6 +17,7 @@ import numpy as np
 
 from face_jax._src.errors import InputError
 
+
 def minmax_normalise(values: Mapping[str, float], component: str = 'value') -> dict[str, float]:
   """Min–max normalises ``{model: value}`` over the pool to [0, 1].
 
@@ -26,8 +27,9 @@ def minmax_normalise(values: Mapping[str, float], component: str = 'value') -> d
   """
   for model, v in values.items():
     if not math.isfinite(float(v)):
-      raise InputError(f'cannot min-max normalise {component!r}: model {model!r} has value {v} '
-                       '(not finite)')
+      raise InputError(
+          f'cannot min-max normalise {component!r}: model {model!r} has value {v} ' '(not finite)'
+      )
   if not values:
     return {}
   arr = np.array([float(v) for v in values.values()], np.float64)
@@ -37,8 +39,9 @@ def minmax_normalise(values: Mapping[str, float], component: str = 'value') -> d
   return {m: float((float(v) - lo) / (hi - lo)) for m, v in values.items()}
 
 
-def pool_minmax(components: Mapping[str, Mapping[str, float]],
-                weights: Mapping[str, float]) -> dict[str, float]:
+def pool_minmax(
+    components: Mapping[str, Mapping[str, float]], weights: Mapping[str, float]
+) -> dict[str, float]:
   """Weighted sum of pool-normalised components.
 
   Args:
@@ -77,8 +80,9 @@ def pool_minmax(components: Mapping[str, Mapping[str, float]],
   return out
 
 
-def named_components(components: Mapping[str, Any], names: tuple[str, ...],
-                     fn: str) -> dict[str, dict]:
+def named_components(
+    components: Mapping[str, Any], names: tuple[str, ...], fn: str
+) -> dict[str, dict]:
   """Per-model components as ``{name: value}``.
 
   A model's entry may be a result object with a ``components()`` method
@@ -97,7 +101,8 @@ def named_components(components: Mapping[str, Any], names: tuple[str, ...],
       except TypeError:
         raise InputError(f'{fn}: model {m!r} has {vals!r}, expected components {names}') from None
       if len(vals) != len(names):
-        raise InputError(f'{fn}: model {m!r} has {len(vals)} components, expected '
-                         f'{len(names)} {names}')
+        raise InputError(
+            f'{fn}: model {m!r} has {len(vals)} components, expected ' f'{len(names)} {names}'
+        )
       out[m] = dict(zip(names, (float(v) for v in vals)))
   return out

@@ -58,8 +58,9 @@ _REGISTRY: dict[str, MetricInfo] = {}
 def register(info: MetricInfo) -> MetricInfo:
   """Adds ``info`` under ``info.name`` (``ValueError`` if the name is taken); returns it."""
   if not (isinstance(info.options, type) and dataclasses.is_dataclass(info.options)):
-    raise ValueError(f'metric {info.name!r}: options must be a dataclass type, '
-                     f'got {info.options!r}')
+    raise ValueError(
+        f'metric {info.name!r}: options must be a dataclass type, ' f'got {info.options!r}'
+    )
   if info.name in _REGISTRY:
     raise ValueError(f'metric {info.name!r} is already registered')
   _REGISTRY[info.name] = info

@@ -34,7 +34,9 @@ def _check_features(features, where: str, dim: int | None):
   if not np.issubdtype(features.dtype, np.floating):
     raise InputError(f'{where}: features must be floating point, got dtype {features.dtype}')
   if dim is not None and features.shape[1] != dim:
-    raise InputError(f'{where}: feature dim {features.shape[1]} differs from the first batch\'s {dim}')
+    raise InputError(
+        f"{where}: feature dim {features.shape[1]} differs from the first batch's {dim}"
+    )
 
 
 def _check_labels(labels, n: int, where: str):
@@ -52,8 +54,10 @@ def _check_extras(extras: Mapping[str, np.ndarray], n: int, where: str):
       raise InputError(f'{where}: extra {k!r} has shape {v.shape}, expected leading dim {n}')
     if k == 'source_probs':
       if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
-        raise InputError(f'{where}: source_probs must be a 2-D float array [batch, source classes], '
-                         f'got {v.dtype} {v.shape}')
+        raise InputError(
+            f'{where}: source_probs must be a 2-D float array [batch, source classes], '
+            f'got {v.dtype} {v.shape}'
+        )
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -75,7 +79,7 @@ def _steps(features, labels, extras, size: int, feat_dtype, where: str, first_in
   for j, lo in enumerate(starts):
     hi = min(lo + size, n)
     index = np.full((size,), -1, np.int32)
-    index[:hi - lo] = np.arange(first_index + lo, first_index + hi, dtype=np.int64)
+    index[: hi - lo] = np.arange(first_index + lo, first_index + hi, dtype=np.int64)
     raw = {
         'features': _pad_rows(np.asarray(features[lo:hi], feat_dtype), size),
         'label': _pad_rows(np.asarray(labels[lo:hi], np.int32), size),
@@ -96,8 +100,15 @@ class _SourceBase:
   label_counts: np.ndarray | None = None
   num_batches: int | None = None
 
-  def __init__(self, *, feat_dtype, local_batch_size: int, dim: int, num_classes: int | None,
-               extras_shapes: Mapping[str, tuple]):
+  def __init__(
+      self,
+      *,
+      feat_dtype,
+      local_batch_size: int,
+      dim: int,
+      num_classes: int | None,
+      extras_shapes: Mapping[str, tuple],
+  ):
     self.feat_dtype = np.dtype(feat_dtype)
     self.local_batch_size = int(local_batch_size)
     self.dim = int(dim)
@@ -107,8 +118,12 @@ class _SourceBase:
   def padding_batch(self) -> dict[str, np.ndarray]:
     """A fully masked step (for processes that run out of data first)."""
     b = self.local_batch_size
-    raw = {'features': np.zeros((b, self.dim), self.feat_dtype), 'label': np.zeros((b,), np.int32),
-           '_mask': np.zeros((b,), bool), '_index': np.full((b,), -1, np.int32)}
+    raw = {
+        'features': np.zeros((b, self.dim), self.feat_dtype),
+        'label': np.zeros((b,), np.int32),
+        '_mask': np.zeros((b,), bool),
+        '_index': np.full((b,), -1, np.int32),
+    }
     for k, shape in self.extras_shapes.items():
       raw[k] = np.zeros((b,) + tuple(shape), self.feat_dtype)
     return raw
@@ -143,9 +158,16 @@ class ArraySource(_SourceBase):
     feat_dtype: dtype the features are sent to the device in.
   """
 
-  def __init__(self, features, labels, *, extras: Mapping[str, Any] | None = None,
-               batch_size: int | None = None, num_classes: int | None = None,
-               feat_dtype=np.float32):
+  def __init__(
+      self,
+      features,
+      labels,
+      *,
+      extras: Mapping[str, Any] | None = None,
+      batch_size: int | None = None,
+      num_classes: int | None = None,
+      feat_dtype=np.float32,
+  ):
     self.features = _as_host(features, 'features')
     self.labels = _as_host(labels, 'labels')
     self.extras = {k: np.asarray(v) for k, v in (extras or {}).items()}
@@ -165,12 +187,17 @@ class ArraySource(_SourceBase):
       num_classes = int(labels_i.max()) + 1
     bad = (labels_i < 0) | (labels_i >= num_classes)
     if bad.any():
-      raise InputError(f'{int(bad.sum())} labels are outside [0, {num_classes}) '
-                       f'(first at row {int(np.argmax(bad))}: {int(labels_i[np.argmax(bad)])})')
-    super().__init__(feat_dtype=feat_dtype,
-                     local_batch_size=round_up(self.batch_size, _local_devices()),
-                     dim=self.features.shape[1], num_classes=num_classes,
-                     extras_shapes={k: v.shape[1:] for k, v in self.extras.items()})
+      raise InputError(
+          f'{int(bad.sum())} labels are outside [0, {num_classes}) '
+          f'(first at row {int(np.argmax(bad))}: {int(labels_i[np.argmax(bad)])})'
+      )
+    super().__init__(
+        feat_dtype=feat_dtype,
+        local_batch_size=round_up(self.batch_size, _local_devices()),
+        dim=self.features.shape[1],
+        num_classes=num_classes,
+        extras_shapes={k: v.shape[1:] for k, v in self.extras.items()},
+    )
     self.label_counts = np.bincount(labels_i, minlength=num_classes).astype(np.int64)
     self.num_batches = -(-n // self.batch_size)
     self.index_offset = 0
@@ -178,8 +205,9 @@ class ArraySource(_SourceBase):
       # Rows are numbered globally: this process's rows follow those of lower
       # process indices; label counts and num_batches are global too.
       from jax.experimental import multihost_utils
+
       ns = np.asarray(multihost_utils.process_allgather(np.array(n))).reshape(-1)
-      self.index_offset = int(ns[:jax.process_index()].sum())
+      self.index_offset = int(ns[: jax.process_index()].sum())
       all_counts = multihost_utils.process_allgather(self.label_counts)
       self.label_counts = np.asarray(all_counts).reshape(-1, num_classes).sum(0)
       self.num_batches = int(-(-ns.max() // self.batch_size))
@@ -189,8 +217,15 @@ class ArraySource(_SourceBase):
     for i, lo in enumerate(range(0, n, self.batch_size)):
       hi = min(lo + self.batch_size, n)
       ex = {k: v[lo:hi] for k, v in self.extras.items()}
-      yield from _steps(self.features[lo:hi], self.labels[lo:hi], ex, self.local_batch_size,
-                        self.feat_dtype, f'batch {i} (rows {lo}:{hi})', self.index_offset + lo)
+      yield from _steps(
+          self.features[lo:hi],
+          self.labels[lo:hi],
+          ex,
+          self.local_batch_size,
+          self.feat_dtype,
+          f'batch {i} (rows {lo}:{hi})',
+          self.index_offset + lo,
+      )
 
 
 def _unpack(item, i: int):
@@ -207,10 +242,12 @@ def _unpack(item, i: int):
     extras = dict(item[2]) if len(item) == 3 and item[2] is not None else {}
     mask = None
   else:
-    raise InputError(f'{where}: expected a (features, labels[, extras]) tuple or a dict with '
-                     f"'features' and 'labels', got {type(item).__name__}")
+    raise InputError(
+        f'{where}: expected a (features, labels[, extras]) tuple or a dict with '
+        f"'features' and 'labels', got {type(item).__name__}"
+    )
   if feats is None or labels is None:
-    raise InputError(f"{where}: both features and labels are required")
+    raise InputError(f'{where}: both features and labels are required')
   feats, labels = np.asarray(feats), np.asarray(labels)
   extras = {k: np.asarray(v) for k, v in extras.items()}
   _check_features(feats, where, None)
@@ -238,11 +275,14 @@ class IterableSource(_SourceBase):
       for float64 input).
   """
 
-  def __init__(self, batches, *, num_classes: int, batch_size: int | None = None,
-               dtype: str | None = None):
+  def __init__(
+      self, batches, *, num_classes: int, batch_size: int | None = None, dtype: str | None = None
+  ):
     if num_classes is None:
-      raise InputError('num_classes is required for streamed (iterable) input: '
-                       'the statistics have static shapes')
+      raise InputError(
+          'num_classes is required for streamed (iterable) input: '
+          'the statistics have static shapes'
+      )
     if callable(batches) and not isinstance(batches, Iterable):
       self._factory: Callable[[], Iterator] = batches
       self.reiterable = True
@@ -254,8 +294,10 @@ class IterableSource(_SourceBase):
       self._factory = lambda: iter(batches)
       self.reiterable = True
     else:
-      raise InputError(f'features must be an array, an iterable of batches or a callable, '
-                       f'got {type(batches).__name__}')
+      raise InputError(
+          f'features must be an array, an iterable of batches or a callable, '
+          f'got {type(batches).__name__}'
+      )
     self._used = False
     self._local_rows = None
     first_iter = self._fresh()
@@ -266,10 +308,13 @@ class IterableSource(_SourceBase):
     feats, labels, extras = _unpack(first, 0)
     self._peeked = (first, first_iter) if not self.reiterable else None
     size = int(batch_size) if batch_size else max(1, feats.shape[0])
-    super().__init__(feat_dtype=_feat_dtype_for(dtype, feats.dtype),
-                     local_batch_size=round_up(size, _local_devices()), dim=feats.shape[1],
-                     num_classes=int(num_classes),
-                     extras_shapes={k: v.shape[1:] for k, v in extras.items()})
+    super().__init__(
+        feat_dtype=_feat_dtype_for(dtype, feats.dtype),
+        local_batch_size=round_up(size, _local_devices()),
+        dim=feats.shape[1],
+        num_classes=int(num_classes),
+        extras_shapes={k: v.shape[1:] for k, v in extras.items()},
+    )
 
   def _index_offset(self) -> int:
     """Global row number of this process's first row.
@@ -283,16 +328,19 @@ class IterableSource(_SourceBase):
     if jax.process_count() == 1 or self._local_rows is None:
       return 0
     from jax.experimental import multihost_utils
+
     counts = np.asarray(multihost_utils.process_allgather(np.array(self._local_rows))).reshape(-1)
-    return int(counts[:jax.process_index()].sum())
+    return int(counts[: jax.process_index()].sum())
 
   def _fresh(self) -> Iterator:
     if self._factory is not None:
       return iter(self._factory())
     if self._used:
-      raise InputError('this stream is a one-shot iterator and was already consumed; pass a '
-                       'list, a re-iterable object, or a callable returning a fresh iterator '
-                       'to allow several passes')
+      raise InputError(
+          'this stream is a one-shot iterator and was already consumed; pass a '
+          'list, a re-iterable object, or a callable returning a fresh iterator '
+          'to allow several passes'
+      )
     self._used = True
     return self._once
 
@@ -309,9 +357,12 @@ class IterableSource(_SourceBase):
       feats, labels, extras = _unpack(item, i)
       _check_features(feats, f'batch {i}', self.dim)
       if set(extras) != set(self.extras_shapes):
-        raise InputError(f'batch {i}: extras {sorted(extras)} differ from the first batch\'s '
-                         f'{sorted(self.extras_shapes)}')
-      yield from _steps(feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}',
-                        offset + seen)
+        raise InputError(
+            f"batch {i}: extras {sorted(extras)} differ from the first batch's "
+            f'{sorted(self.extras_shapes)}'
+        )
+      yield from _steps(
+          feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}', offset + seen
+      )
       seen += feats.shape[0]
     self._local_rows = seen

@@ -78,7 +78,7 @@ class Statistic(struct.PyTreeNode):
   requires_extra: ClassVar[str | None] = None
 
   @classmethod
-  def empty(cls, spec) -> "Statistic":
+  def empty(cls, spec) -> 'Statistic':
     raise NotImplementedError
 
   @classmethod
@@ -86,10 +86,10 @@ class Statistic(struct.PyTreeNode):
     return {}
 
   @classmethod
-  def from_batch(cls, spec, params: Mapping[str, Array], batch: Batch) -> "Statistic":
+  def from_batch(cls, spec, params: Mapping[str, Array], batch: Batch) -> 'Statistic':
     raise NotImplementedError
 
-  def merge(self, other: "Statistic") -> "Statistic":
+  def merge(self, other: 'Statistic') -> 'Statistic':
     """Adds two partial statistics (associative, commutative; identity = empty)."""
     if type(self) is not type(other):
       raise TypeError(f'cannot merge {type(self).__name__} with {type(other).__name__}')
@@ -100,8 +100,9 @@ class Statistic(struct.PyTreeNode):
     return jax.tree.map(jnp.add, self, other)
 
   @classmethod
-  def accumulate(cls, spec, params: Mapping[str, Array], batch: Batch, hi: "Statistic",
-                 lo: "Statistic") -> tuple["Statistic", "Statistic"]:
+  def accumulate(
+      cls, spec, params: Mapping[str, Array], batch: Batch, hi: 'Statistic', lo: 'Statistic'
+  ) -> tuple['Statistic', 'Statistic']:
     """Adds one batch into a device's compensated accumulator pair: returns (hi', lo').
 
     ``hi + lo`` is the running sum, to about twice the working precision
@@ -113,21 +114,27 @@ class Statistic(struct.PyTreeNode):
     """
     return add_compensated(hi, lo, as_slot(cls.from_batch(spec, params, batch)))
 
-  def psum(self, axis_name) -> "Statistic":
+  def psum(self, axis_name) -> 'Statistic':
     """The cross-device (and cross-host) merge: one ``lax.psum`` of every leaf."""
     return jax.tree.map(lambda x: jax.lax.psum(x, axis_name), self)
 
   @classmethod
-  def finalize_compensated(cls, spec, params: Mapping[str, np.ndarray], hi: "Statistic",
-                           lo: "Statistic | None"):
+  def finalize_compensated(
+      cls, spec, params: Mapping[str, np.ndarray], hi: 'Statistic', lo: 'Statistic | None'
+  ):
     """Finalises the engine's merged accumulator pair (host arrays): ``finalize(hi + lo)``.
 
     ``hi + lo`` is formed in float64 (``lo`` is None without compensation).  A
     statistic with large leaves may override this to avoid materialising them in
     float64 at once (``ClassScatter`` finalises class by class).
     """
-    total = hi if lo is None else jax.tree.map(
-        lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo)
+    total = (
+        hi
+        if lo is None
+        else jax.tree.map(
+            lambda h, l: np.asarray(h, np.float64) + np.asarray(l, np.float64), hi, lo
+        )
+    )
     return total.finalize(spec, params)
 
   def finalize(self, spec, params: Mapping[str, np.ndarray]):
@@ -151,8 +158,10 @@ def add_compensated(hi, lo, contrib):
   """``two_sum`` of every leaf: (hi', lo') with hi' + lo' = hi + lo + contrib."""
   pairs = jax.tree.map(two_sum, hi, lo, contrib)
   is_pair = lambda t: isinstance(t, tuple)
-  return (jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair),
-          jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair))
+  return (
+      jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair),
+      jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair),
+  )
 
 
 def _accum_dtype(spec) -> jnp.dtype:
@@ -363,23 +372,29 @@ class Moments(Statistic):
   Memory: 2·K·D + K + D² accumulator elements (x2 with compensated sums).
   """
 
-  count: Array     # [K]
-  sum: Array       # [K, D]  Σ_{i∈k} z_i
-  sq_sum: Array    # [K, D]  Σ_{i∈k} z_i²
-  scatter: Array   # [D, D]  Σ_i w_{y_i} z_i z_iᵀ, upper triangle valid (lower: zeros or tile spill; [1, 1] if disabled)
+  count: Array  # [K]
+  sum: Array  # [K, D]  Σ_{i∈k} z_i
+  sq_sum: Array  # [K, D]  Σ_{i∈k} z_i²
+  scatter: Array  # [D, D]  Σ_i w_{y_i} z_i z_iᵀ, upper triangle valid (lower: zeros or tile spill; [1, 1] if disabled)
 
   @classmethod
   def empty(cls, spec: MomentsSpec) -> 'Moments':
     dt = _accum_dtype(spec)
     k, d = spec.num_classes, spec.dim
     sd = d if spec.scatter else 1
-    return cls(count=jnp.zeros((k,), dt), sum=jnp.zeros((k, d), dt),
-               sq_sum=jnp.zeros((k, d), dt), scatter=jnp.zeros((sd, sd), dt))
+    return cls(
+        count=jnp.zeros((k,), dt),
+        sum=jnp.zeros((k, d), dt),
+        sq_sum=jnp.zeros((k, d), dt),
+        scatter=jnp.zeros((sd, sd), dt),
+    )
 
   @classmethod
   def default_params(cls, spec: MomentsSpec) -> dict[str, np.ndarray]:
-    return {'shift': np.zeros((spec.num_classes, spec.dim), np.float64),
-            'weight': np.ones((spec.num_classes,), np.float64)}
+    return {
+        'shift': np.zeros((spec.num_classes, spec.dim), np.float64),
+        'weight': np.ones((spec.num_classes,), np.float64),
+    }
 
   @classmethod
   def prepare(cls, spec: MomentsSpec, params, batch: Batch) -> Batch:
@@ -399,8 +414,13 @@ class Moments(Statistic):
     # Labels of padding rows (and out-of-range labels, which the engine reports
     # as an error) are clamped so gathers stay in bounds.
     y = jnp.clip(batch.labels.astype(jnp.int32), 0, spec.num_classes - 1)
-    return (batch.features.astype(dt), y, batch.mask, params['shift'].astype(dt),
-            params['weight'].astype(dt))
+    return (
+        batch.features.astype(dt),
+        y,
+        batch.mask,
+        params['shift'].astype(dt),
+        params['weight'].astype(dt),
+    )
 
   @classmethod
   def uses_cpu_kernel(cls, spec: MomentsSpec, rows: int) -> bool:
@@ -411,21 +431,29 @@ class Moments(Statistic):
     product is large enough: ``rows · D² >= CPU_KERNEL_MIN_WORK``.  Other
     platforms never use them.
     """
-    return (spec.scatter and spec.scatter_kernel == 'auto' and _accum_dtype(spec) == jnp.float32
-            and rows * spec.dim ** 2 >= CPU_KERNEL_MIN_WORK and cpu_moments.available())
+    return (
+        spec.scatter
+        and spec.scatter_kernel == 'auto'
+        and _accum_dtype(spec) == jnp.float32
+        and rows * spec.dim**2 >= CPU_KERNEL_MIN_WORK
+        and cpu_moments.available()
+    )
 
   @classmethod
   def from_batch(cls, spec: MomentsSpec, params, batch: Batch) -> 'Moments':
     args = cls._args(spec, params, batch)
     if cls.uses_cpu_kernel(spec, batch.features.shape[0]):
       return jax.lax.platform_dependent(
-          *args, cpu=functools.partial(cls._from_batch_cpu, spec),
-          default=functools.partial(cls._from_batch_blocks, spec))
+          *args,
+          cpu=functools.partial(cls._from_batch_cpu, spec),
+          default=functools.partial(cls._from_batch_blocks, spec),
+      )
     return cls._from_batch_blocks(spec, *args)
 
   @classmethod
-  def accumulate(cls, spec: MomentsSpec, params, batch: Batch, hi: 'Moments',
-                 lo: 'Moments') -> tuple['Moments', 'Moments']:
+  def accumulate(
+      cls, spec: MomentsSpec, params, batch: Batch, hi: 'Moments', lo: 'Moments'
+  ) -> tuple['Moments', 'Moments']:
     """``Statistic.accumulate``; on CPU (``uses_cpu_kernel``) one in-place kernel call.
 
     The kernel two-sums the class counts, sums and squares row by row (the XLA
@@ -439,16 +467,18 @@ class Moments(Statistic):
 
     def cpu(x, y, m, shift, weight, hi, lo):
       leaves = lambda t: (t.count, t.sum, t.sq_sum, t.scatter)
-      h, l = cpu_moments.accumulate_moments(x, y, m.astype(x.dtype), shift, weight,
-                                            leaves(hi), leaves(lo))
+      h, l = cpu_moments.accumulate_moments(
+          x, y, m.astype(x.dtype), shift, weight, leaves(hi), leaves(lo)
+      )
       return cls(*(_like_varying(a, x) for a in h)), cls(*(_like_varying(a, x) for a in l))
 
     def default(x, y, m, shift, weight, hi, lo):
       contrib = cls._from_batch_blocks(spec, x, y, m, shift, weight)
       return add_compensated(hi, lo, as_slot(contrib))
 
-    return jax.lax.platform_dependent(*cls._args(spec, params, batch), hi, lo, cpu=cpu,
-                                      default=default)
+    return jax.lax.platform_dependent(
+        *cls._args(spec, params, batch), hi, lo, cpu=cpu, default=default
+    )
 
   @classmethod
   def _from_batch_cpu(cls, spec: MomentsSpec, x, y, m, shift, weight) -> 'Moments':
@@ -466,8 +496,10 @@ class Moments(Statistic):
     dt = x.dtype
     k = spec.num_classes
     bounds = block_bounds(spec.dim, spec.blocks if spec.scatter else 1)
-    zs = [jnp.where(m[:, None], x[:, lo:hi] - shift[:, lo:hi][y], jnp.zeros((), dt))
-          for lo, hi in zip(bounds[:-1], bounds[1:])]
+    zs = [
+        jnp.where(m[:, None], x[:, lo:hi] - shift[:, lo:hi][y], jnp.zeros((), dt))
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]
     count = jax.ops.segment_sum(m.astype(dt), y, num_segments=k)
     s = jnp.concatenate([jax.ops.segment_sum(z, y, num_segments=k) for z in zs], axis=1)
     sq = jnp.concatenate([jax.ops.segment_sum(z * z, y, num_segments=k) for z in zs], axis=1)
@@ -484,18 +516,19 @@ class Moments(Statistic):
     weight = np.asarray(params['weight'], np.float64)
     n = h.count
     safe = np.where(n > 0, n, 1.0)
-    mz = h.sum / safe[:, None]                       # mean of z per class
+    mz = h.sum / safe[:, None]  # mean of z per class
     means = np.where(n[:, None] > 0, shift + mz, 0.0)
     var = np.clip(h.sq_sum / safe[:, None] - mz * mz, 0.0, None)
     var = np.where(n[:, None] > 0, var, 0.0)
     within = None
     if spec.scatter:
-      corr = (h.sum * np.sqrt(weight / safe)[:, None])
+      corr = h.sum * np.sqrt(weight / safe)[:, None]
       within = symmetrize_upper(h.scatter) - corr.T @ corr
       within = 0.5 * (within + within.T)
     sums = means * n[:, None]
-    return ClassMoments(counts=n, sums=sums, means=means, var_diag=var,
-                        within_scatter=within, weight=weight)
+    return ClassMoments(
+        counts=n, sums=sums, means=means, var_diag=var, within_scatter=within, weight=weight
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,16 +583,17 @@ class ClassScatter(Statistic):
   tile and adds it to its class, a few tiles at a time.
   """
 
-  count: Array    # [K]
-  sum: Array      # [K, D]
+  count: Array  # [K]
+  sum: Array  # [K, D]
   scatter: Array  # [K, D, D] (CPU kernel: upper triangles; XLA code: full matrices)
 
   @classmethod
   def empty(cls, spec: ClassScatterSpec) -> 'ClassScatter':
     dt = _accum_dtype(spec)
     k, d = spec.num_classes, spec.dim
-    return cls(count=jnp.zeros((k,), dt), sum=jnp.zeros((k, d), dt),
-               scatter=jnp.zeros((k, d, d), dt))
+    return cls(
+        count=jnp.zeros((k,), dt), sum=jnp.zeros((k, d), dt), scatter=jnp.zeros((k, d, d), dt)
+    )
 
   @classmethod
   def default_params(cls, spec: ClassScatterSpec) -> dict[str, np.ndarray]:
@@ -568,8 +602,12 @@ class ClassScatter(Statistic):
   @classmethod
   def uses_cpu_kernel(cls, spec: ClassScatterSpec, rows: int) -> bool:
     """Whether CPU lowering of ``accumulate`` uses the ``cpu_moments`` class-scatter kernel."""
-    return (spec.scatter_kernel == 'auto' and _accum_dtype(spec) == jnp.float32
-            and rows * spec.dim ** 2 >= CPU_KERNEL_MIN_WORK and cpu_moments.available())
+    return (
+        spec.scatter_kernel == 'auto'
+        and _accum_dtype(spec) == jnp.float32
+        and rows * spec.dim**2 >= CPU_KERNEL_MIN_WORK
+        and cpu_moments.available()
+    )
 
   @classmethod
   def from_batch(cls, spec: ClassScatterSpec, params, batch: Batch) -> 'ClassScatter':
@@ -586,16 +624,16 @@ class ClassScatter(Statistic):
     k = spec.num_classes
     t = spec.tile_rows or class_tile_rows(b, k)
     n_tiles = -(-b // t) + min(k, b)
-    key = jnp.where(mask, y, k)                                  # padding rows sort last
+    key = jnp.where(mask, y, k)  # padding rows sort last
     order = jnp.argsort(key, stable=True)
     ys = key[order]
-    cnt = jnp.bincount(key, length=k + 1)[:k]                    # [K]
-    tiles = -(-cnt // t)                                         # tiles per class
-    first_tile = jnp.cumsum(tiles) - tiles                       # [K]
-    first_row = jnp.cumsum(cnt) - cnt                            # [K] in sorted order
+    cnt = jnp.bincount(key, length=k + 1)[:k]  # [K]
+    tiles = -(-cnt // t)  # tiles per class
+    first_tile = jnp.cumsum(tiles) - tiles  # [K]
+    first_row = jnp.cumsum(cnt) - cnt  # [K] in sorted order
     yc = jnp.minimum(ys, k - 1)
     dest = first_tile[yc] * t + (jnp.arange(b) - first_row[yc])
-    dest = jnp.where(ys < k, dest, n_tiles * t)                  # padding: dropped
+    dest = jnp.where(ys < k, dest, n_tiles * t)  # padding: dropped
     packed = jnp.zeros((n_tiles * t, d), z.dtype).at[dest].set(z[order], mode='drop')
     packed = packed.reshape(n_tiles, t, d)
     # The class of each tile (K for unused tiles, whose products are dropped).
@@ -604,12 +642,14 @@ class ClassScatter(Statistic):
     n_groups = -(-n_tiles // group)
     pad = n_groups * group - n_tiles
     packed = jnp.concatenate([packed, jnp.zeros((pad, t, d), z.dtype)]).reshape(
-        n_groups, group, t, d)
+        n_groups, group, t, d
+    )
     tile_class = jnp.concatenate([tile_class, jnp.full((pad,), k, tile_class.dtype)]).reshape(
-        n_groups, group)
+        n_groups, group
+    )
 
     def body(g, acc):
-      zt = packed[g]                                           # [group, T, D]
+      zt = packed[g]  # [group, T, D]
       prod = jnp.einsum('gtd,gte->gde', zt, zt, precision=HIGHEST)
       return acc.at[tile_class[g]].add(prod, mode='drop')
 
@@ -617,8 +657,9 @@ class ClassScatter(Statistic):
     return jax.lax.fori_loop(0, n_groups, body, init)
 
   @classmethod
-  def accumulate(cls, spec: ClassScatterSpec, params, batch: Batch, hi: 'ClassScatter',
-                 lo: 'ClassScatter') -> tuple['ClassScatter', 'ClassScatter']:
+  def accumulate(
+      cls, spec: ClassScatterSpec, params, batch: Batch, hi: 'ClassScatter', lo: 'ClassScatter'
+  ) -> tuple['ClassScatter', 'ClassScatter']:
     """``Statistic.accumulate``; on CPU (``uses_cpu_kernel``) one in-place kernel call."""
     if not cls.uses_cpu_kernel(spec, batch.features.shape[0]):
       return super().accumulate(spec, params, batch, hi, lo)
@@ -634,9 +675,11 @@ class ClassScatter(Statistic):
     def default(x, y, m, shift, hi, lo):
       z = jnp.where(m[:, None] > 0, x - shift[y], jnp.zeros((), dt))
       k = spec.num_classes
-      contrib = cls(count=jax.ops.segment_sum(m, y, num_segments=k),
-                    sum=jax.ops.segment_sum(z, y, num_segments=k),
-                    scatter=cls._tiled_scatter(spec, z, y, m > 0))
+      contrib = cls(
+          count=jax.ops.segment_sum(m, y, num_segments=k),
+          sum=jax.ops.segment_sum(z, y, num_segments=k),
+          scatter=cls._tiled_scatter(spec, z, y, m > 0),
+      )
       return add_compensated(hi, lo, as_slot(contrib))
 
     return jax.lax.platform_dependent(*args, hi, lo, cpu=cpu, default=default)
@@ -645,8 +688,9 @@ class ClassScatter(Statistic):
     return ClassScatter.finalize_compensated(spec, params, self, None)
 
   @classmethod
-  def finalize_compensated(cls, spec: ClassScatterSpec, params, hi: 'ClassScatter',
-                           lo: 'ClassScatter | None') -> 'ClassCovariances':
+  def finalize_compensated(
+      cls, spec: ClassScatterSpec, params, hi: 'ClassScatter', lo: 'ClassScatter | None'
+  ) -> 'ClassCovariances':
     """Counts and means in float64; the [K, D, D] sums stay as accumulated (no float64 copy)."""
     f64 = lambda a: np.asarray(jax.device_get(a), np.float64)
     n = f64(hi.count) + (0.0 if lo is None else f64(lo.count))
@@ -654,9 +698,13 @@ class ClassScatter(Statistic):
     shift = np.asarray(params['shift'], np.float64)
     safe = np.where(n > 0, n, 1.0)
     means = np.where(n[:, None] > 0, shift + zsum / safe[:, None], 0.0)
-    return ClassCovariances(counts=n, means=means, zsum=zsum,
-                            raw=np.asarray(jax.device_get(hi.scatter)),
-                            raw_lo=None if lo is None else np.asarray(jax.device_get(lo.scatter)))
+    return ClassCovariances(
+        counts=n,
+        means=means,
+        zsum=zsum,
+        raw=np.asarray(jax.device_get(hi.scatter)),
+        raw_lo=None if lo is None else np.asarray(jax.device_get(lo.scatter)),
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -94,9 +94,9 @@ class ArraySpec:
 class _Field:
   """How one stored feature becomes one batch entry."""
 
-  key: str          # stored feature name
-  out_key: str      # batch key
-  kind: str         # "array" | "text"
+  key: str  # stored feature name
+  out_key: str  # batch key
+  kind: str  # "array" | "text"
   shape: tuple[int, ...]  # per example
   dtype: np.dtype
 
@@ -116,8 +116,9 @@ def process_range(num_examples: int, process_index: int, process_count: int) -> 
   [(0, 4), (4, 8), (8, 11)]
   """
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"Need 0 <= process_index < process_count, got {process_index}, "
-                     f"{process_count}.")
+    raise ValueError(
+        f"Need 0 <= process_index < process_count, got {process_index}, " f"{process_count}."
+    )
   per, rem = divmod(int(num_examples), int(process_count))
   start = per * process_index + min(process_index, rem)
   return start, start + per + (1 if process_index < rem else 0)
@@ -135,8 +136,9 @@ def _require_tensorflow():
   return tf
 
 
-def _fields(features: tfds.features.FeaturesDict, input_key: str | None,
-            label_key: str) -> tuple[str, list[_Field], tuple[str, ...], list[str]]:
+def _fields(
+    features: tfds.features.FeaturesDict, input_key: str | None, label_key: str
+) -> tuple[str, list[_Field], tuple[str, ...], list[str]]:
   """Chooses the batch entries from a dataset's top-level features.
 
   Returns:
@@ -144,18 +146,24 @@ def _fields(features: tfds.features.FeaturesDict, input_key: str | None,
   """
   keys = list(features.keys())
   if label_key not in features:
-    raise ValueError(f"The dataset has no label feature {label_key!r} (features: {keys}); "
-                     "pass label_key=<name of its ClassLabel feature>.")
+    raise ValueError(
+        f"The dataset has no label feature {label_key!r} (features: {keys}); "
+        "pass label_key=<name of its ClassLabel feature>."
+    )
   label_feat = features[label_key]
   if not isinstance(label_feat, tfds.features.ClassLabel):
-    raise ValueError(f"Feature {label_key!r} is a {type(label_feat).__name__}, not a "
-                     "tfds.features.ClassLabel: the number of classes is unknown.")
+    raise ValueError(
+        f"Feature {label_key!r} is a {type(label_feat).__name__}, not a "
+        "tfds.features.ClassLabel: the number of classes is unknown."
+    )
   class_names = tuple(label_feat.names)
   if input_key is None:
     found = [k for k in _INPUT_KEY_CANDIDATES if k in features]
     if not found:
-      raise ValueError(f"No input feature among {_INPUT_KEY_CANDIDATES} (features: {keys}); "
-                       "pass input_key=<feature name>.")
+      raise ValueError(
+          f"No input feature among {_INPUT_KEY_CANDIDATES} (features: {keys}); "
+          "pass input_key=<feature name>."
+      )
     input_key = found[0]
   elif input_key not in features:
     raise ValueError(f"input_key {input_key!r} is not a feature of the dataset ({keys}).")
@@ -175,8 +183,8 @@ def _fields(features: tfds.features.FeaturesDict, input_key: str | None,
       continue
     shape = tuple(getattr(feat, "shape", ()) or ())
     is_text = isinstance(feat, tfds.features.Text) or (
-        isinstance(feat, tfds.features.Tensor) and np.dtype(feat.np_dtype) == object
-        and shape == ())
+        isinstance(feat, tfds.features.Tensor) and np.dtype(feat.np_dtype) == object and shape == ()
+    )
     is_array = isinstance(feat, (tfds.features.Image, tfds.features.Tensor)) and not is_text
     fixed = all(isinstance(s, int) and s >= 0 for s in shape)
     if key == input_key:
@@ -188,7 +196,8 @@ def _fields(features: tfds.features.FeaturesDict, input_key: str | None,
         raise ValueError(
             f"Input feature {key!r} ({feat!r}) cannot be batched: it needs a fixed shape "
             "(e.g. resize images while preparing, as image_folder(image_size=...) does) "
-            "or must be a scalar text feature.")
+            "or must be a scalar text feature."
+        )
     elif is_array and fixed and np.issubdtype(np.dtype(feat.np_dtype), np.number):
       fields.append(_Field(key, key, "array", shape, np.dtype(feat.np_dtype)))
     else:
@@ -198,8 +207,11 @@ def _fields(features: tfds.features.FeaturesDict, input_key: str | None,
 
 def _skip_decoders(features: tfds.features.FeaturesDict, keep: set[str]) -> dict[str, Any] | None:
   """SkipDecoding for image features that are not needed (saves the PNG/JPEG decode)."""
-  dec = {k: tfds.decode.SkipDecoding() for k in features.keys()
-         if k not in keep and isinstance(features[k], tfds.features.Image)}
+  dec = {
+      k: tfds.decode.SkipDecoding()
+      for k in features.keys()
+      if k not in keep and isinstance(features[k], tfds.features.Image)
+  }
   return dec or None
 
 
@@ -221,8 +233,9 @@ def _empty_batch(fields: list[_Field], batch_size: int) -> dict[str, np.ndarray]
   return out
 
 
-def _collate_records(records: list[Mapping[str, Any]], fields: list[_Field],
-                     batch_size: int) -> dict[str, np.ndarray]:
+def _collate_records(
+    records: list[Mapping[str, Any]], fields: list[_Field], batch_size: int
+) -> dict[str, np.ndarray]:
   """Stacks decoded examples into one padded batch (rows past len(records) are padding)."""
   n = len(records)
   if n > batch_size:
@@ -237,14 +250,17 @@ def _collate_records(records: list[Mapping[str, Any]], fields: list[_Field],
       else:
         col = np.stack([np.asarray(r[f.key]) for r in records])
         if col.shape[1:] != f.shape:
-          raise ValueError(f"Feature {f.key!r}: example shape {col.shape[1:]} != declared {f.shape}.")
+          raise ValueError(
+              f"Feature {f.key!r}: example shape {col.shape[1:]} != declared {f.shape}."
+          )
         dst[:n] = col
   out[MASK_KEY] = np.arange(batch_size) < n
   return out
 
 
-def _collate_columns(columns: Mapping[str, np.ndarray], n: int, fields: list[_Field],
-                     batch_size: int) -> dict[str, np.ndarray]:
+def _collate_columns(
+    columns: Mapping[str, np.ndarray], n: int, fields: list[_Field], batch_size: int
+) -> dict[str, np.ndarray]:
   """Like `_collate_records` for already batched columns (tf backend)."""
   out = _empty_batch(fields, batch_size)
   for f in fields if n else ():
@@ -284,8 +300,9 @@ def _supports_getitems(source) -> bool:
 class _BatchReader:
   """Picklable `batch index -> padded batch` map for grain (workers pickle it)."""
 
-  def __init__(self, source, fields: list[_Field], start: int, stop: int,
-               batch_size: int, use_getitems: bool):
+  def __init__(
+      self, source, fields: list[_Field], start: int, stop: int, batch_size: int, use_getitems: bool
+  ):
     self.source = source
     self.fields = fields
     self.start = start
@@ -334,10 +351,20 @@ class Pipeline:
       input, variable-shape or nested features).
   """
 
-  def __init__(self, *, builder: tfds.core.DatasetBuilder, name: str, split: str,
-               batch_size: int, process_index: int, process_count: int,
-               num_workers: int = 0, backend: str = "grain",
-               input_key: str | None = None, label_key: str = "label"):
+  def __init__(
+      self,
+      *,
+      builder: tfds.core.DatasetBuilder,
+      name: str,
+      split: str,
+      batch_size: int,
+      process_index: int,
+      process_count: int,
+      num_workers: int = 0,
+      backend: str = "grain",
+      input_key: str | None = None,
+      label_key: str = "label",
+  ):
     self.builder = builder
     self.info = builder.info
     self.name = name
@@ -350,7 +377,8 @@ class Pipeline:
     self.label_key = label_key
     features = self.info.features
     self.input_key, self._fields, self.class_names, skipped = _fields(
-        features, input_key, label_key)
+        features, input_key, label_key
+    )
     self.skipped_features = tuple(skipped)
     self.num_classes = len(self.class_names)
     self._decoders = _skip_decoders(features, {f.key for f in self._fields})
@@ -360,10 +388,14 @@ class Pipeline:
       self._source = _as_data_source(builder, name, split, self._decoders)
       self._use_getitems = _supports_getitems(self._source)
       self.num_examples = len(self._source)
-      counts = [b - a for a, b in (process_range(self.num_examples, i, self.process_count)
-                                   for i in range(self.process_count))]
-      self.local_range = process_range(self.num_examples, self.process_index,
-                                       self.process_count)
+      counts = [
+          b - a
+          for a, b in (
+              process_range(self.num_examples, i, self.process_count)
+              for i in range(self.process_count)
+          )
+      ]
+      self.local_range = process_range(self.num_examples, self.process_index, self.process_count)
     else:
       self._source = None
       self._tf_splits = tfds.even_splits(split, n=self.process_count)
@@ -388,11 +420,13 @@ class Pipeline:
     return self.num_batches
 
   def __repr__(self) -> str:
-    return (f"Pipeline(name={self.name!r}, split={self.split!r}, backend={self.backend!r}, "
-            f"num_examples={self.num_examples}, process={self.process_index}/"
-            f"{self.process_count}, batch_size={self.batch_size}, "
-            f"num_batches={self.num_batches}, input_key={self.input_key!r}, "
-            f"num_classes={self.num_classes})")
+    return (
+        f"Pipeline(name={self.name!r}, split={self.split!r}, backend={self.backend!r}, "
+        f"num_examples={self.num_examples}, process={self.process_index}/"
+        f"{self.process_count}, batch_size={self.batch_size}, "
+        f"num_batches={self.num_batches}, input_key={self.input_key!r}, "
+        f"num_classes={self.num_classes})"
+    )
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     if self.backend == "grain":
@@ -402,8 +436,9 @@ class Pipeline:
   # -- grain -----------------------------------------------------------------
   def _reader(self) -> _BatchReader:
     start, stop = self.local_range
-    return _BatchReader(self._source, self._fields, start, stop, self.batch_size,
-                        self._use_getitems)
+    return _BatchReader(
+        self._source, self._fields, start, stop, self.batch_size, self._use_getitems
+    )
 
   def _iter_grain(self) -> Iterator[dict[str, np.ndarray]]:
     import grain  # pylint: disable=g-import-not-at-top
@@ -412,7 +447,8 @@ class Pipeline:
     if self.num_workers > 0:
       _ensure_absl_flags_parsed()
       it = ds.to_iter_dataset().mp_prefetch(
-          grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2))
+          grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2)
+      )
     else:
       # A small thread prefetch: array_record reads release the GIL.
       it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
@@ -437,9 +473,11 @@ class Pipeline:
   def _iter_tf(self) -> Iterator[dict[str, np.ndarray]]:
     _require_tensorflow()
     ds = self.builder.as_dataset(
-        split=self._tf_splits[self.process_index], shuffle_files=False,
+        split=self._tf_splits[self.process_index],
+        shuffle_files=False,
         decoders=self._decoders,
-        read_config=tfds.ReadConfig(shuffle_seed=None, interleave_cycle_length=1))
+        read_config=tfds.ReadConfig(shuffle_seed=None, interleave_cycle_length=1),
+    )
     ds = ds.batch(self.batch_size, drop_remainder=False)
     count = 0
     for columns in tfds.as_numpy(ds):
@@ -465,7 +503,8 @@ class Pipeline:
       if counts.shape != (self.num_classes,) or counts.sum() != self.num_examples:
         raise RuntimeError(
             f"Label counts {counts.tolist()} disagree with {self.num_examples} examples "
-            f"and {self.num_classes} classes.")
+            f"and {self.num_classes} classes."
+        )
       self._label_counts = counts
     return self._label_counts.copy()
 
@@ -504,8 +543,7 @@ class Pipeline:
         add([r[self.label_key] for r in _read(self._source, idx, self._use_getitems)])
     else:
       _require_tensorflow()
-      ds = self.builder.as_dataset(split=self.split, shuffle_files=False,
-                                   decoders=self._decoders)
+      ds = self.builder.as_dataset(split=self.split, shuffle_files=False, decoders=self._decoders)
       ds = ds.map(lambda ex: ex[self.label_key]).batch(_LABEL_SCAN_CHUNK)
       for labels in tfds.as_numpy(ds):
         add(labels)
@@ -539,7 +577,8 @@ def _not_prepared_error(builder, name: str, file_format: str) -> DatasetNotPrepa
       f"`tfds build {name} --data_dir=<data_dir> --file_format={file_format}` or in Python "
       f"`tfds.builder({name!r}, data_dir=<data_dir>, file_format={file_format!r})"
       ".download_and_prepare()` (generating some datasets needs TensorFlow), then copy "
-      f"the data_dir here. Shipped offline builders: {sorted(SHIPPED_BUILDERS)}.")
+      f"the data_dir here. Shipped offline builders: {sorted(SHIPPED_BUILDERS)}."
+  )
 
 
 def _as_data_source(builder, name: str, split: str, decoders):
@@ -553,16 +592,21 @@ def _as_data_source(builder, name: str, split: str, decoders):
           f"tfds dataset {name!r} is prepared under {builder.data_path} but not in a "
           "random-access format (array_record); the grain backend cannot read it. "
           "Re-prepare it with file_format='array_record' in another data_dir, or use "
-          "backend='tf' (needs TensorFlow).") from e
+          "backend='tf' (needs TensorFlow)."
+      ) from e
     raise
 
 
-def _make_builder(name: str, data_dir: str | None, backend: str, download_and_prepare: bool,
-                  builder_kwargs: dict[str, Any]) -> tfds.core.DatasetBuilder:
+def _make_builder(
+    name: str,
+    data_dir: str | None,
+    backend: str,
+    download_and_prepare: bool,
+    builder_kwargs: dict[str, Any],
+) -> tfds.core.DatasetBuilder:
   file_format = "array_record" if backend == "grain" else "tfrecord"
   if name in SHIPPED_BUILDERS:
-    builder = SHIPPED_BUILDERS[name](data_dir=data_dir, file_format=file_format,
-                                     **builder_kwargs)
+    builder = SHIPPED_BUILDERS[name](data_dir=data_dir, file_format=file_format, **builder_kwargs)
     if download_and_prepare:
       builder.download_and_prepare()
     elif not builder.is_prepared():
@@ -571,21 +615,33 @@ def _make_builder(name: str, data_dir: str | None, backend: str, download_and_pr
     if fmt is not None and str(getattr(fmt, "value", fmt)) != file_format:
       raise DatasetNotPreparedError(
           f"{name!r} is already prepared under {builder.data_path} as {fmt}, but "
-          f"backend={backend!r} needs {file_format}; use another data_dir.")
+          f"backend={backend!r} needs {file_format}; use another data_dir."
+      )
     return builder
   try:
     return tfds.builder(name, data_dir=data_dir, **builder_kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
         f"Unknown dataset {name!r}: not a shipped builder ({sorted(SHIPPED_BUILDERS)}) "
-        f"nor a tfds dataset found offline (data_dir={data_dir!r}).") from e
+        f"nor a tfds dataset found offline (data_dir={data_dir!r})."
+    ) from e
 
 
-def get(name: str, split: str, data_dir: str | None = None, *, batch_size: int = 256,
-        process_index: int | None = None, process_count: int | None = None,
-        num_workers: int = 0, backend: str = "grain", download_and_prepare: bool = True,
-        input_key: str | None = None, label_key: str = "label",
-        **builder_kwargs: Any) -> Pipeline:
+def get(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    *,
+    batch_size: int = 256,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_workers: int = 0,
+    backend: str = "grain",
+    download_and_prepare: bool = True,
+    input_key: str | None = None,
+    label_key: str = "label",
+    **builder_kwargs: Any,
+) -> Pipeline:
   """Builds the evaluation input pipeline of one dataset split.
 
   Args:
@@ -637,11 +693,20 @@ def get(name: str, split: str, data_dir: str | None = None, *, batch_size: int =
       raise ValueError("num_workers applies to the grain backend only.")
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   process_range(0, int(process_index), int(process_count))  # validates
   builder = _make_builder(name, data_dir, backend, download_and_prepare, builder_kwargs)
-  return Pipeline(builder=builder, name=name, split=split, batch_size=int(batch_size),
-                  process_index=int(process_index), process_count=int(process_count),
-                  num_workers=int(num_workers), backend=backend, input_key=input_key,
-                  label_key=label_key)
+  return Pipeline(
+      builder=builder,
+      name=name,
+      split=split,
+      batch_size=int(batch_size),
+      process_index=int(process_index),
+      process_count=int(process_count),
+      num_workers=int(num_workers),
+      backend=backend,
+      input_key=input_key,
+      label_key=label_key,
+  )

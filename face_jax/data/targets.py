@@ -83,8 +83,9 @@ def load_digits_32() -> Dataset:
   return Dataset(images, d.target.astype(np.int32), DIGITS_CLASSES)
 
 
-def split_counts(n: int, per_class: Mapping[str, int] | None,
-                 fractions: Mapping[str, float] | None) -> list[int]:
+def split_counts(
+    n: int, per_class: Mapping[str, int] | None, fractions: Mapping[str, float] | None
+) -> list[int]:
   """Examples of one class (of ``n``) going to each split, in mapping order.
 
   Args:
@@ -113,9 +114,13 @@ def split_counts(n: int, per_class: Mapping[str, int] | None,
   return counts
 
 
-def stratified_split(ds: Dataset, per_class: Mapping[str, int] | None = None, *,
-                     fractions: Mapping[str, float] | None = None,
-                     seed: int = 0) -> dict[str, Dataset]:
+def stratified_split(
+    ds: Dataset,
+    per_class: Mapping[str, int] | None = None,
+    *,
+    fractions: Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> dict[str, Dataset]:
   """Deterministic stratified split.
 
   Exactly one of ``per_class`` (examples per class in each split) or
@@ -151,7 +156,7 @@ def stratified_split(ds: Dataset, per_class: Mapping[str, int] | None = None, *,
       raise ValueError(f'Class {ds.class_names[k]!r}: {e}') from None
     start = 0
     for s, c in zip(names, counts):
-      chosen[s].append(idx[start:start + c])
+      chosen[s].append(idx[start : start + c])
       start += c
   out = {}
   for s in names:
@@ -184,7 +189,7 @@ def per_class_subset(ds: Dataset, per_class: int | Sequence[int], seed: int) -> 
     members = np.flatnonzero(ds.labels == k)
     if members.size < counts[k]:
       raise ValueError(f'class {ds.class_names[k]!r} has {members.size} < {counts[k]} examples')
-    idx.append(rng.permutation(members)[:counts[k]])
+    idx.append(rng.permutation(members)[: counts[k]])
   idx = np.sort(np.concatenate(idx))
   return Dataset(ds.images[idx], ds.labels[idx], ds.class_names)
 

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-
 # ---------------------------------------------------------------------------------------------
 # Host-side initialisers.
 #
@@ -21,6 +20,7 @@ from flax import nnx
 # (nnx.eval_shape, jit) they fall back to the equivalent jax.random draw, which gives the same
 # shapes and distribution but other values; models here are always initialised eagerly.
 # ---------------------------------------------------------------------------------------------
+
 
 def make_rngs(seed: int) -> nnx.Rngs:
   """nnx.Rngs for a non-negative int seed, built with an explicit host-to-device transfer
@@ -58,6 +58,7 @@ def _host_init(sample):
 def _traced_fallback(sample, key, shape, dtype):
   # Reuse the numpy sampler's distribution through a tiny shim over jax.random.
   class _JaxRng:
+
     def standard_normal(self, shp):
       return jax.random.normal(key, shp, jnp.float32)
 
@@ -100,18 +101,22 @@ def he_normal_fan_out_init():
 
 def xavier_uniform_init():
   """U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+
   def sample(rng, shape):
     fi, fo = _fans(shape)
     a = float(np.sqrt(6.0 / (fi + fo)))
     return rng.uniform(-a, a, shape)
+
   return _host_init(sample)
 
 
 def torch_linear_init():
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Linear's default weight init."""
+
   def sample(rng, shape):
     a = float(1.0 / np.sqrt(_fans(shape)[0]))
     return rng.uniform(-a, a, shape)
+
   return _host_init(sample)
 
 
@@ -122,13 +127,21 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs,
-         use_bias: bool = False) -> nnx.Conv:
+def conv(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs, use_bias: bool = False
+) -> nnx.Conv:
   """A k x k convolution with torch-style symmetric padding (k // 2 on each side)."""
   pad = kernel // 2
-  return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride),
-                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                  kernel_init=kaiming_fan_out, rngs=rngs)
+  return nnx.Conv(
+      in_ch,
+      out_ch,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=use_bias,
+      kernel_init=kaiming_fan_out,
+      rngs=rngs,
+  )
 
 
 def batch_norm(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -139,8 +152,13 @@ def batch_norm(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
 def max_pool(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
   """Max pooling of x [B, H, W, C]; padded positions hold -inf (torch MaxPool2d semantics)."""
   return jax.lax.reduce_window(
-      x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
-      ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+      x,
+      -jnp.inf,
+      jax.lax.max,
+      (1, window, window, 1),
+      (1, stride, stride, 1),
+      ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+  )
 
 
 def gelu(x: jax.Array) -> jax.Array:

@@ -45,6 +45,7 @@ L2_NORM_EPS = 1e-12
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """BERT hyper-parameters (defaults: all-MiniLM-L6-v2's config.json)."""
+
   vocab_size: int = 30522
   hidden: int = 384
   layers: int = 6
@@ -113,22 +114,32 @@ class BertEncoder(nnx.Module):
     cfg = config
     init = _layers.normal_init(0.02)
     self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.hidden, embedding_init=init, rngs=rngs)
-    self.position_embeddings = nnx.Embed(cfg.max_positions, cfg.hidden, embedding_init=init,
-                                         rngs=rngs)
-    self.token_type_embeddings = nnx.Embed(cfg.type_vocab_size, cfg.hidden, embedding_init=init,
-                                           rngs=rngs)
+    self.position_embeddings = nnx.Embed(
+        cfg.max_positions, cfg.hidden, embedding_init=init, rngs=rngs
+    )
+    self.token_type_embeddings = nnx.Embed(
+        cfg.type_vocab_size, cfg.hidden, embedding_init=init, rngs=rngs
+    )
     self.emb_ln = nnx.LayerNorm(cfg.hidden, epsilon=cfg.ln_eps, rngs=rngs)
     self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.layers)])
     self.num_features = cfg.hidden
-    self.layer_names = (("embeddings",) + tuple(f"layer{i + 1}" for i in range(cfg.layers))
-                        + ("sentence_embedding",))
+    self.layer_names = (
+        ("embeddings",)
+        + tuple(f"layer{i + 1}" for i in range(cfg.layers))
+        + ("sentence_embedding",)
+    )
 
   def layer_kind(self, name: str) -> str:
-    """"tokens" ([B, L, D], masked) for embeddings/layerK, "vector" for sentence_embedding."""
+    """ "tokens" ([B, L, D], masked) for embeddings/layerK, "vector" for sentence_embedding."""
     return "vector" if name == "sentence_embedding" else "tokens"
 
-  def features(self, input_ids: jax.Array, attention_mask: jax.Array, layers: Sequence[str],
-               token_type_ids: jax.Array | None = None) -> dict[str, jax.Array]:
+  def features(
+      self,
+      input_ids: jax.Array,
+      attention_mask: jax.Array,
+      layers: Sequence[str],
+      token_type_ids: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
     """Runs the encoder up to the deepest requested layer.
 
     Args:
@@ -143,19 +154,24 @@ class BertEncoder(nnx.Module):
     layers = _layers.check_layers(layers, self.layer_names)
     b, length = input_ids.shape
     if length > self.config.max_positions:
-      raise ValueError(f"sequence length {length} exceeds max_positions "
-                       f"{self.config.max_positions}")
+      raise ValueError(
+          f"sequence length {length} exceeds max_positions " f"{self.config.max_positions}"
+      )
     last = max(self.layer_names.index(l) for l in layers)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     pos = jnp.arange(length)[None, :]
-    h = (self.word_embeddings(input_ids) + self.position_embeddings(pos)
-         + self.token_type_embeddings(token_type_ids))
+    h = (
+        self.word_embeddings(input_ids)
+        + self.position_embeddings(pos)
+        + self.token_type_embeddings(token_type_ids)
+    )
     h = self.emb_ln(h)
     out = {"embeddings": h}
     # HF BERT's extended mask: (1 - mask) * finfo(float32).min added to the attention logits.
-    bias = ((1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min
-            )[:, None, None, :]
+    bias = ((1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min)[
+        :, None, None, :
+    ]
     for i, layer in enumerate(self.layers):
       if last < i + 1:
         break

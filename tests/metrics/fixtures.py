@@ -49,33 +49,58 @@ CASES = ('gauss_small', 'wide', 'imbalanced_offset', 'many_classes')
 
 # Metrics requested together in one ``score`` call (one call = one shared set of passes).
 GROUPS = {
-    'default': (('nc1', 'vci', 'logme', 'nce', 'hscore', 'reg_hscore', 'transrate', 'gbc', 'leep'),
-                {}),
-    'variants': (('logme', 'gbc', 'nc1'),
-                 {'logme': {'variant': 'tllib_icml'}, 'gbc': {'gaussian_type': 'diagonal'},
-                  'nc1': {'weighting': 'sample'}}),
-    'pca': (('gbc', 'nc1'),
-            {'gbc': {'pca_dim': 64}, 'nc1': {'weighting': 'sample', 'centering': 'class_mean'}}),
+    'default': (
+        ('nc1', 'vci', 'logme', 'nce', 'hscore', 'reg_hscore', 'transrate', 'gbc', 'leep'),
+        {},
+    ),
+    'variants': (
+        ('logme', 'gbc', 'nc1'),
+        {
+            'logme': {'variant': 'tllib_icml'},
+            'gbc': {'gaussian_type': 'diagonal'},
+            'nc1': {'weighting': 'sample'},
+        },
+    ),
+    'pca': (
+        ('gbc', 'nc1'),
+        {'gbc': {'pca_dim': 64}, 'nc1': {'weighting': 'sample', 'centering': 'class_mean'}},
+    ),
 }
 
 # Fixture key -> (group, metric, relative tolerance, dense oracle).
 KEYS = {
     'logme_thuml': ('default', 'logme', 1e-6, lambda X, y, P: dense.logme(X, y)),
-    'logme_tllib_icml': ('variants', 'logme', 1e-6,
-                         lambda X, y, P: dense.logme(X, y, variant='tllib_icml')),
+    'logme_tllib_icml': (
+        'variants',
+        'logme',
+        1e-6,
+        lambda X, y, P: dense.logme(X, y, variant='tllib_icml'),
+    ),
     'leep_thuml': ('default', 'leep', 1e-8, lambda X, y, P: dense.leep(P, y)),
     'nce_thuml': ('default', 'nce', 1e-8, lambda X, y, P: dense.nce(P, y)),
     'hscore_tllib': ('default', 'hscore', 1e-6, lambda X, y, P: dense.hscore(X, y)),
     'reg_hscore_tllib': ('default', 'reg_hscore', 1e-6, lambda X, y, P: dense.reg_hscore(X, y)),
     'transrate_tllib': ('default', 'transrate', 1e-6, lambda X, y, P: dense.transrate(X, y)),
     'gbc_google_spherical_nopca_f64': ('default', 'gbc', 1e-6, lambda X, y, P: dense.gbc(X, y)),
-    'gbc_google_diagonal_nopca_f64': ('variants', 'gbc', 1e-6,
-                                      lambda X, y, P: dense.gbc(X, y, gaussian_type='diagonal')),
-    'gbc_google_spherical_pca64_f32': ('pca', 'gbc', 1e-3,
-                                       lambda X, y, P: dense.gbc(X, y, pca_dim=64)),
+    'gbc_google_diagonal_nopca_f64': (
+        'variants',
+        'gbc',
+        1e-6,
+        lambda X, y, P: dense.gbc(X, y, gaussian_type='diagonal'),
+    ),
+    'gbc_google_spherical_pca64_f32': (
+        'pca',
+        'gbc',
+        1e-3,
+        lambda X, y, P: dense.gbc(X, y, pca_dim=64),
+    ),
     'nc1_rhubarbwu_pinv': ('pca', 'nc1', 1e-8, lambda X, y, P: dense.nc1(X, y)),
-    'nc1_papyan': ('variants', 'nc1', 1e-8,
-                   lambda X, y, P: dense.nc1(X, y, centering='sample_mean')),
+    'nc1_papyan': (
+        'variants',
+        'nc1',
+        1e-8,
+        lambda X, y, P: dense.nc1(X, y, centering='sample_mean'),
+    ),
 }
 
 # The float32 streamed path against dense on the same float32-rounded data.
@@ -111,9 +136,9 @@ def scored(name, path, group):
   metrics, opts = GROUPS[group]
   x, y, p, kw = inputs(name, path)
   if group == 'pca' and x.shape[1] < 64:
-    metrics, opts = ('nc1',), {'nc1': opts['nc1']}      # gbc PCA-64 raises (tested in test_gbc)
+    metrics, opts = ('nc1',), {'nc1': opts['nc1']}  # gbc PCA-64 raises (tested in test_gbc)
   with warnings.catch_warnings():
-    warnings.simplefilter('error')                      # no warning on clean fixture data
+    warnings.simplefilter('error')  # no warning on clean fixture data
     return face_jax.score(x, y, source_probs=p, metrics=metrics, metric_options=opts, **kw)
 
 
@@ -157,22 +182,31 @@ def check_masked_additive(stat, spec, params):
   p = rng.dirichlet(np.ones(5), n)
   mask = np.arange(n) % 4 != 0
   xg, pg = x.copy(), p.copy()
-  xg[~mask] = np.nan                                     # garbage in padding rows adds nothing
+  xg[~mask] = np.nan  # garbage in padding rows adds nothing
   pg[~mask] = np.nan
 
   def batch(xx, yy, pp, mm):
-    return engine.Batch(jnp.asarray(xx), jnp.asarray(yy, jnp.int32), jnp.asarray(mm),
-                        {'source_probs': jnp.asarray(pp)})
+    return engine.Batch(
+        jnp.asarray(xx),
+        jnp.asarray(yy, jnp.int32),
+        jnp.asarray(mm),
+        {'source_probs': jnp.asarray(pp)},
+    )
 
   with jax.enable_x64(True):
     par = {k_: jnp.asarray(v) for k_, v in params.items()}
     masked = stat.from_batch(spec, par, batch(xg, y, pg, mask))
     kept = stat.from_batch(spec, par, batch(x[mask], y[mask], p[mask], np.ones(mask.sum(), bool)))
     halves = stat.from_batch(spec, par, batch(x[:20], y[:20], p[:20], mask[:20])).merge(
-        stat.from_batch(spec, par, batch(x[20:], y[20:], p[20:], mask[20:])))
+        stat.from_batch(spec, par, batch(x[20:], y[20:], p[20:], mask[20:]))
+    )
     empty = stat.empty(spec)
-    for a_, b_, c_, e_ in zip(jax.tree.leaves(masked), jax.tree.leaves(kept),
-                              jax.tree.leaves(halves), jax.tree.leaves(empty)):
+    for a_, b_, c_, e_ in zip(
+        jax.tree.leaves(masked),
+        jax.tree.leaves(kept),
+        jax.tree.leaves(halves),
+        jax.tree.leaves(empty),
+    ):
       np.testing.assert_allclose(a_, b_, rtol=1e-12, atol=1e-12)
       np.testing.assert_allclose(c_, b_, rtol=1e-12, atol=1e-12)
       assert e_.shape == a_.shape and not np.any(e_)
@@ -181,13 +215,20 @@ def check_masked_additive(stat, spec, params):
 # -- multi-pass and subsample metrics -------------------------------------------------
 
 MP_METRICS = ('sfda', 'ncti', 'etran', 'nleep', 'parc')
-FIXTURE_KEY = {'sfda': 'sfda', 'ncti': 'ncti_components', 'etran': 'etran_components',
-               'nleep': 'nleep_google', 'parc': 'parc_dbolya'}
+FIXTURE_KEY = {
+    'sfda': 'sfda',
+    'ncti': 'ncti_components',
+    'etran': 'etran_components',
+    'nleep': 'nleep_google',
+    'parc': 'parc_dbolya',
+}
 FIXTURE_RTOL = {'sfda': 1e-4, 'ncti': 1e-4, 'etran': 1e-4, 'nleep': 0.05, 'parc': 0.02}
 DENSE_RTOL = 1e-8
 FLOAT32_RTOL = 1e-4
-DEFAULT_SUBSAMPLE = {'nleep': face_jax.NleepOptions().subsample,
-                     'parc': face_jax.ParcOptions().subsample}
+DEFAULT_SUBSAMPLE = {
+    'nleep': face_jax.NleepOptions().subsample,
+    'parc': face_jax.ParcOptions().subsample,
+}
 PASSES = {'sfda': 3, 'ncti': 2, 'etran': 2, 'nleep': 1, 'parc': 1}
 
 
@@ -257,8 +298,7 @@ def mp_scored(name, dtype):
   kw = {} if dtype == 'float64' else {'batch_size': 97}
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
-    out = face_jax.score(x.astype(dtype), y, metrics=mp_metrics_for(name, dtype), engine=eng,
-                         **kw)
+    out = face_jax.score(x.astype(dtype), y, metrics=mp_metrics_for(name, dtype), engine=eng, **kw)
   return out, eng.passes_run, [str(w.message) for w in caught if w.category is FaceJaxWarning]
 
 
@@ -293,7 +333,7 @@ def check_mp_float64_matches_reference_fixture(name, metric):
         # `exact_label_ties` alternative, bit for bit the dense value.
         alt = entry['alternatives_fixture_generator']['exact_label_ties']
         assert float(r) == pytest.approx(alt, rel=1e-12)
-    else:   # many_classes PARC: N = 4000 > 3000 (the reference was not run: O(N^2))
+    else:  # many_classes PARC: N = 4000 > 3000 (the reference was not run: O(N^2))
       # (the value on the selected rows is checked against dense in
       # test_subsample.py::test_subsample_is_seeded_deterministic_and_reported)
       assert r.subsampled and (r.n_used, r.n_total, r.seed) == (3000, 4000, 0)
@@ -310,7 +350,7 @@ def check_pass_count(metric):
   assert eng.passes_run == PASSES[metric]
   if metric in ('nleep', 'parc'):
     # A stream does not know N up front: one more (cheap) counting pass.
-    batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
+    batches = [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(y), 128)]
     eng = face_jax.Engine(dtype='float64')
     face_jax.score(batches, num_classes=5, metrics=(metric,), engine=eng, dtype='float64')
     assert eng.passes_run == 2
@@ -327,7 +367,7 @@ def check_mp_float32(name, metric):
   kw = {'pca_dim': r.pca_dim} if metric == 'ncti' else {}
   want = dense_value(metric, x32, y, **kw)
   if metric in ('nleep', 'parc'):
-    assert float(r) == want    # the rows are collected exactly; same in-memory call
+    assert float(r) == want  # the rows are collected exactly; same in-memory call
   else:
     err = rel_vec(values(r), np.atleast_1d(want))
     assert np.all(err <= FLOAT32_RTOL), (metric, err)

@@ -34,23 +34,25 @@ def test_etran_exact_selection_needs_more_passes_in_float64():
   y = np.arange(n) % 4
   x = np.tile(rng.normal(size=(1, d)), (n, 1)) + 1e-13 * rng.normal(size=(n, d))
   x[:, 0] += 1e-3 * y
-  xt = np.repeat(rng.normal(size=(50, d)), 20, axis=0)      # every row 20 times
+  xt = np.repeat(rng.normal(size=(50, d)), 20, axis=0)  # every row 20 times
   for data in (x, xt):
     eng = face_jax.Engine(dtype='float64')
     r = face_jax.score(data, y, metrics=('etran',), engine=eng, batch_size=128)['etran']
     s_cls, s_en = dense.etran_components(data, y)
     assert r.s_en == s_en and r.k == 5 and r.n == n
     assert r.s_cls == pytest.approx(s_cls, rel=1e-12)
-    assert eng.passes_run == 4                               # 64-bit keys, 16 bits a pass
+    assert eng.passes_run == 4  # 64-bit keys, 16 bits a pass
     eng = face_jax.Engine()
     r32 = face_jax.score(data.astype(np.float32), y, metrics=('etran',), engine=eng)['etran']
-    assert eng.passes_run == 2                               # 32-bit keys
-    assert r32.s_en == pytest.approx(dense.etran_components(data.astype(np.float32), y)[1],
-                                     rel=1e-6)
+    assert eng.passes_run == 2  # 32-bit keys
+    assert r32.s_en == pytest.approx(
+        dense.etran_components(data.astype(np.float32), y)[1], rel=1e-6
+    )
 
 
 def test_sortable_key_round_trip_and_order():
   import jax.numpy as jnp
+
   vals = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, 7.25, np.inf], np.float32)
   keys = np.asarray(etran_lib.sortable_key(jnp.asarray(vals))).astype(np.uint64)
   assert np.all(np.diff(keys.astype(np.float64)) >= 0) and keys[0] < keys[-1]

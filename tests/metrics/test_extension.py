@@ -33,15 +33,21 @@ class SpreadOptions:
 def spread_plan(info: engine.StreamInfo, options: SpreadOptions, dtype: str):
   """Plan of ``spread``: one pass of ``Moments`` (the request most metrics share)."""
   spec = engine.MomentsSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype)
-  req = engine.Request(engine.Moments, spec, {'shift': engine.FIRST_BATCH_SHIFT,
-                                              'weight': np.ones(info.num_classes)})
-  fin = (yield {'moments': req})['moments']                 # ClassMoments, host float64
+  req = engine.Request(
+      engine.Moments, spec, {'shift': engine.FIRST_BATCH_SHIFT, 'weight': np.ones(info.num_classes)}
+  )
+  fin = (yield {'moments': req})['moments']  # ClassMoments, host float64
   return float((np.trace(fin.within_scatter) / fin.n) ** options.power)
 
 
 SPREAD = engine.MetricInfo(
-    name='spread', plan=spread_plan, options=SpreadOptions, higher_is_better=False,
-    citation='a test of the extension API', summary='(mean ‖x − μ_y‖²)^p; 1 pass of Moments')
+    name='spread',
+    plan=spread_plan,
+    options=SpreadOptions,
+    higher_is_better=False,
+    citation='a test of the extension API',
+    summary='(mean ‖x − μ_y‖²)^p; 1 pass of Moments',
+)
 
 
 def _numpy_spread(x, y, power):
@@ -58,12 +64,18 @@ def test_registered_metric_runs_with_score_and_shares_the_pass():
     assert 'spread' in face_jax.metric_names() and engine.get('spread') is SPREAD
     eng = face_jax.Engine(dtype='float64')
     out = face_jax.score(x, y, metrics=('spread', 'hscore'), engine=eng, power=0.5)
-    assert eng.passes_run == 1                                # the same Moments request
+    assert eng.passes_run == 1  # the same Moments request
     assert out['spread'] == pytest.approx(_numpy_spread(x, y, 0.5), rel=1e-10)
-    out = face_jax.score(x.astype(np.float32), y, metrics=('spread',), batch_size=64,
-                         metric_options={'spread': SpreadOptions(power=2.0)})
-    assert out['spread'] == pytest.approx(_numpy_spread(x.astype(np.float32).astype(np.float64),
-                                                        y, 2.0), rel=1e-5)
+    out = face_jax.score(
+        x.astype(np.float32),
+        y,
+        metrics=('spread',),
+        batch_size=64,
+        metric_options={'spread': SpreadOptions(power=2.0)},
+    )
+    assert out['spread'] == pytest.approx(
+        _numpy_spread(x.astype(np.float32).astype(np.float64), y, 2.0), rel=1e-5
+    )
     with pytest.raises(face_jax.InputError, match='power must be > 0'):
       face_jax.score(x, y, metrics=('spread',), power=0.0)
     with pytest.raises(ValueError, match='already registered'):

@@ -10,9 +10,14 @@ import face_jax
 from tests import cases
 from tests.oracles import face_oracle
 
-VARIANTS = list(itertools.product(('balanced', 'sample'), ('neg', 'neglog'),
-                                  ('pooled', 'diagonal', 'spherical'),
-                                  ('std', 'range', 'entropy')))
+VARIANTS = list(
+    itertools.product(
+        ('balanced', 'sample'),
+        ('neg', 'neglog'),
+        ('pooled', 'diagonal', 'spherical'),
+        ('std', 'range', 'entropy'),
+    )
+)
 FIELDS = ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap')
 
 
@@ -56,19 +61,27 @@ def test_options_temperature_weight_ridge():
 
 def test_defaults_are_the_ablation_choice():
   assert face_jax.FaceOptions() == face_jax.FaceOptions(
-      weighting='sample', vc_transform='neglog', bc_cov='spherical', fairness='range',
-      temperature=0.1, fairness_weight=1.0, ridge=1e-3, combine='sum')
+      weighting='sample',
+      vc_transform='neglog',
+      bc_cov='spherical',
+      fairness='range',
+      temperature=0.1,
+      fairness_weight=1.0,
+      ridge=1e-3,
+      combine='sum',
+  )
   x, y = cases.make('imbalanced')
   r = face_jax.face_score(x, y)
   assert r.options == face_jax.FaceOptions()
   assert r.variance_collapse == pytest.approx(-np.log(r.nc1))
-  assert 'cond_sigma_reg' not in r.diagnostics          # only for bc_cov='pooled'
+  assert 'cond_sigma_reg' not in r.diagnostics  # only for bc_cov='pooled'
 
 
 def test_result_fields_and_diagnostics():
   x, y = cases.make('imbalanced')
-  res = face_jax.face_score(x, y, weighting='balanced', vc_transform='neg', bc_cov='pooled',
-                            fairness='std')
+  res = face_jax.face_score(
+      x, y, weighting='balanced', vc_transform='neg', bc_cov='pooled', fairness='std'
+  )
   k = len(np.unique(y))
   assert res.overlap.shape == (k,)
   np.testing.assert_array_equal(res.class_counts, np.bincount(y))
@@ -110,8 +123,9 @@ def test_face_pool_minmax():
   s = face_jax.face_pool(pool)
   c = {m: r.variance_collapse for m, r in pool.items()}
   f = {m: r.class_fairness for m, r in pool.items()}
-  norm = lambda v: {m: (x - min(v.values())) / (max(v.values()) - min(v.values()))
-                    for m, x in v.items()}
+  norm = lambda v: {
+      m: (x - min(v.values())) / (max(v.values()) - min(v.values())) for m, x in v.items()
+  }
   cn, fn = norm(c), norm(f)
   for m in pool:
     assert s[m] == pytest.approx(cn[m] + fn[m], rel=1e-12)
@@ -139,5 +153,10 @@ def test_options_instance_and_keywords():
     face_jax.face_score(x, y, fairness='median')
   with pytest.raises(face_jax.InputError, match='options must be a FaceOptions'):
     face_jax.face_score(x, y, options={'fairness': 'std'})
-  assert set(face_jax.FaceOptions.CHOICES) == {'weighting', 'vc_transform', 'bc_cov',
-                                               'fairness', 'combine'}
+  assert set(face_jax.FaceOptions.CHOICES) == {
+      'weighting',
+      'vc_transform',
+      'bc_cov',
+      'fairness',
+      'combine',
+  }

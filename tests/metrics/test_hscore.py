@@ -21,8 +21,11 @@ def test_float32_stream_matches_dense_on_rounded_data(case, key):
 
 def test_norm_moments_are_masked_additive_sums():
   k, d = 3, 6
-  fx.check_masked_additive(hscore_lib.NormMoments, hscore_lib.NormMomentsSpec(k, d, 'float64'),
-                           {'shift': np.full((k, d), 3.0)})
+  fx.check_masked_additive(
+      hscore_lib.NormMoments,
+      hscore_lib.NormMomentsSpec(k, d, 'float64'),
+      {'shift': np.full((k, d), 3.0)},
+  )
 
 
 def test_norm_sums_quartic_about_the_mean_is_exact():
@@ -31,8 +34,14 @@ def test_norm_sums_quartic_about_the_mean_is_exact():
   center = x[:10].mean(0)
   z = x - center
   a = np.sum(z * z, 1)
-  sums = hscore_lib.NormSums(center=center, n=300.0, sum=z.sum(0), sq=float(a.sum()),
-                             quartic=float((a * a).sum()), cross=a @ z)
+  sums = hscore_lib.NormSums(
+      center=center,
+      n=300.0,
+      sum=z.sum(0),
+      sq=float(a.sum()),
+      quartic=float((a * a).sum()),
+      cross=a @ z,
+  )
   mu = x.mean(0)
   xc = x - mu
   want = float(np.sum(np.sum(xc * xc, 1) ** 2))

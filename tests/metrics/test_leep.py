@@ -38,8 +38,10 @@ def test_probabilities_must_sum_to_one(metric):
   a, _ = fx.case('gauss_small')
   p = a['probs'].copy()
   p[420] *= 1.01
-  with pytest.raises(face_jax.InputError,
-                     match=r'batch 4 \(rows 400:500\): 1 invalid source_probs rows .*sum.* to 1'):
+  with pytest.raises(
+      face_jax.InputError,
+      match=r'batch 4 \(rows 400:500\): 1 invalid source_probs rows .*sum.* to 1',
+  ):
     face_jax.score(a['X'], a['y'], source_probs=p, metrics=(metric,), batch_size=100)
   p = a['probs'].copy()
   p[7, 0] = -0.1
@@ -53,13 +55,17 @@ def _stat_cases():
   return [
       (leep_lib.SourceJoint, leep_lib.SourceJointSpec(k, ks, 'float64'), {}),
       (leep_lib.SourceJoint, leep_lib.SourceJointSpec(k, ks, 'float64', hard=True), {}),
-      (leep_lib.LeepLogLik, leep_lib.LeepLogLikSpec(k, ks, 'float64'),
-       {'cond': np.random.default_rng(1).uniform(size=(k, ks))}),
+      (
+          leep_lib.LeepLogLik,
+          leep_lib.LeepLogLikSpec(k, ks, 'float64'),
+          {'cond': np.random.default_rng(1).uniform(size=(k, ks))},
+      ),
   ]
 
 
-@pytest.mark.parametrize('stat,spec,params', _stat_cases(),
-                         ids=lambda v: getattr(v, '__name__', ''))
+@pytest.mark.parametrize(
+    'stat,spec,params', _stat_cases(), ids=lambda v: getattr(v, '__name__', '')
+)
 def test_statistics_are_masked_additive_sums(stat, spec, params):
   fx.check_masked_additive(stat, spec, params)
 
@@ -70,8 +76,9 @@ def test_leep_zero_mass_source_class_and_zero_expected_prediction():
   probs = np.concatenate([rng.dirichlet(np.ones(2), 60), np.zeros((60, 1))], axis=1)
   y = np.arange(60) % 3
   x = rng.normal(size=(60, 4))
-  joint = leep_lib.JointCounts(counts=np.bincount(y).astype(float),
-                               joint=np.stack([probs[y == c].sum(0) for c in range(3)]))
+  joint = leep_lib.JointCounts(
+      counts=np.bincount(y).astype(float), joint=np.stack([probs[y == c].sum(0) for c in range(3)])
+  )
   cond = leep_lib.leep_conditional(joint)
   assert np.all(cond[:, 2] == 0) and np.allclose(cond[:, :2].sum(0), 1.0)
   got = face_jax.score(x, y, source_probs=probs, metrics=('leep',))['leep']

@@ -34,8 +34,9 @@ def test_ncti_eigen_solver_branch():
   assert r.lda_solver == 'eigen'
   np.testing.assert_allclose(r.astuple(), dense.ncti_components(xs, y), rtol=fx.DENSE_RTOL)
   r32 = face_jax.score(xs.astype(np.float32), y, metrics=('ncti',), batch_size=97)['ncti']
-  np.testing.assert_allclose(r32.astuple(), dense.ncti_components(xs.astype(np.float32), y),
-                             rtol=fx.FLOAT32_RTOL)
+  np.testing.assert_allclose(
+      r32.astuple(), dense.ncti_components(xs.astype(np.float32), y), rtol=fx.FLOAT32_RTOL
+  )
 
 
 def test_ncti_rank_deficient_features_drop_null_components():
@@ -45,16 +46,20 @@ def test_ncti_rank_deficient_features_drop_null_components():
   # would divide those columns' rounding noise by its std instead).
   from sklearn.decomposition import PCA
   from tests import cases
+
   x, y = cases.gaussian_classes(600, 40, 6, seed=2, sep=1.0, offset=3.0)
   x = np.concatenate([x, np.zeros((600, 60))], 1)
   x = x @ np.linalg.qr(np.random.default_rng(0).normal(size=(100, 100)))[0]
   pca = PCA(64, svd_solver='full')
   f = pca.fit_transform(x)
   f[:, pca.explained_variance_ < 1e-12 * pca.explained_variance_[0]] = 0.0
-  h, p = dense._lda_svd(f, y, 6, np.bincount(y))   # pylint: disable=protected-access
+  h, p = dense._lda_svd(f, y, 6, np.bincount(y))  # pylint: disable=protected-access
   h = h - h.mean(0)
-  want = (float(np.linalg.svd(h, compute_uv=False).sum()), float(p[np.arange(600), y].mean()),
-          math.log(sum(np.linalg.svd(p[y == c], compute_uv=False).sum() for c in range(6))))
+  want = (
+      float(np.linalg.svd(h, compute_uv=False).sum()),
+      float(p[np.arange(600), y].mean()),
+      math.log(sum(np.linalg.svd(p[y == c], compute_uv=False).sum() for c in range(6))),
+  )
   r64 = face_jax.score(x, y, metrics=('ncti',), batch_size=97)['ncti']
   r32 = face_jax.score(x.astype(np.float32), y, metrics=('ncti',), batch_size=97)['ncti']
   np.testing.assert_allclose(r64.astuple(), want, rtol=fx.DENSE_RTOL)
@@ -68,14 +73,18 @@ def test_ncti_pca_dim_policy_error_and_explicit_dim():
   x2, y2, _ = fx.mp_case('gauss_small')
   r = face_jax.score(x2, y2, metrics=('ncti',), pca_dim=16)['ncti']
   assert r.pca_dim == 16
-  np.testing.assert_allclose(r.astuple(), dense.ncti_components(x2, y2, pca_dim=16),
-                             rtol=fx.DENSE_RTOL)
+  np.testing.assert_allclose(
+      r.astuple(), dense.ncti_components(x2, y2, pca_dim=16), rtol=fx.DENSE_RTOL
+  )
 
 
-@pytest.mark.parametrize('options,match', [
-    ({'pca_dim': 0}, 'pca_dim must be a positive integer'),
-    ({'pca_dim_policy': 'pad'}, 'pca_dim_policy must be one of'),
-])
+@pytest.mark.parametrize(
+    'options,match',
+    [
+        ({'pca_dim': 0}, 'pca_dim must be a positive integer'),
+        ({'pca_dim_policy': 'pad'}, 'pca_dim_policy must be one of'),
+    ],
+)
 def test_bad_options(options, match):
   x, y, _ = fx.mp_case('gauss_small')
   with pytest.raises(InputError, match=match):

@@ -36,17 +36,21 @@ def test_ncti_and_etran_pools_from_results():
   assert face_jax.etran_pool(etran) == pytest.approx(want, abs=1e-12)
   assert engine.get('etran').pool(etran) == pytest.approx(want, abs=1e-12)
   assert dense.etran_pool({m: c.components() for m, c in etran.items()}) == pytest.approx(
-      want, abs=1e-12)
-  assert dense.pool_minmax({'a': {'u': 1.0}, 'b': {'u': 3.0}}, {'u': 2.0}) == \
-      face_jax.pool_minmax({'a': {'u': 1.0}, 'b': {'u': 3.0}}, {'u': 2.0}) == {'a': 0.0, 'b': 2.0}
+      want, abs=1e-12
+  )
+  assert (
+      dense.pool_minmax({'a': {'u': 1.0}, 'b': {'u': 3.0}}, {'u': 2.0})
+      == face_jax.pool_minmax({'a': {'u': 1.0}, 'b': {'u': 3.0}}, {'u': 2.0})
+      == {'a': 0.0, 'b': 2.0}
+  )
 
 
 def test_pool_errors():
-  with pytest.raises(InputError, match="expected 3"):
+  with pytest.raises(InputError, match='expected 3'):
     face_jax.ncti_pool({'m': (1.0, 2.0)})
   with pytest.raises(InputError, match="'m2'.*not finite"):
     face_jax.etran_pool({'m1': (0.5, 1.0), 'm2': (0.4, float('nan'))})
-  with pytest.raises(InputError, match="no component weights"):
+  with pytest.raises(InputError, match='no component weights'):
     face_jax.pool_minmax({'m': {'u': 1.0}}, {})
-  with pytest.raises(InputError, match="not finite"):
+  with pytest.raises(InputError, match='not finite'):
     face_jax.pool_minmax({'m': {'u': 1.0}}, {'u': float('inf')})

@@ -24,6 +24,6 @@ def test_pass_count():
 def test_bad_data():
   x, y, _ = fx.mp_case('gauss_small')
   with pytest.raises(InputError, match='at least 2 populated classes'):
-    face_jax.score(x[:100], y[:100], metrics=('sfda',))           # class 0 only
+    face_jax.score(x[:100], y[:100], metrics=('sfda',))  # class 0 only
   with pytest.raises(InputError, match='sfda has no option'):
     face_jax.score(x, y, metrics=('sfda',), metric_options={'sfda': {'pca_dim': 3}})

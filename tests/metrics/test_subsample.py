@@ -38,9 +38,10 @@ def test_subsample_is_seeded_deterministic_and_reported():
   assert rows.size == 400 and np.all(np.diff(rows) > 0)
   assert float(a) == dense.parc(x[rows], None, y[rows])
   # Streamed (uneven batches, N unknown up front) collects the same rows.
-  batches = [(x[i:i + 300], y[i:i + 300]) for i in range(0, len(y), 300)]
-  s = face_jax.score(batches, num_classes=20, metrics=('parc',), dtype='float64',
-                     subsample=400, subsample_seed=7)['parc']
+  batches = [(x[i : i + 300], y[i : i + 300]) for i in range(0, len(y), 300)]
+  s = face_jax.score(
+      batches, num_classes=20, metrics=('parc',), dtype='float64', subsample=400, subsample_seed=7
+  )['parc']
   assert float(s) == float(a) and s.n_total == 2626
 
 
@@ -61,19 +62,24 @@ def test_stream_that_changes_between_passes_is_an_error():
     calls.append(1)
     # calls 1 and 2: peek at construction and the counting pass; the row pass loses rows.
     stop = len(y) if len(calls) <= 2 else len(y) - 50
-    return iter([(x[i:min(i + 100, stop)], y[i:min(i + 100, stop)]) for i in range(0, stop, 100)])
+    return iter(
+        [(x[i : min(i + 100, stop)], y[i : min(i + 100, stop)]) for i in range(0, stop, 100)]
+    )
 
   with pytest.raises(InputError, match='same rows'):
     face_jax.score(batches, num_classes=5, metrics=('parc',), dtype='float64', subsample=100)
 
 
-@pytest.mark.parametrize('metric,options,match', [
-    ('nleep', {'subsample': 1}, 'subsample must be an integer >= 2'),
-    ('nleep', {'pca_variance': 1.5}, r'pca_variance must be in \(0, 1\)'),
-    ('parc', {'pca_solver': 'arpack'}, 'pca_solver must be one of'),
-    ('parc', {'label_rdm': 'spearman'}, 'label_rdm must be one of'),
-    ('parc', {'subsample_seed': -1}, 'subsample_seed must be an integer >= 0'),
-])
+@pytest.mark.parametrize(
+    'metric,options,match',
+    [
+        ('nleep', {'subsample': 1}, 'subsample must be an integer >= 2'),
+        ('nleep', {'pca_variance': 1.5}, r'pca_variance must be in \(0, 1\)'),
+        ('parc', {'pca_solver': 'arpack'}, 'pca_solver must be one of'),
+        ('parc', {'label_rdm': 'spearman'}, 'label_rdm must be one of'),
+        ('parc', {'subsample_seed': -1}, 'subsample_seed must be an integer >= 0'),
+    ],
+)
 def test_bad_options(metric, options, match):
   x, y, _ = fx.mp_case('gauss_small')
   with pytest.raises(InputError, match=match):

@@ -49,7 +49,7 @@ def test_eight_devices_equal_one_device(dtype):
   x = x.astype(dtype)
   one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]), dtype=dtype)
   eight = face_jax.Engine(dtype=dtype)
-  kw = dict(metrics=MULTI_PASS, batch_size=37, pca_dim=8, subsample=300)   # 37 -> 40 rows a step
+  kw = dict(metrics=MULTI_PASS, batch_size=37, pca_dim=8, subsample=300)  # 37 -> 40 rows a step
   r1 = face_jax.score(x, y, engine=one, **kw)
   r8 = face_jax.score(x, y, engine=eight, **kw)
   assert one.passes_run == eight.passes_run == 3
@@ -58,5 +58,5 @@ def test_eight_devices_equal_one_device(dtype):
     np.testing.assert_allclose(_vec(r8[m]), _vec(r1[m]), rtol=rtol, err_msg=m)
   # The same k energies are selected; only their summation order differs.
   assert r8['etran'].s_en == pytest.approx(r1['etran'].s_en, rel=1e-12)
-  for m in ('nleep', 'parc'):                          # the same rows, collected exactly
+  for m in ('nleep', 'parc'):  # the same rows, collected exactly
     assert float(r8[m]) == float(r1[m]) and r8[m].n_used == 300 and r8[m].n_total == 410

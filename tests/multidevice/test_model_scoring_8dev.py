@@ -10,11 +10,15 @@ assert jax.device_count() == 8, jax.devices()
 
 
 def test_digits_eight_devices_equal_one(tmp_path):
-  pipe = data.get('digits', 'all', data_dir=str(tmp_path), batch_size=100)   # 1797: padded
+  pipe = data.get('digits', 'all', data_dir=str(tmp_path), batch_size=100)  # 1797: padded
   ex = models.get('cnn_tiny', image_size=16, seed=0)
   eight = face_jax.score_model(ex, pipe, layers=('block1', 'pool'))
-  one = face_jax.score_model(ex, pipe, layers=('block1', 'pool'),
-                             engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])))
+  one = face_jax.score_model(
+      ex,
+      pipe,
+      layers=('block1', 'pool'),
+      engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])),
+  )
   for layer in ('block1', 'pool'):
     r8, r1 = eight[layer]['face'], one[layer]['face']
     assert r8.diagnostics['N'] == r1.diagnostics['N'] == 1797

@@ -16,10 +16,13 @@ def test_eight_devices():
   assert jax.device_count() == 8
 
 
-@pytest.mark.parametrize("name,opts,layers", [
-    ("resnet_mini", dict(depth=8, image_size=8), ("layer1", "pool")),
-    ("vit_mini", dict(image_size=8, depth=1), ("block0", "pool")),
-])
+@pytest.mark.parametrize(
+    "name,opts,layers",
+    [
+        ("resnet_mini", dict(depth=8, image_size=8), ("layer1", "pool")),
+        ("vit_mini", dict(image_size=8, depth=1), ("block0", "pool")),
+    ],
+)
 def test_sharded_feature_fn_matches_single_device(name, opts, layers):
   assert jax.device_count() == 8
   ex = models.get(name, **opts)
@@ -33,5 +36,4 @@ def test_sharded_feature_fn_matches_single_device(name, opts, layers):
   out = fn(params, batch)
   for l in layers:
     assert len(out[l].sharding.device_set) == 8
-    np.testing.assert_allclose(np.asarray(jax.device_get(out[l])), want[l], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.device_get(out[l])), want[l], rtol=1e-5, atol=1e-5)

@@ -47,10 +47,11 @@ def test_eight_devices_equal_one_device(case, dtype):
 def test_streams_on_eight_devices():
   x, y = cases.make('imbalanced')
   x = x.astype(np.float32)
-  batches = [(x[i:i + 29], y[i:i + 29]) for i in range(0, len(y), 29)]
+  batches = [(x[i : i + 29], y[i : i + 29]) for i in range(0, len(y), 29)]
   r8 = face_jax.face_score(batches, num_classes=8, weighting='balanced')
-  r1 = face_jax.face_score(x, y, engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])),
-                           weighting='balanced')
+  r1 = face_jax.face_score(
+      x, y, engine=face_jax.Engine(face_jax.default_mesh(jax.devices()[:1])), weighting='balanced'
+  )
   _close(r8, r1, 1e-6)
   assert r8.diagnostics['passes'] == 2
 
@@ -78,12 +79,14 @@ def test_cpu_kernel_and_xla_code_on_eight_devices():
   """
   from face_jax._src import cpu_moments
   from face_jax._src import stats as stats_lib
+
   k, d = 3, 1030
   x, y = cases.gaussian_classes(400, d, k, seed=5, offset=100.0)
   x = x.astype(np.float32)
   # 256 rows -> 32 per device: 32 · 1030² >= CPU_KERNEL_MIN_WORK, the kernels run on each.
   assert stats_lib.Moments.uses_cpu_kernel(stats_lib.MomentsSpec(num_classes=k, dim=d), 32) == (
-      cpu_moments.available())
+      cpu_moments.available()
+  )
   one = face_jax.Engine(face_jax.default_mesh(jax.devices()[:1]))
   r1 = face_jax.face_score(x, y, batch_size=256, engine=one, weighting='sample')
   r8 = face_jax.face_score(x, y, batch_size=256, weighting='sample')

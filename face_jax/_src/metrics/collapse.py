@@ -75,28 +75,33 @@ def equal_populated(counts) -> bool:
   return c.size > 0 and bool(np.all(c == c[0]))
 
 
-def check_weights(moments: stats_lib.ClassMoments, present: np.ndarray, weighting: str,
-                  metric: str | None = None):
+def check_weights(
+    moments: stats_lib.ClassMoments, present: np.ndarray, weighting: str, metric: str | None = None
+):
   """Raises ``InputError`` unless the scatter's class weights match ``weighting``.
 
   The message starts with ``metric`` when one is given.
   """
   counts = np.asarray(moments.counts, np.float64)
   w = np.asarray(moments.weight)[present]
-  expected = (balanced_weights(counts)[present] if weighting == 'balanced'
-              else np.ones(int(present.sum())))
+  expected = (
+      balanced_weights(counts)[present] if weighting == 'balanced' else np.ones(int(present.sum()))
+  )
   unit_ok = np.allclose(w, 1.0) and (weighting == 'sample' or equal_populated(counts))
   if not (unit_ok or np.allclose(w, expected, rtol=1e-6)):
-    raise InputError(('' if metric is None else f'{metric}: ')
-                     + 'the scatter was accumulated with class weights that do not match '
-                     f'weighting={weighting!r}')
+    raise InputError(
+        ('' if metric is None else f'{metric}: ')
+        + 'the scatter was accumulated with class weights that do not match '
+        f'weighting={weighting!r}'
+    )
 
 
 # -- NC1 ---------------------------------------------------------------------------
 
 
-def nc1_core(mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray,
-             counts: np.ndarray | None) -> tuple[float, int]:
+def nc1_core(
+    mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray, counts: np.ndarray | None
+) -> tuple[float, int]:
   """NC1 = (1/K) Σ_{j kept} v_jᵀ Σ_W v_j / s_j², M = (μ_k − μ_G)/√K = U S Vᵀ.
 
   Args:
@@ -130,13 +135,12 @@ def nc1_core(mu: np.ndarray, mu_g: np.ndarray, sigma_w: np.ndarray,
   keep = s > tol
   if not keep.any():
     return math.inf, 0
-  v = vt[keep].T                                              # [D, r]
+  v = vt[keep].T  # [D, r]
   q = np.einsum('dr,dr->r', sigma_w @ v, v)
   return float((q / s[keep] ** 2).sum() / k), int(keep.sum())
 
 
-def nc1_from_moments(moments: stats_lib.ClassMoments,
-                     options: Nc1Options = Nc1Options()) -> float:
+def nc1_from_moments(moments: stats_lib.ClassMoments, options: Nc1Options = Nc1Options()) -> float:
   """NC1 = Tr(Σ_W Σ_B^†)/K (a pure float64 function of finalised moments).
 
   Papyan, Han & Donoho, "Prevalence of neural collapse during the terminal
@@ -215,14 +219,17 @@ def class_moments_plan(info: engine_lib.StreamInfo, weighting: str, dtype: str):
   balanced = weighting == 'balanced'
   known = info.label_counts
   if balanced and known is not None and not equal_populated(known):
-    req = engine_lib.Request(stats_lib.Moments, spec,
-                             {'shift': engine_lib.FIRST_BATCH_SHIFT,
-                              'weight': balanced_weights(known)})
+    req = engine_lib.Request(
+        stats_lib.Moments,
+        spec,
+        {'shift': engine_lib.FIRST_BATCH_SHIFT, 'weight': balanced_weights(known)},
+    )
     return (yield {'moments': req})['moments'], 1
   fin = (yield {'moments': common.moments_request(info, dtype)})['moments']
   if balanced and known is None and not equal_populated(fin.counts):
-    req = engine_lib.Request(stats_lib.Moments, spec,
-                             {'shift': fin.means, 'weight': balanced_weights(fin.counts)})
+    req = engine_lib.Request(
+        stats_lib.Moments, spec, {'shift': fin.means, 'weight': balanced_weights(fin.counts)}
+    )
     return (yield {'balanced': req})['balanced'], 2
   return fin, 1
 
@@ -268,12 +275,13 @@ def vci_from_moments(moments: stats_lib.ClassMoments) -> float:
   mu = moments.global_mean()
   dm = moments.means[present] - mu
   dm = dm - (counts[present][:, None] * dm).sum(0) / n
-  r = dm * np.sqrt(counts[present] / n)[:, None]                 # Σ_B = rᵀ r
+  r = dm * np.sqrt(counts[present] / n)[:, None]  # Σ_B = rᵀ r
   s2 = np.linalg.svd(r, compute_uv=False) ** 2
   rank_b = int(np.sum(s2 > d * EPS64 * s2.max())) if s2.size and s2.max() > 0 else 0
   if rank_b == 0:
-    raise InputError('vci: the between-class covariance is zero (all class means coincide); '
-                     'VCI is undefined')
+    raise InputError(
+        'vci: the between-class covariance is zero (all class means coincide); ' 'VCI is undefined'
+    )
   sigma_t = moments.total_scatter() / n
   tr, _ = pinv_trace(sigma_t, r.T @ r, d * EPS64, max_rank=int(n) - 1)
   return 1.0 - tr / rank_b
@@ -286,26 +294,30 @@ def vci_plan(info: engine_lib.StreamInfo, options: VciOptions, dtype: str):
   return vci_from_moments(fin)
 
 
-registry.register(registry.MetricInfo(
-    name='nc1',
-    plan=nc1_plan,
-    options=Nc1Options,
-    higher_is_better=False,
-    citation='Papyan, Han & Donoho, Prevalence of neural collapse during the terminal phase of '
-             'deep learning training, PNAS 2020; docs/face.md definition (weighting="balanced"); '
-             'weighting="sample" = nc1_papyan, weighting="sample", centering="class_mean" = '
-             'rhubarbwu/neural-collapse@c05a0b80d6bc6e8e2e102f2180f1f33b2c9605fd '
-             'neural_collapse/measure.py::covariance_ratio(..., "pinv")',
-    summary='NC1 = Tr(Σ_W Σ_B^†)/K, lower = more collapsed; 1 pass of Moments (2 for balanced '
-            'weighting on a stream with unknown unequal class counts)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='nc1',
+        plan=nc1_plan,
+        options=Nc1Options,
+        higher_is_better=False,
+        citation='Papyan, Han & Donoho, Prevalence of neural collapse during the terminal phase of '
+        'deep learning training, PNAS 2020; docs/face.md definition (weighting="balanced"); '
+        'weighting="sample" = nc1_papyan, weighting="sample", centering="class_mean" = '
+        'rhubarbwu/neural-collapse@c05a0b80d6bc6e8e2e102f2180f1f33b2c9605fd '
+        'neural_collapse/measure.py::covariance_ratio(..., "pinv")',
+        summary='NC1 = Tr(Σ_W Σ_B^†)/K, lower = more collapsed; 1 pass of Moments (2 for balanced '
+        'weighting on a stream with unknown unequal class counts)',
+    )
+)
 
-registry.register(registry.MetricInfo(
-    name='vci',
-    plan=vci_plan,
-    options=VciOptions,
-    higher_is_better=False,
-    citation='Xu & Liu, Quantifying the Variability Collapse of Neural Networks, ICML 2023',
-    summary='VCI = 1 − Tr(Σ_T^† Σ_B)/rank(Σ_B) in [0, 1], lower = more collapsed; '
-            '1 pass of Moments',
-))
+registry.register(
+    registry.MetricInfo(
+        name='vci',
+        plan=vci_plan,
+        options=VciOptions,
+        higher_is_better=False,
+        citation='Xu & Liu, Quantifying the Variability Collapse of Neural Networks, ICML 2023',
+        summary='VCI = 1 − Tr(Σ_T^† Σ_B)/rank(Σ_B) in [0, 1], lower = more collapsed; '
+        '1 pass of Moments',
+    )
+)

@@ -37,13 +37,18 @@ def populated_classes(counts: np.ndarray, metric: str) -> np.ndarray:
   present = counts > 0
   if int(present.sum()) < 2:
     shown = counts[:20].astype(np.int64).tolist()
-    raise InputError(f'{metric} needs at least 2 populated classes, got {int(present.sum())} '
-                     f'(class counts: {shown}' + (' ...)' if counts.size > 20 else ')'))
+    raise InputError(
+        f'{metric} needs at least 2 populated classes, got {int(present.sum())} '
+        f'(class counts: {shown}' + (' ...)' if counts.size > 20 else ')')
+    )
   absent = np.flatnonzero(~present)
   if absent.size:
-    warnings.warn(f'{metric}: {absent.size} class(es) have no sample and are left out: '
-                  f'{absent[:20].tolist()}' + (' ...' if absent.size > 20 else ''),
-                  FaceJaxWarning, stacklevel=3)
+    warnings.warn(
+        f'{metric}: {absent.size} class(es) have no sample and are left out: '
+        f'{absent[:20].tolist()}' + (' ...' if absent.size > 20 else ''),
+        FaceJaxWarning,
+        stacklevel=3,
+    )
   return present
 
 
@@ -59,18 +64,22 @@ def embed_classes(values: np.ndarray, present: np.ndarray, axis: int, fill=0.0) 
   return out
 
 
-def moments_request(info: engine_lib.StreamInfo, dtype: str,
-                    scatter: bool = True) -> engine_lib.Request:
+def moments_request(
+    info: engine_lib.StreamInfo, dtype: str, scatter: bool = True
+) -> engine_lib.Request:
   """Moments about the first batch's class means with unit class weights.
 
   The same request FaCe makes with ``weighting="sample"`` (or equal counts),
   so the engine accumulates it once for every metric that asks.
   """
-  spec = stats_lib.MomentsSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype,
-                               scatter=scatter)
-  return engine_lib.Request(stats_lib.Moments, spec,
-                            {'shift': engine_lib.FIRST_BATCH_SHIFT,
-                             'weight': np.ones((info.num_classes,), np.float64)})
+  spec = stats_lib.MomentsSpec(
+      num_classes=info.num_classes, dim=info.dim, dtype=dtype, scatter=scatter
+  )
+  return engine_lib.Request(
+      stats_lib.Moments,
+      spec,
+      {'shift': engine_lib.FIRST_BATCH_SHIFT, 'weight': np.ones((info.num_classes,), np.float64)},
+  )
 
 
 def choice(value, allowed, name: str, metric: str):
@@ -84,25 +93,33 @@ def source_classes(info: engine_lib.StreamInfo, metric: str) -> int:
   """Ks, the trailing dimension of the stream's ``source_probs`` (``InputError`` if absent)."""
   shape = info.extras.get('source_probs')
   if shape is None:
-    raise InputError(f'{metric} needs source-model probabilities: pass source_probs=[N, Ks] '
-                     "(or a 'source_probs' entry in every streamed batch)")
+    raise InputError(
+        f'{metric} needs source-model probabilities: pass source_probs=[N, Ks] '
+        "(or a 'source_probs' entry in every streamed batch)"
+    )
   if len(shape) != 1 or shape[0] < 1:
     raise InputError(f'{metric}: source_probs must be [N, Ks], got trailing shape {tuple(shape)}')
   return int(shape[0])
 
 
-def resolve_pca_dim(requested: int, n: int, d: int, policy: str, metric: str,
-                    what: str = 'PCA') -> int:
+def resolve_pca_dim(
+    requested: int, n: int, d: int, policy: str, metric: str, what: str = 'PCA'
+) -> int:
   """min(requested, N, D) under ``policy`` ('clip': warn; 'error': raise)."""
   limit = min(int(n), int(d))
   if requested <= limit:
     return int(requested)
-  msg = (f'{metric}: {what} to {requested} dimensions needs min(N, D) >= {requested} '
-         f'(N={int(n)}, D={int(d)})')
+  msg = (
+      f'{metric}: {what} to {requested} dimensions needs min(N, D) >= {requested} '
+      f'(N={int(n)}, D={int(d)})'
+  )
   if policy == 'error':
     raise InputError(msg + '; the reference recipe is not defined for these features')
-  warnings.warn(msg + f'; using {limit} dimensions instead (the reference raises; '
-                'recorded in the result)', FaceJaxWarning, stacklevel=3)
+  warnings.warn(
+      msg + f'; using {limit} dimensions instead (the reference raises; ' 'recorded in the result)',
+      FaceJaxWarning,
+      stacklevel=3,
+  )
   return limit
 
 

@@ -165,8 +165,8 @@ class EnergyHistogram(stats_lib.Statistic):
   every row; the prefix is ignored).
   """
 
-  count: jax.Array   # [65536]
-  total: jax.Array   # [65536]
+  count: jax.Array  # [65536]
+  total: jax.Array  # [65536]
 
   @classmethod
   def empty(cls, spec: EnergyHistSpec) -> 'EnergyHistogram':
@@ -191,8 +191,7 @@ class EnergyHistogram(stats_lib.Statistic):
       take = take & ((key >> ut(shift + DIGIT_BITS)) == params['prefix'].astype(ut))
     w = take.astype(dt)
     count = jax.ops.segment_sum(w, digit, num_segments=NUM_BINS)
-    total = jax.ops.segment_sum(jnp.where(take, e, jnp.zeros((), dt)), digit,
-                                num_segments=NUM_BINS)
+    total = jax.ops.segment_sum(jnp.where(take, e, jnp.zeros((), dt)), digit, num_segments=NUM_BINS)
     return cls(count=count, total=total)
 
   def finalize(self, spec: EnergyHistSpec, params):
@@ -210,21 +209,22 @@ def _hist_request(info, dtype, level, prefix):
 class _Select:
   """Host state of the radix select for the sum of the k smallest energies."""
 
-  need: int           # values still to take
+  need: int  # values still to take
   total: float = 0.0  # sum of the values taken
-  prefix: int = 0     # key digits fixed so far
+  prefix: int = 0  # key digits fixed so far
   level: int = 0
   done: bool = False
-  expect: int | None = None   # rows the next histogram must hold (the boundary bin's count)
+  expect: int | None = None  # rows the next histogram must hold (the boundary bin's count)
 
   def update(self, counts: np.ndarray, sums: np.ndarray, levels: int, dtype: str):
     if self.expect is not None and int(counts.sum()) != self.expect:
       raise InputError(
           f'etran: the energy histogram of pass {self.level + 1} holds {int(counts.sum())} rows '
           f'where the previous pass put {self.expect}: the stream did not yield the same rows '
-          'in every pass')
+          'in every pass'
+      )
     cum = np.cumsum(counts)
-    b = int(np.searchsorted(cum, self.need))            # first bin with cum >= need
+    b = int(np.searchsorted(cum, self.need))  # first bin with cum >= need
     below = int(cum[b - 1]) if b > 0 else 0
     self.total += float(sums[:b].sum())
     self.need -= below
@@ -232,11 +232,11 @@ class _Select:
     self.level += 1
     m = int(counts[b])
     self.expect = m
-    if self.need == m:                                  # the whole bin is taken
+    if self.need == m:  # the whole bin is taken
       self.total += float(sums[b])
       self.need = 0
       self.done = True
-    elif self.level == levels:                          # all bits fixed: equal values
+    elif self.level == levels:  # all bits fixed: equal values
       self.total += self.need * key_to_float(self.prefix, dtype)
       self.need = 0
       self.done = True
@@ -245,27 +245,35 @@ class _Select:
 def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 'float32'):
   """The ETran pass plan (see the module docstring).  Returns ``EtranComponents``."""
   k_cls = info.num_classes
-  got = yield {'moments': common.moments_request(info, dtype, scatter=False),
-               'energy': _hist_request(info, dtype, 0, 0)}
+  got = yield {
+      'moments': common.moments_request(info, dtype, scatter=False),
+      'energy': _hist_request(info, dtype, 0, 0),
+  }
   fin = got['moments']
   present = common.populated_classes(fin.counts, 'etran')
   counts = fin.counts[present]
   n = int(round(counts.sum()))
   k = int(float(options.percent) * 10) * n // 1000
   if k < 1:
-    raise InputError(f'etran: the energy tail has k = int(10*percent)*N//1000 = {k} samples '
-                     f'(N={n}, percent={options.percent}); s_en is undefined (the reference '
-                     'returns nan). ETran needs N >= 200 at percent=0.5.')
+    raise InputError(
+        f'etran: the energy tail has k = int(10*percent)*N//1000 = {k} samples '
+        f'(N={n}, percent={options.percent}); s_en is undefined (the reference '
+        'returns nan). ETran needs N >= 200 at percent=0.5.'
+    )
   levels = EnergyHistSpec(k_cls, info.dim, dtype).levels
   sel = _Select(need=k)
   sel.update(*got['energy'], levels, dtype)
 
   g = fin.global_mean()
-  mu = fin.means[present] - g                                  # [C, D] centred
+  mu = fin.means[present] - g  # [C, D] centred
   bias = -0.5 * np.sum(mu * mu, axis=1) + np.log(counts / counts.sum())
   spec = posterior.PosteriorSpec(num_classes=k_cls, dim=info.dim, dtype=dtype)
-  params = {'center': g, 'coef': common.embed_classes(mu.T, present, 1),
-            'bias': common.embed_classes(bias, present, 0), 'valid': present.astype(np.float64)}
+  params = {
+      'center': g,
+      'coef': common.embed_classes(mu.T, present, 1),
+      'bias': common.embed_classes(bias, present, 0),
+      'valid': present.astype(np.float64),
+  }
   reqs = {'posterior': engine_lib.Request(posterior.LinearPosterior, spec, params)}
   s_cls = None
   while s_cls is None or not sel.done:
@@ -303,20 +311,23 @@ def etran_pool(components: Mapping[str, Any]) -> dict[str, float]:
     ``{model: score}``; higher = predicted more transferable.
   """
   return pool_lib.pool_minmax(
-      pool_lib.named_components(components, ETRAN_COMPONENTS, 'etran_pool'), ETRAN_WEIGHTS)
+      pool_lib.named_components(components, ETRAN_COMPONENTS, 'etran_pool'), ETRAN_WEIGHTS
+  )
 
 
-registry.register(registry.MetricInfo(
-    name='etran',
-    plan=etran_plan,
-    options=EtranOptions,
-    higher_is_better=True,
-    citation='Gholami et al., ETran: Energy-Based Transferability Estimation, ICCV 2023; '
-             'mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19 '
-             'metrics.py::LDA_Score, Energy_Score',
-    summary='ETran components (s_cls, s_en): nearest-mean classifier posterior and the mean of '
-            'the 0.5% lowest energies (exact radix select; 2 passes); the score is '
-            'face_jax.etran_pool over a pool of models',
-    pool_relative=True,
-    pool=etran_pool,
-))
+registry.register(
+    registry.MetricInfo(
+        name='etran',
+        plan=etran_plan,
+        options=EtranOptions,
+        higher_is_better=True,
+        citation='Gholami et al., ETran: Energy-Based Transferability Estimation, ICCV 2023; '
+        'mgholamikn/ETran@d4551ed8f41f4ed6eba08b9cc1a78bae178acd19 '
+        'metrics.py::LDA_Score, Energy_Score',
+        summary='ETran components (s_cls, s_en): nearest-mean classifier posterior and the mean of '
+        'the 0.5% lowest energies (exact radix select; 2 passes); the score is '
+        'face_jax.etran_pool over a pool of models',
+        pool_relative=True,
+        pool=etran_pool,
+    )
+)

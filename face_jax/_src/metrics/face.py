@@ -35,7 +35,7 @@ from face_jax._src.errors import FaceJaxWarning, InputError
 from face_jax._src.metrics import collapse
 from face_jax._src.numerics import EPS64
 
-VAR_FLOOR = 1e-4                          # per-class variance floor (the floor GBC uses)
+VAR_FLOOR = 1e-4  # per-class variance floor (the floor GBC uses)
 
 WEIGHTINGS = ('balanced', 'sample')
 VC_TRANSFORMS = ('neg', 'neglog')
@@ -67,8 +67,12 @@ class FaceOptions:
   """
 
   CHOICES: ClassVar[Mapping[str, tuple]] = {
-      'weighting': WEIGHTINGS, 'vc_transform': VC_TRANSFORMS, 'bc_cov': BC_COVS,
-      'fairness': FAIRNESSES, 'combine': COMBINES}
+      'weighting': WEIGHTINGS,
+      'vc_transform': VC_TRANSFORMS,
+      'bc_cov': BC_COVS,
+      'fairness': FAIRNESSES,
+      'combine': COMBINES,
+  }
 
   weighting: str = 'sample'
   vc_transform: str = 'neglog'
@@ -124,14 +128,19 @@ class FaCeResult:
   def to_dict(self) -> dict:
     """A JSON-friendly dict (arrays as lists)."""
     return {
-        'score': self.score, 'variance_collapse': self.variance_collapse,
-        'class_fairness': self.class_fairness, 'nc1': self.nc1,
-        'overlap': [float(v) for v in self.overlap], 'mean_overlap': self.mean_overlap,
+        'score': self.score,
+        'variance_collapse': self.variance_collapse,
+        'class_fairness': self.class_fairness,
+        'nc1': self.nc1,
+        'overlap': [float(v) for v in self.overlap],
+        'mean_overlap': self.mean_overlap,
         'classes': [int(c) for c in self.classes],
         'class_counts': [int(c) for c in self.class_counts],
         'options': dataclasses.asdict(self.options),
-        'diagnostics': {k: (list(v) if isinstance(v, (tuple, list, np.ndarray)) else v)
-                        for k, v in self.diagnostics.items()},
+        'diagnostics': {
+            k: (list(v) if isinstance(v, (tuple, list, np.ndarray)) else v)
+            for k, v in self.diagnostics.items()
+        },
     }
 
 
@@ -153,8 +162,12 @@ def face_plan(info: engine_lib.StreamInfo, options: FaceOptions, dtype: str = 'f
 # -- the score ---------------------------------------------------------------------
 
 
-def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = FaceOptions(),
-                      *, passes: int | None = None) -> FaCeResult:
+def face_from_moments(
+    moments: stats_lib.ClassMoments,
+    options: FaceOptions = FaceOptions(),
+    *,
+    passes: int | None = None,
+) -> FaCeResult:
   """FaCe from finalised class moments (a pure float64 function).
 
   Args:
@@ -175,45 +188,62 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
   present = counts > 0
   k = int(present.sum())
   if k < 2:
-    raise InputError(f'FaCe needs at least 2 populated classes, got {k} '
-                     f'(class counts: {counts.astype(np.int64).tolist()})')
+    raise InputError(
+        f'FaCe needs at least 2 populated classes, got {k} '
+        f'(class counts: {counts.astype(np.int64).tolist()})'
+    )
   left_out = [int(c) for c in np.flatnonzero(~present)]
   if left_out:
-    warnings.warn(f'{len(left_out)} class(es) have no sample and are left out: {left_out[:20]}'
-                  + (' ...' if len(left_out) > 20 else ''), FaceJaxWarning, stacklevel=2)
+    warnings.warn(
+        f'{len(left_out)} class(es) have no sample and are left out: {left_out[:20]}'
+        + (' ...' if len(left_out) > 20 else ''),
+        FaceJaxWarning,
+        stacklevel=2,
+    )
   singletons = [int(c) for c in np.flatnonzero(counts == 1)]
   if singletons:
-    warnings.warn(f'{len(singletons)} class(es) have a single sample (zero covariance): '
-                  f'{singletons[:20]}', FaceJaxWarning, stacklevel=2)
+    warnings.warn(
+        f'{len(singletons)} class(es) have a single sample (zero covariance): '
+        f'{singletons[:20]}',
+        FaceJaxWarning,
+        stacklevel=2,
+    )
   if moments.within_scatter is None:
     raise InputError('FaCe needs the within-class scatter (MomentsSpec.scatter=True)')
   collapse.check_weights(moments, present, options.weighting)
 
   n = counts.sum()
   d = moments.dim
-  mu = moments.means[present]                                 # [K, D]
+  mu = moments.means[present]  # [K, D]
   cls_counts = counts[present]
   if options.weighting == 'balanced':
     mu_g = mu.mean(0)
   else:
     mu_g = (cls_counts[:, None] * mu).sum(0) / n
-  sigma_w = moments.within_scatter / n                        # [D, D]
+  sigma_w = moments.within_scatter / n  # [D, D]
 
-  nc1, rank = collapse.nc1_core(mu, mu_g, sigma_w,
-                                cls_counts if options.weighting == 'sample' else None)
+  nc1, rank = collapse.nc1_core(
+      mu, mu_g, sigma_w, cls_counts if options.weighting == 'sample' else None
+  )
   if options.vc_transform == 'neg':
     c_term = -nc1
   else:
     c_term = math.inf if nc1 == 0 else -math.log(nc1)
 
-  diag: dict[str, Any] = {'N': int(round(n)), 'D': int(d), 'K': k, 'left_out': left_out,
-                          'singleton_classes': singletons, 'rank_sigma_b': int(rank),
-                          'trace_sigma_w': float(np.trace(sigma_w))}
+  diag: dict[str, Any] = {
+      'N': int(round(n)),
+      'D': int(d),
+      'K': k,
+      'left_out': left_out,
+      'singleton_classes': singletons,
+      'rank_sigma_b': int(rank),
+      'trace_sigma_w': float(np.trace(sigma_w)),
+  }
   if options.bc_cov == 'pooled':
     dist, cond = _bhattacharyya_pooled(mu, sigma_w, options.ridge)
     diag['cond_sigma_reg'] = cond
   else:
-    var = np.maximum(moments.var_diag[present], VAR_FLOOR)   # [K, D]
+    var = np.maximum(moments.var_diag[present], VAR_FLOOR)  # [K, D]
     if options.bc_cov == 'diagonal':
       dist = _bhattacharyya_diagonal(mu, var)
     else:
@@ -225,12 +255,21 @@ def face_from_moments(moments: stats_lib.ClassMoments, options: FaceOptions = Fa
   f_term = _fairness(overlap, options)
   if passes is not None:
     diag['passes'] = int(passes)
-  score = (None if options.combine == 'pool_minmax'
-           else float(c_term + options.fairness_weight * f_term))
-  return FaCeResult(score=score, variance_collapse=float(c_term), class_fairness=float(f_term),
-                    nc1=float(nc1), overlap=overlap, mean_overlap=mean_overlap,
-                    classes=np.flatnonzero(present), class_counts=counts.astype(np.int64),
-                    options=options, diagnostics=diag)
+  score = (
+      None if options.combine == 'pool_minmax' else float(c_term + options.fairness_weight * f_term)
+  )
+  return FaCeResult(
+      score=score,
+      variance_collapse=float(c_term),
+      class_fairness=float(f_term),
+      nc1=float(nc1),
+      overlap=overlap,
+      mean_overlap=mean_overlap,
+      classes=np.flatnonzero(present),
+      class_counts=counts.astype(np.int64),
+      options=options,
+      diagnostics=diag,
+  )
 
 
 def _pairwise_sq_dists(u: np.ndarray) -> np.ndarray:
@@ -254,10 +293,14 @@ def _bhattacharyya_pooled(mu: np.ndarray, sigma_w: np.ndarray, ridge: float):
   cond = float(evals[-1] / evals[0]) if evals[0] > 0 else math.inf
   try:
     chol = np.linalg.cholesky(reg)
-    u = scipy.linalg.solve_triangular(chol, (mu - mu.mean(0)).T, lower=True).T   # [K, D]
+    u = scipy.linalg.solve_triangular(chol, (mu - mu.mean(0)).T, lower=True).T  # [K, D]
   except np.linalg.LinAlgError:
-    warnings.warn('Σ_reg is singular (ridge = 0 and a rank-deficient Σ_W): using its '
-                  'pseudo-inverse for the Bhattacharyya distances', FaceJaxWarning, stacklevel=3)
+    warnings.warn(
+        'Σ_reg is singular (ridge = 0 and a rank-deficient Σ_W): using its '
+        'pseudo-inverse for the Bhattacharyya distances',
+        FaceJaxWarning,
+        stacklevel=3,
+    )
     ev, vec = np.linalg.eigh(reg)
     keep = ev > ev[-1] * d * EPS64
     u = (mu - mu.mean(0)) @ vec[:, keep] / np.sqrt(ev[keep])
@@ -273,12 +316,13 @@ def _bhattacharyya_diagonal(mu: np.ndarray, var: np.ndarray) -> np.ndarray:
   logv = np.log(var)
   out = np.zeros((k, k))
   for i in range(k - 1):
-    vbar = 0.5 * (var[i] + var[i + 1:])                        # [K-i-1, D]
-    delta = mu[i] - mu[i + 1:]
-    term = (0.125 * (delta * delta / vbar).sum(1)
-            + 0.5 * (np.log(vbar) - 0.5 * (logv[i] + logv[i + 1:])).sum(1))
-    out[i, i + 1:] = term
-    out[i + 1:, i] = term
+    vbar = 0.5 * (var[i] + var[i + 1 :])  # [K-i-1, D]
+    delta = mu[i] - mu[i + 1 :]
+    term = 0.125 * (delta * delta / vbar).sum(1) + 0.5 * (
+        np.log(vbar) - 0.5 * (logv[i] + logv[i + 1 :])
+    ).sum(1)
+    out[i, i + 1 :] = term
+    out[i + 1 :, i] = term
   return out
 
 
@@ -290,7 +334,8 @@ def _bhattacharyya_spherical(mu: np.ndarray, v: np.ndarray, d: int) -> np.ndarra
   vbar = 0.5 * (v[:, None] + v[None, :])
   logv = np.log(v)
   return 0.125 * _pairwise_sq_dists(mu) / vbar + 0.5 * d * (
-      np.log(vbar) - 0.5 * (logv[:, None] + logv[None, :]))
+      np.log(vbar) - 0.5 * (logv[:, None] + logv[None, :])
+  )
 
 
 def _fairness(overlap: np.ndarray, options: FaceOptions) -> float:
@@ -311,8 +356,9 @@ def _fairness(overlap: np.ndarray, options: FaceOptions) -> float:
 # -- pools ---------------------------------------------------------------------------
 
 
-def face_pool(results: Mapping[str, FaCeResult], *,
-              fairness_weight: float | None = None) -> dict[str, float]:
+def face_pool(
+    results: Mapping[str, FaCeResult], *, fairness_weight: float | None = None
+) -> dict[str, float]:
   """FaCe ``combine="pool_minmax"``: S = C̃ + λ·F̃ over a pool of models on the same target data.
 
   C and F are each min–max normalised over the pool to [0, 1] (a term that is
@@ -334,22 +380,28 @@ def face_pool(results: Mapping[str, FaCeResult], *,
   if fairness_weight is None:
     lams = {r.options.fairness_weight for r in results.values()}
     if len(lams) != 1:
-      raise InputError(f'the results use different fairness weights {sorted(lams)}; '
-                       'pass fairness_weight explicitly')
+      raise InputError(
+          f'the results use different fairness weights {sorted(lams)}; '
+          'pass fairness_weight explicitly'
+      )
     fairness_weight = lams.pop()
-  comps = {m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
-           for m, r in results.items()}
+  comps = {
+      m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
+      for m, r in results.items()
+  }
   return pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': fairness_weight})
 
 
-registry.register(registry.MetricInfo(
-    name='face',
-    plan=face_plan,
-    options=FaceOptions,
-    higher_is_better=True,
-    citation='Ding et al., Unleashing the power of Neural Collapse for Transferability Estimation, '
-             'arXiv 2310.05754 (2023); reconstruction per docs/face.md',
-    summary='FaCe (Fair Collapse): variance collapse −NC1 plus class fairness of '
-            'Bhattacharyya overlaps',
-    pool=face_pool,
-))
+registry.register(
+    registry.MetricInfo(
+        name='face',
+        plan=face_plan,
+        options=FaceOptions,
+        higher_is_better=True,
+        citation='Ding et al., Unleashing the power of Neural Collapse for Transferability Estimation, '
+        'arXiv 2310.05754 (2023); reconstruction per docs/face.md',
+        summary='FaCe (Fair Collapse): variance collapse −NC1 plus class fairness of '
+        'Bhattacharyya overlaps',
+        pool=face_pool,
+    )
+)

@@ -28,7 +28,7 @@ from face_jax._src.numerics import sym_eig_desc
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
-GBC_VAR_FLOOR = 1e-4           # GBC: per-dimension class variances floored at 1e-4
+GBC_VAR_FLOOR = 1e-4  # GBC: per-dimension class variances floored at 1e-4
 GBC_TYPES = ('spherical', 'diagonal')
 
 
@@ -86,9 +86,9 @@ class ProjectedMoments(stats_lib.Statistic):
   Memory: 2·K·k + K accumulator elements.  Per step: one [B, D] x [D, k] matmul.
   """
 
-  count: Array    # [K]
-  sum: Array      # [K, k]
-  sq_sum: Array   # [K, k]
+  count: Array  # [K]
+  sum: Array  # [K, k]
+  sq_sum: Array  # [K, k]
 
   @classmethod
   def empty(cls, spec: ProjectedMomentsSpec) -> 'ProjectedMoments':
@@ -98,9 +98,11 @@ class ProjectedMoments(stats_lib.Statistic):
 
   @classmethod
   def default_params(cls, spec: ProjectedMomentsSpec):
-    return {'center': np.zeros((spec.dim,), np.float64),
-            'basis': np.eye(spec.dim, spec.out_dim),
-            'shift': np.zeros((spec.num_classes, spec.out_dim), np.float64)}
+    return {
+        'center': np.zeros((spec.dim,), np.float64),
+        'basis': np.eye(spec.dim, spec.out_dim),
+        'shift': np.zeros((spec.num_classes, spec.out_dim), np.float64),
+    }
 
   @classmethod
   def from_batch(cls, spec: ProjectedMomentsSpec, params, batch) -> 'ProjectedMoments':
@@ -108,15 +110,17 @@ class ProjectedMoments(stats_lib.Statistic):
     y, m = common.labels_mask(spec, batch)
     x = batch.features.astype(dt) - params['center'].astype(dt)
     x = jnp.where(m[:, None], x, jnp.zeros((), dt))
-    p = jnp.dot(x, params['basis'].astype(dt), precision=HIGHEST)     # [B, k]
+    p = jnp.dot(x, params['basis'].astype(dt), precision=HIGHEST)  # [B, k]
     if spec.round_float32:
       p = p.astype(jnp.float32).astype(dt)
     z = p - params['shift'].astype(dt)[y]
     z = jnp.where(m[:, None], z, jnp.zeros((), dt))
     k = spec.num_classes
-    return cls(count=jax.ops.segment_sum(m.astype(dt), y, num_segments=k),
-               sum=jax.ops.segment_sum(z, y, num_segments=k),
-               sq_sum=jax.ops.segment_sum(z * z, y, num_segments=k))
+    return cls(
+        count=jax.ops.segment_sum(m.astype(dt), y, num_segments=k),
+        sum=jax.ops.segment_sum(z, y, num_segments=k),
+        sq_sum=jax.ops.segment_sum(z * z, y, num_segments=k),
+    )
 
   def finalize(self, spec: ProjectedMomentsSpec, params) -> stats_lib.ClassMoments:
     h = common.host64(self)
@@ -127,15 +131,20 @@ class ProjectedMoments(stats_lib.Statistic):
     means = np.where(n[:, None] > 0, shift + mz, 0.0)
     var = np.clip(h.sq_sum / safe[:, None] - mz * mz, 0.0, None)
     var = np.where(n[:, None] > 0, var, 0.0)
-    return stats_lib.ClassMoments(counts=n, sums=means * n[:, None], means=means, var_diag=var,
-                                  within_scatter=None, weight=np.ones_like(n))
+    return stats_lib.ClassMoments(
+        counts=n,
+        sums=means * n[:, None],
+        means=means,
+        var_diag=var,
+        within_scatter=None,
+        weight=np.ones_like(n),
+    )
 
 
 # -- the score ----------------------------------------------------------------------
 
 
-def gbc_from_moments(moments: stats_lib.ClassMoments,
-                     options: GbcOptions = GbcOptions()) -> float:
+def gbc_from_moments(moments: stats_lib.ClassMoments, options: GbcOptions = GbcOptions()) -> float:
   """GBC from class means and per-dimension class variances (pure float64).
 
   Pandy et al., "Transferability Estimation using Bhattacharyya Class
@@ -163,7 +172,7 @@ def gbc_from_moments(moments: stats_lib.ClassMoments,
   gaussian_type = options.gaussian_type
   present = common.populated_classes(moments.counts, 'gbc')
   mu = moments.means[present]
-  mu = mu - mu.mean(0)                                         # shift-invariant; tidier rounding
+  mu = mu - mu.mean(0)  # shift-invariant; tidier rounding
   var = np.maximum(moments.var_diag[present], GBC_VAR_FLOOR)
   k = mu.shape[0]
   total = 0.0
@@ -181,8 +190,9 @@ def gbc_from_moments(moments: stats_lib.ClassMoments,
     logs = np.log(var).sum(1)
     for a in range(k):
       vbar = 0.5 * (var + var[a])
-      bd = (np.sum((mu - mu[a]) ** 2 / vbar, axis=1) / 8.0
-            + 0.5 * (np.log(vbar).sum(1) - 0.5 * logs[a] - 0.5 * logs))
+      bd = np.sum((mu - mu[a]) ** 2 / vbar, axis=1) / 8.0 + 0.5 * (
+          np.log(vbar).sum(1) - 0.5 * logs[a] - 0.5 * logs
+      )
       e = np.exp(-bd)
       e[a] = 0.0
       total += float(e.sum())
@@ -205,7 +215,8 @@ def _check_pca_dim(pca_dim, n, d):
         f'gbc: pca_dim={pca_dim} needs 1 <= pca_dim <= min(N, D) = {int(min(n, d))} '
         f'(N={int(n)}, D={d}); the PCA-{pca_dim} reduction of the google pipeline is not '
         'defined here (face_jax.dense.gbc raises likewise). Use pca_dim=None for GBC on the '
-        'raw features.')
+        'raw features.'
+    )
 
 
 def gbc_plan(info: engine_lib.StreamInfo, options: GbcOptions, dtype: str):
@@ -230,22 +241,26 @@ def gbc_plan(info: engine_lib.StreamInfo, options: GbcOptions, dtype: str):
   _check_pca_dim(pca_dim, fin.n, info.dim)
   center, basis = pca_basis(fin, pca_dim)
   shift = np.where(fin.present[:, None], (fin.means - center) @ basis, 0.0)
-  spec = ProjectedMomentsSpec(num_classes=info.num_classes, dim=info.dim, out_dim=pca_dim,
-                              dtype=dtype, round_float32=True)
-  req = engine_lib.Request(ProjectedMoments, spec,
-                           {'center': center, 'basis': basis, 'shift': shift})
+  spec = ProjectedMomentsSpec(
+      num_classes=info.num_classes, dim=info.dim, out_dim=pca_dim, dtype=dtype, round_float32=True
+  )
+  req = engine_lib.Request(
+      ProjectedMoments, spec, {'center': center, 'basis': basis, 'shift': shift}
+  )
   proj = (yield {'projected': req})['projected']
   return gbc_from_moments(proj, options)
 
 
-registry.register(registry.MetricInfo(
-    name='gbc',
-    plan=gbc_plan,
-    options=GbcOptions,
-    higher_is_better=True,
-    citation='Pandy et al., Transferability Estimation using Bhattacharyya Class Separability, '
-             'CVPR 2022; google-research/google-research@1d4d2f1aa6f2883a790d2ae46a6ee8ab150d8f31 '
-             'stable_transfer/transferability/gbc.py::get_gbc_score',
-    summary='GBC = −Σ_{a≠b} Bhattacharyya coefficients of class Gaussians; 1 pass of Moments, '
-            '2 with pca_dim (top-k axes, then moments of float32 projections)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='gbc',
+        plan=gbc_plan,
+        options=GbcOptions,
+        higher_is_better=True,
+        citation='Pandy et al., Transferability Estimation using Bhattacharyya Class Separability, '
+        'CVPR 2022; google-research/google-research@1d4d2f1aa6f2883a790d2ae46a6ee8ab150d8f31 '
+        'stable_transfer/transferability/gbc.py::get_gbc_score',
+        summary='GBC = −Σ_{a≠b} Bhattacharyya coefficients of class Gaussians; 1 pass of Moments, '
+        '2 with pca_dim (top-k axes, then moments of float32 projections)',
+    )
+)

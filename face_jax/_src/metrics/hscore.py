@@ -25,7 +25,7 @@ from face_jax._src.numerics import pinv_trace
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST
-HSCORE_PINV_RTOL = 1e-15       # numpy.linalg.pinv(rcond=1e-15), tllib / official H-score
+HSCORE_PINV_RTOL = 1e-15  # numpy.linalg.pinv(rcond=1e-15), tllib / official H-score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +88,14 @@ class NormSums:
     e = float(delta @ delta)
     n = self.n
     sum_b2 = float(delta @ total_scatter @ delta) + n * e * e
-    return (self.quartic - 4.0 * float(delta @ self.cross) + 4.0 * sum_b2
-            + 2.0 * e * self.sq - 4.0 * e * float(delta @ self.sum) + n * e * e)
+    return (
+        self.quartic
+        - 4.0 * float(delta @ self.cross)
+        + 4.0 * sum_b2
+        + 2.0 * e * self.sq
+        - 4.0 * e * float(delta @ self.sum)
+        + n * e * e
+    )
 
 
 class NormMoments(stats_lib.Statistic):
@@ -105,17 +111,22 @@ class NormMoments(stats_lib.Statistic):
   Memory: 2·D + 3 accumulator elements.
   """
 
-  count: Array     # []
-  sum: Array       # [D]
-  sq: Array        # []
-  quartic: Array   # []
-  cross: Array     # [D]
+  count: Array  # []
+  sum: Array  # [D]
+  sq: Array  # []
+  quartic: Array  # []
+  cross: Array  # [D]
 
   @classmethod
   def empty(cls, spec: NormMomentsSpec) -> 'NormMoments':
     dt = jnp.dtype(spec.dtype)
-    return cls(count=jnp.zeros((), dt), sum=jnp.zeros((spec.dim,), dt), sq=jnp.zeros((), dt),
-               quartic=jnp.zeros((), dt), cross=jnp.zeros((spec.dim,), dt))
+    return cls(
+        count=jnp.zeros((), dt),
+        sum=jnp.zeros((spec.dim,), dt),
+        sq=jnp.zeros((), dt),
+        quartic=jnp.zeros((), dt),
+        cross=jnp.zeros((spec.dim,), dt),
+    )
 
   @classmethod
   def default_params(cls, spec: NormMomentsSpec):
@@ -127,15 +138,26 @@ class NormMoments(stats_lib.Statistic):
     m = batch.mask
     z = batch.features.astype(dt) - params['shift'].astype(dt)[0]
     z = jnp.where(m[:, None], z, jnp.zeros((), dt))
-    a = jnp.sum(z * z, axis=-1)                               # [B]
-    return cls(count=jnp.sum(m.astype(dt)), sum=jnp.sum(z, axis=0), sq=jnp.sum(a),
-               quartic=jnp.sum(a * a), cross=jnp.dot(a, z, precision=HIGHEST))
+    a = jnp.sum(z * z, axis=-1)  # [B]
+    return cls(
+        count=jnp.sum(m.astype(dt)),
+        sum=jnp.sum(z, axis=0),
+        sq=jnp.sum(a),
+        quartic=jnp.sum(a * a),
+        cross=jnp.dot(a, z, precision=HIGHEST),
+    )
 
   def finalize(self, spec: NormMomentsSpec, params) -> NormSums:
     h = common.host64(self)
     center = np.asarray(params['shift'], np.float64)[0]
-    return NormSums(center=center, n=float(h.count), sum=h.sum, sq=float(h.sq),
-                    quartic=float(h.quartic), cross=h.cross)
+    return NormSums(
+        center=center,
+        n=float(h.count),
+        sum=h.sum,
+        sq=float(h.sq),
+        quartic=float(h.quartic),
+        cross=h.cross,
+    )
 
 
 # -- the scores ---------------------------------------------------------------------
@@ -247,31 +269,36 @@ def reg_hscore_plan(info: engine_lib.StreamInfo, options: RegHscoreOptions, dtyp
   """Plan of ``reg_hscore``: one pass of ``Moments`` + ``NormMoments``."""
   del options
   spec = NormMomentsSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype)
-  got = yield {'moments': common.moments_request(info, dtype),
-               'norms': engine_lib.Request(NormMoments, spec,
-                                           {'shift': engine_lib.FIRST_BATCH_SHIFT})}
+  got = yield {
+      'moments': common.moments_request(info, dtype),
+      'norms': engine_lib.Request(NormMoments, spec, {'shift': engine_lib.FIRST_BATCH_SHIFT}),
+  }
   return reg_hscore_from_moments(got['moments'], got['norms'])
 
 
-registry.register(registry.MetricInfo(
-    name='hscore',
-    plan=hscore_plan,
-    options=HscoreOptions,
-    higher_is_better=True,
-    citation='Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer '
-             'Learning, ICIP 2019; thuml/Transfer-Learning-Library@'
-             'c4aa59eb565650a552b809411601d0589efbbfe4 tllib/ranking/hscore.py::h_score',
-    summary='H-score tr(pinv(cov_f) cov_g) (true matrix product, pinv rcond 1e-15); '
-            '1 pass of Moments',
-))
+registry.register(
+    registry.MetricInfo(
+        name='hscore',
+        plan=hscore_plan,
+        options=HscoreOptions,
+        higher_is_better=True,
+        citation='Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer '
+        'Learning, ICIP 2019; thuml/Transfer-Learning-Library@'
+        'c4aa59eb565650a552b809411601d0589efbbfe4 tllib/ranking/hscore.py::h_score',
+        summary='H-score tr(pinv(cov_f) cov_g) (true matrix product, pinv rcond 1e-15); '
+        '1 pass of Moments',
+    )
+)
 
-registry.register(registry.MetricInfo(
-    name='reg_hscore',
-    plan=reg_hscore_plan,
-    options=RegHscoreOptions,
-    higher_is_better=True,
-    citation='Ibrahim et al., Newer is not always better, ECML-PKDD 2022; '
-             'thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4 '
-             'tllib/ranking/hscore.py::regularized_h_score',
-    summary='Ledoit–Wolf shrinkage H-score; 1 pass of Moments + NormMoments (fourth-moment sums)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='reg_hscore',
+        plan=reg_hscore_plan,
+        options=RegHscoreOptions,
+        higher_is_better=True,
+        citation='Ibrahim et al., Newer is not always better, ECML-PKDD 2022; '
+        'thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4 '
+        'tllib/ranking/hscore.py::regularized_h_score',
+        summary='Ledoit–Wolf shrinkage H-score; 1 pass of Moments + NormMoments (fourth-moment sums)',
+    )
+)

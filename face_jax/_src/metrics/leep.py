@@ -32,7 +32,7 @@ from face_jax._src import stats as stats_lib
 from face_jax._src.metrics import common
 
 Array = jax.Array
-NCE_EPS = 1e-20                # thuml NCE: added to P(y|z) inside p·log p
+NCE_EPS = 1e-20  # thuml NCE: added to P(y|z) inside p·log p
 _SOURCE = frozenset({'source_probs'})
 
 
@@ -99,14 +99,16 @@ class SourceJoint(stats_lib.Statistic):
 
   requires_extra = 'source_probs'
 
-  count: Array   # [K]
-  joint: Array   # [K, Ks]
+  count: Array  # [K]
+  joint: Array  # [K, Ks]
 
   @classmethod
   def empty(cls, spec: SourceJointSpec) -> 'SourceJoint':
     dt = jnp.dtype(spec.dtype)
-    return cls(count=jnp.zeros((spec.num_classes,), dt),
-               joint=jnp.zeros((spec.num_classes, spec.source_classes), dt))
+    return cls(
+        count=jnp.zeros((spec.num_classes,), dt),
+        joint=jnp.zeros((spec.num_classes, spec.source_classes), dt),
+    )
 
   @classmethod
   def from_batch(cls, spec: SourceJointSpec, params, batch: stats_lib.Batch) -> 'SourceJoint':
@@ -168,9 +170,9 @@ class LeepLogLik(stats_lib.Statistic):
 
   requires_extra = 'source_probs'
 
-  count: Array     # []
-  log_sum: Array   # []
-  zero: Array      # []
+  count: Array  # []
+  log_sum: Array  # []
+  zero: Array  # []
 
   @classmethod
   def empty(cls, spec: LeepLogLikSpec) -> 'LeepLogLik':
@@ -186,13 +188,15 @@ class LeepLogLik(stats_lib.Statistic):
     y, m = common.labels_mask(spec, batch)
     p = _masked_probs(spec, batch)
     dt = p.dtype
-    cond = params['cond'].astype(dt)[y]                       # [B, Ks]
-    eep = jnp.sum(p * cond, axis=-1)                          # [B]
+    cond = params['cond'].astype(dt)[y]  # [B, Ks]
+    eep = jnp.sum(p * cond, axis=-1)  # [B]
     pos = m & (eep > 0)
     logs = jnp.log(jnp.where(pos, eep, jnp.ones((), dt)))
-    return cls(count=jnp.sum(m.astype(dt)),
-               log_sum=jnp.sum(jnp.where(pos, logs, jnp.zeros((), dt))),
-               zero=jnp.sum((m & ~(eep > 0)).astype(dt)))
+    return cls(
+        count=jnp.sum(m.astype(dt)),
+        log_sum=jnp.sum(jnp.where(pos, logs, jnp.zeros((), dt))),
+        zero=jnp.sum((m & ~(eep > 0)).astype(dt)),
+    )
 
   def finalize(self, spec: LeepLogLikSpec, params) -> LeepSums:
     h = common.host64(self)
@@ -282,31 +286,35 @@ def leep_plan(info: engine_lib.StreamInfo, options: LeepOptions, dtype: str):
   lspec = LeepLogLikSpec(num_classes=info.num_classes, source_classes=ks, dtype=dtype)
   joint = (yield {'joint': engine_lib.Request(SourceJoint, jspec, {})})['joint']
   if int(np.sum(joint.counts > 0)) < 2:
-    common.populated_classes(joint.counts, 'leep')     # raises before a useless second pass
+    common.populated_classes(joint.counts, 'leep')  # raises before a useless second pass
   cond = leep_conditional(joint)
   sums = (yield {'loglik': engine_lib.Request(LeepLogLik, lspec, {'cond': cond})})['loglik']
   return leep_from_sums(joint, sums)
 
 
-registry.register(registry.MetricInfo(
-    name='leep',
-    plan=leep_plan,
-    options=LeepOptions,
-    higher_is_better=True,
-    citation='Nguyen et al., LEEP, ICML 2020; thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 '
-             'LEEP.py::LEEP',
-    summary='LEEP (natural log) from source-model probabilities; 2 passes: joint P(y, z), then '
-            'Σ log Σ_z θ_iz P(y_i|z)',
-    needs=_SOURCE,
-))
+registry.register(
+    registry.MetricInfo(
+        name='leep',
+        plan=leep_plan,
+        options=LeepOptions,
+        higher_is_better=True,
+        citation='Nguyen et al., LEEP, ICML 2020; thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 '
+        'LEEP.py::LEEP',
+        summary='LEEP (natural log) from source-model probabilities; 2 passes: joint P(y, z), then '
+        'Σ log Σ_z θ_iz P(y_i|z)',
+        needs=_SOURCE,
+    )
+)
 
-registry.register(registry.MetricInfo(
-    name='nce',
-    plan=nce_plan,
-    options=NceOptions,
-    higher_is_better=True,
-    citation='Tran et al., Transferability and Hardness of Supervised Classification Tasks, '
-             'ICCV 2019; thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 NCE.py::NCE',
-    summary='NCE = −H(Y|Z), Z = argmax source probabilities; 1 pass of hard joint counts',
-    needs=_SOURCE,
-))
+registry.register(
+    registry.MetricInfo(
+        name='nce',
+        plan=nce_plan,
+        options=NceOptions,
+        higher_is_better=True,
+        citation='Tran et al., Transferability and Hardness of Supervised Classification Tasks, '
+        'ICCV 2019; thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 NCE.py::NCE',
+        summary='NCE = −H(Y|Z), Z = argmax source probabilities; 1 pass of hard joint counts',
+        needs=_SOURCE,
+    )
+)

@@ -31,7 +31,7 @@ from face_jax._src.numerics import EPS64, sym_eig_desc
 LOGME_FP_SV_CUTOFF = 1e-10
 LOGME_FP_EPS = 1e-5
 LOGME_FP_TOL = 1e-3
-LOGME_ICML_TOL = 1e-2          # tllib ICML: stop at < 1e-2 relative change of alpha/beta
+LOGME_ICML_TOL = 1e-2  # tllib ICML: stop at < 1e-2 relative change of alpha/beta
 LOGME_MAX_ITERS = 11
 LOGME_VARIANTS = ('thuml', 'tllib_icml')
 
@@ -52,8 +52,9 @@ class LogmeOptions:
     common.choice(self.variant, LOGME_VARIANTS, 'variant', 'logme')
 
 
-def logme_from_moments(moments: stats_lib.ClassMoments,
-                       options: LogmeOptions = LogmeOptions()) -> float:
+def logme_from_moments(
+    moments: stats_lib.ClassMoments, options: LogmeOptions = LogmeOptions()
+) -> float:
   """LogME from XᵀX, Xᵀ1[y = c] and the class counts (a pure float64 function).
 
   You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer
@@ -101,21 +102,21 @@ def logme_from_moments(moments: stats_lib.ClassMoments,
   present = common.populated_classes(counts, 'logme')
   n, d = counts.sum(), moments.dim
   xtx = moments.second_moment()
-  xty = moments.sums[present].T                          # [D, K] Xᵀ onehot
+  xty = moments.sums[present].T  # [D, K] Xᵀ onehot
   w, v = sym_eig_desc(xtx)
   w = np.clip(w, 0.0, None)
   rank_bound = int(min(n, d))
   w[rank_bound:] = 0.0
   pos = w > d * EPS64 * w[0]
-  tmp = v.T @ xty                                        # [D, K]
-  tmp[~pos] = 0.0                                        # Xᵀt has no null-space component
+  tmp = v.T @ xty  # [D, K]
+  tmp[~pos] = 0.0  # Xᵀt has no null-space component
   x2_all = np.zeros_like(tmp)
-  x2_all[pos] = tmp[pos] ** 2 / w[pos][:, None]          # (u_iᵀ t)²
+  x2_all[pos] = tmp[pos] ** 2 / w[pos][:, None]  # (u_iᵀ t)²
   if variant == 'thuml':
     if n > d:
       keep = np.sqrt(w) > LOGME_FP_SV_CUTOFF
     else:
-      keep = np.arange(d) < rank_bound                   # all N singular values of X
+      keep = np.arange(d) < rank_bound  # all N singular values of X
     return logme_fixed_point_iteration(w[keep], x2_all[keep], counts[present], n, d)
   return _logme_icml(w, x2_all, counts[present], n, d)
 
@@ -126,9 +127,14 @@ def logme_evidence(alpha, beta, sigma, m2, res2, n, d) -> float:
   ``sigma`` [k] eigenvalues of XᵀX, ``m2`` = ‖m‖², ``res2`` = ‖t − X m‖²
   (shared by both LogME iterations and by face_jax.dense).
   """
-  evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-              - 0.5 * np.sum(np.log(alpha + beta * sigma))
-              - beta / 2.0 * res2 - alpha / 2.0 * m2 - n / 2.0 * math.log(2.0 * math.pi))
+  evidence = (
+      d / 2.0 * math.log(alpha)
+      + n / 2.0 * math.log(beta)
+      - 0.5 * np.sum(np.log(alpha + beta * sigma))
+      - beta / 2.0 * res2
+      - alpha / 2.0 * m2
+      - n / 2.0 * math.log(2.0 * math.pi)
+  )
   return float(evidence / n)
 
 
@@ -196,16 +202,18 @@ def logme_plan(info: engine_lib.StreamInfo, options: LogmeOptions, dtype: str):
   return logme_from_moments(fin, options)
 
 
-registry.register(registry.MetricInfo(
-    name='logme',
-    plan=logme_plan,
-    options=LogmeOptions,
-    higher_is_better=True,
-    citation='You et al., LogME, ICML 2021 / JMLR 2022; variant="thuml": '
-             'thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 LogME.py::LogME.fit; '
-             'variant="tllib_icml": thuml/Transfer-Learning-Library@'
-             'c4aa59eb565650a552b809411601d0589efbbfe4 '
-             'tllib/ranking/logme.py::log_maximum_evidence',
-    summary='LogME log maximum evidence of a Bayesian linear model (not shift-invariant); '
-            '1 pass of Moments (XᵀX rebuilt in float64)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='logme',
+        plan=logme_plan,
+        options=LogmeOptions,
+        higher_is_better=True,
+        citation='You et al., LogME, ICML 2021 / JMLR 2022; variant="thuml": '
+        'thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 LogME.py::LogME.fit; '
+        'variant="tllib_icml": thuml/Transfer-Learning-Library@'
+        'c4aa59eb565650a552b809411601d0589efbbfe4 '
+        'tllib/ranking/logme.py::log_maximum_evidence',
+        summary='LogME log maximum evidence of a Bayesian linear model (not shift-invariant); '
+        '1 pass of Moments (XᵀX rebuilt in float64)',
+    )
+)

@@ -73,7 +73,7 @@ LDA_SVD_TOL = 1e-4
 NCTI_PCA_SEED = 1
 PCA_DIM_POLICIES = common.PCA_DIM_POLICIES
 # A FaceJaxWarning states the memory of pass 2 above this many Gram elements (K ≈ 465).
-GRAM_WARN_ELEMENTS = 10 ** 8
+GRAM_WARN_ELEMENTS = 10**8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +91,16 @@ class NctiOptions:
   pca_dim_policy: str = 'clip'
 
   def __post_init__(self):
-    if isinstance(self.pca_dim, bool) or not isinstance(self.pca_dim, (int, np.integer)) \
-        or self.pca_dim < 1:
+    if (
+        isinstance(self.pca_dim, bool)
+        or not isinstance(self.pca_dim, (int, np.integer))
+        or self.pca_dim < 1
+    ):
       raise InputError(f'ncti: pca_dim must be a positive integer, got {self.pca_dim!r}')
     if self.pca_dim_policy not in PCA_DIM_POLICIES:
-      raise InputError(f'ncti: pca_dim_policy must be one of {PCA_DIM_POLICIES}, '
-                       f'got {self.pca_dim_policy!r}')
+      raise InputError(
+          f'ncti: pca_dim_policy must be one of {PCA_DIM_POLICIES}, ' f'got {self.pca_dim_policy!r}'
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,20 +151,20 @@ def _lda_svd(mu_f, sw_f, st_f, counts):
   xbar = priors @ mu_f
   std = np.sqrt(np.clip(np.diag(sw_f), 0.0, None) / n)
   std[std == 0] = 1.0
-  g = sw_f / np.outer(std, std) / n                    # Gram of sqrt(1/N) Z / std
+  g = sw_f / np.outer(std, std) / n  # Gram of sqrt(1/N) Z / std
   lam, u = np.linalg.eigh(0.5 * (g + g.T))
   lam, u = lam[::-1], u[:, ::-1]
   s1 = np.sqrt(np.clip(lam, 0.0, None))
   r1 = int(np.sum(s1 > LDA_SVD_TOL))
-  w1 = (u[:, :r1] / std[:, None]) / s1[:r1]            # [p, r1]
+  w1 = (u[:, :r1] / std[:, None]) / s1[:r1]  # [p, r1]
   mw = (np.sqrt(n * priors / (c - 1))[:, None] * (mu_f - xbar)) @ w1
   _, s2, vt2 = np.linalg.svd(mw, full_matrices=False)
   r2 = int(np.sum(s2 > LDA_SVD_TOL * s2[0]))
-  w = w1 @ vt2[:r2].T                                  # [p, r2]
-  coef = (mu_f - xbar) @ w                             # [C, r2]
-  a = w @ coef.T                                       # [p, C]
-  bias = -(xbar @ a) - 0.5 * np.sum(coef ** 2, axis=1) + np.log(priors)
-  wh = w[:, :min(c - 1, p)]
+  w = w1 @ vt2[:r2].T  # [p, r2]
+  coef = (mu_f - xbar) @ w  # [C, r2]
+  a = w @ coef.T  # [p, C]
+  bias = -(xbar @ a) - 0.5 * np.sum(coef**2, axis=1) + np.log(priors)
+  wh = w[:, : min(c - 1, p)]
   return a, bias, wh.T @ st_f @ wh
 
 
@@ -175,7 +179,7 @@ def _lda_eigen(mu_f, sw_f, st_f, counts, shrinkage):
   st_s = (1.0 - shrinkage) * st + shrinkage * float(np.trace(st)) / p * eye
   evals, evecs = scipy.linalg.eigh(st_s - sw_s, sw_s)
   evecs = evecs[:, np.argsort(evals)[::-1]]
-  e = evecs[:, :min(c - 1, p)]
+  e = evecs[:, : min(c - 1, p)]
   a = solve_spd(sw_s, mu_f.T)
   bias = -0.5 * np.einsum('cd,dc->c', mu_f, a) + np.log(priors)
   return a, bias, e.T @ st_f @ e
@@ -206,7 +210,7 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
   s_t = fin.total_scatter()
   evals, vecs = np.linalg.eigh(0.5 * (s_t + s_t.T))
   order = np.argsort(evals)[::-1][:p]
-  v = vecs[:, order]                                   # [D, p]
+  v = vecs[:, order]  # [D, p]
   lam = evals[order]
   # Components whose variance is rounding noise (rank(S_T) < p) are exactly
   # zero columns of F in exact arithmetic; make them so (see null_components).
@@ -225,22 +229,29 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
     solver = 'eigen'
   s_seli = sqrt_eig_sum(h_gram)
 
-  if k ** 3 > GRAM_WARN_ELEMENTS:
-    gib = 2 * k ** 3 * np.dtype(dtype).itemsize / 2 ** 30
-    warnings.warn(f'ncti: the per-class posterior Grams hold K^3 = {k ** 3:.3g} elements '
-                  f'(~{gib:.1f} GiB per device with compensated sums) for K = {k}',
-                  FaceJaxWarning, stacklevel=3)
+  if k**3 > GRAM_WARN_ELEMENTS:
+    gib = 2 * k**3 * np.dtype(dtype).itemsize / 2**30
+    warnings.warn(
+        f'ncti: the per-class posterior Grams hold K^3 = {k ** 3:.3g} elements '
+        f'(~{gib:.1f} GiB per device with compensated sums) for K = {k}',
+        FaceJaxWarning,
+        stacklevel=3,
+    )
   spec = posterior.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, gram=True)
-  params = {'center': g, 'coef': common.embed_classes(v @ a_f, present, 1),
-            'bias': common.embed_classes(bias, present, 0),
-            'valid': present.astype(np.float64)}
+  params = {
+      'center': g,
+      'coef': common.embed_classes(v @ a_f, present, 1),
+      'bias': common.embed_classes(bias, present, 0),
+      'valid': present.astype(np.float64),
+  }
   req = engine_lib.Request(posterior.LinearPosterior, spec, params)
   post = (yield {'posterior': req})['posterior']
   s_ncc = float(post.true_prob.sum() / n)
   idx = np.flatnonzero(present)
   nuc = sum(sqrt_eig_sum(post.gram[c][np.ix_(idx, idx)]) for c in idx)
-  return NctiComponents(s_seli=s_seli, s_ncc=s_ncc, vc=math.log(nuc), pca_dim=p,
-                        lda_solver=solver, n=int(round(n)))
+  return NctiComponents(
+      s_seli=s_seli, s_ncc=s_ncc, vc=math.log(nuc), pca_dim=p, lda_solver=solver, n=int(round(n))
+  )
 
 
 # -- the pool score ------------------------------------------------------------------
@@ -267,20 +278,23 @@ def ncti_pool(components: Mapping[str, Any]) -> dict[str, float]:
   Returns:
     ``{model: score}``; higher = predicted more transferable.
   """
-  return pool_lib.pool_minmax(pool_lib.named_components(components, NCTI_COMPONENTS, 'ncti_pool'),
-                              NCTI_WEIGHTS)
+  return pool_lib.pool_minmax(
+      pool_lib.named_components(components, NCTI_COMPONENTS, 'ncti_pool'), NCTI_WEIGHTS
+  )
 
 
-registry.register(registry.MetricInfo(
-    name='ncti',
-    plan=ncti_plan,
-    options=NctiOptions,
-    higher_is_better=True,
-    citation='Wang et al., How Far Pre-trained Models Are from Neural Collapse on the Target '
-             'Dataset Informs their Transferability, ICCV 2023; BUserName/NCTI@'
-             'b18d39514a3f2a7a949500b467a38b93de1428e4 metrics.py::NCTI_Score',
-    summary='NCTI components (S_seli, S_ncc, vc) after exact PCA-64 and LDA (2 passes); the score '
-            'is face_jax.ncti_pool over a pool of models',
-    pool_relative=True,
-    pool=ncti_pool,
-))
+registry.register(
+    registry.MetricInfo(
+        name='ncti',
+        plan=ncti_plan,
+        options=NctiOptions,
+        higher_is_better=True,
+        citation='Wang et al., How Far Pre-trained Models Are from Neural Collapse on the Target '
+        'Dataset Informs their Transferability, ICCV 2023; BUserName/NCTI@'
+        'b18d39514a3f2a7a949500b467a38b93de1428e4 metrics.py::NCTI_Score',
+        summary='NCTI components (S_seli, S_ncc, vc) after exact PCA-64 and LDA (2 passes); the score '
+        'is face_jax.ncti_pool over a pool of models',
+        pool_relative=True,
+        pool=ncti_pool,
+    )
+)

@@ -86,7 +86,7 @@ def confmix(xc: Array, y: Array, params) -> Array:
   valid = params['valid'].astype(xc.dtype)
   p = linear_posteriors(xc, params['mix_coef'], params['mix_bias'], valid)
   p2 = masked_softmax(p, valid)
-  w = jnp.take_along_axis(p2, y[:, None], axis=1)                       # [B, 1]
+  w = jnp.take_along_axis(p2, y[:, None], axis=1)  # [B, 1]
   return w * xc + (1.0 - w) * params['mbar'].astype(xc.dtype)[y]
 
 
@@ -136,9 +136,9 @@ class LinearPosterior(stats_lib.Statistic):
   Memory: 2K (+ K³ with ``gram``) accumulator elements.
   """
 
-  count: Array       # [K]
-  true_prob: Array   # [K]
-  gram: Array        # [K, K, K] or [1, 1, 1]
+  count: Array  # [K]
+  true_prob: Array  # [K]
+  gram: Array  # [K, K, K] or [1, 1, 1]
 
   @classmethod
   def empty(cls, spec: PosteriorSpec) -> 'LinearPosterior':
@@ -153,7 +153,7 @@ class LinearPosterior(stats_lib.Statistic):
     if spec.confmix:
       xc = confmix(xc, y, params)
     p = linear_posteriors(xc, params['coef'], params['bias'], params['valid'].astype(xc.dtype))
-    p = p * m[:, None]                                                  # padding rows -> 0
+    p = p * m[:, None]  # padding rows -> 0
     count = jax.ops.segment_sum(m, y, num_segments=k)
     true = jax.ops.segment_sum(jnp.take_along_axis(p, y[:, None], axis=1)[:, 0], y, num_segments=k)
     if spec.gram:
@@ -178,7 +178,7 @@ def _class_grams(p: Array, y: Array, k: int) -> Array:
   pad = nchunks * rows - b
   if pad:
     p = jnp.pad(p, ((0, pad), (0, 0)))
-    y = jnp.pad(y, (0, pad))                    # padded rows have p = 0: no contribution
+    y = jnp.pad(y, (0, pad))  # padded rows have p = 0: no contribution
   pc = p.reshape(nchunks, rows, k)
   yc = y.reshape(nchunks, rows)
 

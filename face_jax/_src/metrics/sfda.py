@@ -44,8 +44,8 @@ from face_jax._src.metrics import common
 from face_jax._src.metrics import posterior
 from face_jax._src.numerics import power_largest_eig, solve_spd
 
-SFDA_POWER_ITERS = 3        # power-iteration steps for the largest eigenvalue of Sw
-SFDA_SHRINK_FLOOR = 1e-10   # shrinkage = max(exp(-5 lambda), 1e-10)
+SFDA_POWER_ITERS = 3  # power-iteration steps for the largest eigenvalue of Sw
+SFDA_SHRINK_FLOOR = 1e-10  # shrinkage = max(exp(-5 lambda), 1e-10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +93,9 @@ def denoise_scatter(within: np.ndarray, dtype: str) -> np.ndarray:
   return (v * w) @ v.T
 
 
-def shrunk_lda(mu: np.ndarray, within: np.ndarray, counts: np.ndarray,
-               shrinkage: float | None) -> tuple[np.ndarray, np.ndarray, float]:
+def shrunk_lda(
+    mu: np.ndarray, within: np.ndarray, counts: np.ndarray, shrinkage: float | None
+) -> tuple[np.ndarray, np.ndarray, float]:
   """SFDA's shrunk LDA from class moments (host, float64).
 
   Args:
@@ -128,37 +129,45 @@ def sfda_plan(info: engine_lib.StreamInfo, options: SfdaOptions, dtype: str = 'f
   counts = fin.counts[present]
   n = counts.sum()
   g = fin.global_mean()
-  mu = fin.means[present] - g                                  # [C, D] centred
+  mu = fin.means[present] - g  # [C, D] centred
   coef, bias, shrink = shrunk_lda(mu, denoise_scatter(fin.within_scatter, dtype), counts, None)
   c = mu.shape[0]
   mbar = (mu.sum(0)[None, :] - mu) / (c - 1)
-  mix = {'center': g,
-         'mix_coef': common.embed_classes(coef, present, 1),
-         'mix_bias': common.embed_classes(bias, present, 0),
-         'valid': present.astype(np.float64),
-         'mbar': common.embed_classes(mbar, present, 0)}
+  mix = {
+      'center': g,
+      'mix_coef': common.embed_classes(coef, present, 1),
+      'mix_bias': common.embed_classes(bias, present, 0),
+      'valid': present.astype(np.float64),
+      'mbar': common.embed_classes(mbar, present, 0),
+  }
 
   spec2 = ConfMixSpec(num_classes=k, dim=info.dim, dtype=dtype)
   params2 = dict(mix, shift=common.embed_classes(mu, present, 0), weight=np.ones((k,)))
   fin2 = (yield {'confmix': engine_lib.Request(ConfMixMoments, spec2, params2)})['confmix']
-  coef2, bias2, _ = shrunk_lda(fin2.means[present], denoise_scatter(fin2.within_scatter, dtype),
-                              counts, shrink)
+  coef2, bias2, _ = shrunk_lda(
+      fin2.means[present], denoise_scatter(fin2.within_scatter, dtype), counts, shrink
+  )
 
   spec3 = posterior.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, confmix=True)
-  params3 = dict(mix, coef=common.embed_classes(coef2, present, 1),
-                 bias=common.embed_classes(bias2, present, 0))
-  post = (yield {'posterior': engine_lib.Request(posterior.LinearPosterior, spec3, params3)})
+  params3 = dict(
+      mix,
+      coef=common.embed_classes(coef2, present, 1),
+      bias=common.embed_classes(bias2, present, 0),
+  )
+  post = yield {'posterior': engine_lib.Request(posterior.LinearPosterior, spec3, params3)}
   return float(post['posterior'].true_prob.sum() / n)
 
 
-registry.register(registry.MetricInfo(
-    name='sfda',
-    plan=sfda_plan,
-    options=SfdaOptions,
-    higher_is_better=True,
-    citation='Shao et al., Not All Models Are Equal: Predicting Model Transferability in a '
-             'Self-challenging Fisher Space, ECCV 2022; TencentARC/SFDA@'
-             '3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59 metrics.py::SFDA_Score',
-    summary='SFDA: mean true-class posterior of a shrunk LDA refitted on ConfMix-mixed features '
-            '(3 passes; float in (0, 1])',
-))
+registry.register(
+    registry.MetricInfo(
+        name='sfda',
+        plan=sfda_plan,
+        options=SfdaOptions,
+        higher_is_better=True,
+        citation='Shao et al., Not All Models Are Equal: Predicting Model Transferability in a '
+        'Self-challenging Fisher Space, ECCV 2022; TencentARC/SFDA@'
+        '3b7edf76bd682acb1eba4f4c5eb7ea7f3f7f6c59 metrics.py::SFDA_Score',
+        summary='SFDA: mean true-class posterior of a shrunk LDA refitted on ConfMix-mixed features '
+        '(3 passes; float in (0, 1])',
+    )
+)

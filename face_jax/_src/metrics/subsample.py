@@ -45,7 +45,7 @@ from face_jax._src import stats as stats_lib
 from face_jax._src.errors import FaceJaxWarning, InputError
 from face_jax._src.metrics import common
 
-PARC_PCA_SEED = 1919        # dbolya/parc: PCA(random_state=1919, iterated_power=1)
+PARC_PCA_SEED = 1919  # dbolya/parc: PCA(random_state=1919, iterated_power=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,21 +102,26 @@ class RowSample(stats_lib.Statistic):
   Needs the ``_index`` extra (global row number, −1 for padding).
   """
 
-  features: jax.Array   # [S, D]
-  labels: jax.Array     # [S] (the label as a number; exact below 2^24 in float32)
-  hits: jax.Array       # [S] rows added into each slot (must end as 1)
+  features: jax.Array  # [S, D]
+  labels: jax.Array  # [S] (the label as a number; exact below 2^24 in float32)
+  hits: jax.Array  # [S] rows added into each slot (must end as 1)
 
   @classmethod
   def empty(cls, spec: RowSampleSpec) -> 'RowSample':
     dt = jnp.dtype(spec.dtype)
-    return cls(features=jnp.zeros((spec.size, spec.dim), dt), labels=jnp.zeros((spec.size,), dt),
-               hits=jnp.zeros((spec.size,), dt))
+    return cls(
+        features=jnp.zeros((spec.size, spec.dim), dt),
+        labels=jnp.zeros((spec.size,), dt),
+        hits=jnp.zeros((spec.size,), dt),
+    )
 
   @classmethod
   def from_batch(cls, spec: RowSampleSpec, params, batch: stats_lib.Batch) -> 'RowSample':
     if '_index' not in batch.extras:
-      raise InputError('a row subsample needs global row numbers (the _index extra that '
-                       'face_jax sources provide); this featurizer/source does not pass them')
+      raise InputError(
+          'a row subsample needs global row numbers (the _index extra that '
+          'face_jax sources provide); this featurizer/source does not pass them'
+      )
     dt = jnp.dtype(spec.dtype)
     rows = params['rows']
     idx = batch.extras['_index'].astype(rows.dtype)
@@ -125,18 +130,22 @@ class RowSample(stats_lib.Statistic):
     x = jnp.where(hit[:, None], batch.features.astype(dt), jnp.zeros((), dt))
     y = jnp.where(hit, batch.labels.astype(dt), jnp.zeros((), dt))
     h = hit.astype(dt)
-    return cls(features=jnp.zeros((spec.size, spec.dim), dt).at[pos].add(x),
-               labels=jnp.zeros((spec.size,), dt).at[pos].add(y),
-               hits=jnp.zeros((spec.size,), dt).at[pos].add(h))
+    return cls(
+        features=jnp.zeros((spec.size, spec.dim), dt).at[pos].add(x),
+        labels=jnp.zeros((spec.size,), dt).at[pos].add(y),
+        hits=jnp.zeros((spec.size,), dt).at[pos].add(h),
+    )
 
   def finalize(self, spec: RowSampleSpec, params):
     h = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float64), self)
     hits = np.rint(h.hits).astype(np.int64)
     if not np.all(hits == 1):
       bad = np.flatnonzero(hits != 1)
-      raise InputError(f'row subsample: {bad.size} selected row(s) were seen {hits[bad[0]]} '
-                       f'time(s) instead of once (first: row {int(params["rows"][bad[0]])}); the '
-                       'stream must yield the same rows, numbered the same way, in every pass')
+      raise InputError(
+          f'row subsample: {bad.size} selected row(s) were seen {hits[bad[0]]} '
+          f'time(s) instead of once (first: row {int(params["rows"][bad[0]])}); the '
+          'stream must yield the same rows, numbered the same way, in every pass'
+      )
     return h.features, np.rint(h.labels).astype(np.int64)
 
 
@@ -162,10 +171,10 @@ def collect_rows(info: engine_lib.StreamInfo, dtype: str, size: int, seed: int):
   rows = select_rows(n_total, size, seed)
   if n_total >= np.iinfo(np.int32).max:
     raise InputError(f'row subsample: N = {n_total} rows exceed the int32 row numbers')
-  spec = RowSampleSpec(num_classes=info.num_classes, dim=info.dim, size=int(rows.size),
-                       dtype=dtype)
-  x, y = (yield {'rows': engine_lib.Request(RowSample, spec,
-                                            {'rows': rows.astype(np.int32)})})['rows']
+  spec = RowSampleSpec(num_classes=info.num_classes, dim=info.dim, size=int(rows.size), dtype=dtype)
+  x, y = (yield {'rows': engine_lib.Request(RowSample, spec, {'rows': rows.astype(np.int32)})})[
+      'rows'
+  ]
   return x, y, n_total
 
 
@@ -173,12 +182,17 @@ def _compact_labels(y: np.ndarray, metric: str) -> np.ndarray:
   """Re-indexes labels to 0..C-1 over the classes present (warning if any is left out)."""
   classes, inv = np.unique(y, return_inverse=True)
   if classes.size < 2:
-    raise InputError(f'{metric}: the rows used hold {classes.size} class(es); '
-                     'at least 2 are needed')
+    raise InputError(
+        f'{metric}: the rows used hold {classes.size} class(es); ' 'at least 2 are needed'
+    )
   if classes.size != int(y.max()) + 1:
     missing = np.setdiff1d(np.arange(int(y.max()) + 1), classes)
-    warnings.warn(f'{metric}: {missing.size} class(es) have no sample among the rows used and are '
-                  f'left out: {missing[:20].tolist()}', FaceJaxWarning, stacklevel=3)
+    warnings.warn(
+        f'{metric}: {missing.size} class(es) have no sample among the rows used and are '
+        f'left out: {missing[:20].tolist()}',
+        FaceJaxWarning,
+        stacklevel=3,
+    )
   return inv.astype(np.int64)
 
 
@@ -204,7 +218,7 @@ def leep_float32_google(pred: np.ndarray, y: np.ndarray, num_classes: int) -> fl
   pred = pred.astype(np.float32)
   onehot = np.zeros((pred.shape[0], num_classes), np.float32)
   onehot[np.arange(pred.shape[0]), y] = 1.0
-  occ = pred.T @ onehot                                    # [S, T]
+  occ = pred.T @ onehot  # [S, T]
   occ_s = occ.sum(axis=1, keepdims=True)
   cond = np.divide(occ, occ_s, out=np.zeros_like(occ), where=occ_s != 0)
   eep = np.sum((pred @ cond) * onehot, axis=1)
@@ -213,8 +227,15 @@ def leep_float32_google(pred: np.ndarray, y: np.ndarray, num_classes: int) -> fl
   return float(np.mean(vals, dtype=np.float32))
 
 
-def nleep_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *,
-                    n_components_factor: int, pca_variance: float, random_state: int) -> float:
+def nleep_from_rows(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    n_components_factor: int,
+    pca_variance: float,
+    random_state: int,
+) -> float:
   """NLEEP of in-memory rows (the maths of ``face_jax.dense.nleep``, inputs not re-checked).
 
   F = scikit-learn ``PCA(n_components=pca_variance, svd_solver='full')`` of x,
@@ -235,14 +256,13 @@ def nleep_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *,
     InputError: too many components for N, or scikit-learn cannot fit the
       mixture (the message names the shapes).
   """
-  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
-  from sklearn.mixture import GaussianMixture   # pylint: disable=g-import-not-at-top
-  from threadpoolctl import threadpool_limits   # pylint: disable=g-import-not-at-top
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  from sklearn.mixture import GaussianMixture  # pylint: disable=g-import-not-at-top
+  from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top
 
   k = int(n_components_factor) * num_classes
   if k < 1 or k > x.shape[0]:
-    raise InputError(
-        f'nleep: {k} mixture components for N={x.shape[0]} samples is not possible.')
+    raise InputError(f'nleep: {k} mixture components for N={x.shape[0]} samples is not possible.')
   feats = PCA(n_components=pca_variance, svd_solver='full').fit_transform(x)
   feats = feats.astype(np.float32)
   with threadpool_limits(limits=1):
@@ -252,7 +272,8 @@ def nleep_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *,
       raise InputError(
           f'nleep: scikit-learn GaussianMixture with {k} full-covariance '
           f'components on N={feats.shape[0]} float32 samples of dimension '
-          f'{feats.shape[1]} failed (the reference fails identically): {e}') from e
+          f'{feats.shape[1]} failed (the reference fails identically): {e}'
+      ) from e
     pred = gmm.predict_proba(feats).astype(np.float32)
   return leep_float32_google(pred, y, num_classes)
 
@@ -263,8 +284,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
   return float((a @ b) / math.sqrt(float(a @ a) * float(b @ b)))
 
 
-def parc_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *, n_dims: int | None,
-                   pca_solver: str, label_rdm: str) -> float:
+def parc_from_rows(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    n_dims: int | None,
+    pca_solver: str,
+    label_rdm: str,
+) -> float:
   """PARC of in-memory rows (the maths of ``face_jax.dense.parc``, inputs not re-checked).
 
   PCA to f = min(n_dims, N) dimensions (``pca_solver`` "randomized": the
@@ -284,18 +312,18 @@ def parc_from_rows(x: np.ndarray, y: np.ndarray, num_classes: int, *, n_dims: in
   Raises:
     InputError: the PCA dimension exceeds D.
   """
-  from sklearn.decomposition import PCA   # pylint: disable=g-import-not-at-top
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
 
   n = x.shape[0]
   feats = x
   if n_dims is not None:
     f = min(int(n_dims), n)
     if f < 1 or f > x.shape[1]:
-      raise InputError(
-          f'parc: PCA to {f} dimensions needs 1 <= {f} <= D = {x.shape[1]}.')
+      raise InputError(f'parc: PCA to {f} dimensions needs 1 <= {f} <= D = {x.shape[1]}.')
     if pca_solver == 'randomized':
-      pca = PCA(n_components=f, svd_solver='randomized', random_state=PARC_PCA_SEED,
-                iterated_power=1)
+      pca = PCA(
+          n_components=f, svd_solver='randomized', random_state=PARC_PCA_SEED, iterated_power=1
+      )
     else:
       pca = PCA(n_components=f, svd_solver='full')
     feats = pca.fit_transform(x).astype(np.float64)
@@ -352,13 +380,19 @@ def nleep_plan(info: engine_lib.StreamInfo, options: NleepOptions, dtype: str = 
   x, y, n_total = yield from collect_rows(info, dtype, options.subsample, options.subsample_seed)
   y = _compact_labels(y, 'nleep')
   try:
-    value = nleep_from_rows(x, y, int(y.max()) + 1,
-                            n_components_factor=options.n_components_factor,
-                            pca_variance=options.pca_variance, random_state=options.random_state)
+    value = nleep_from_rows(
+        x,
+        y,
+        int(y.max()) + 1,
+        n_components_factor=options.n_components_factor,
+        pca_variance=options.pca_variance,
+        random_state=options.random_state,
+    )
   except ValueError as e:
     raise InputError(f'nleep on {x.shape[0]} of {n_total} rows: {e}') from e
-  return SubsampleResult(value=float(value), n_used=int(x.shape[0]), n_total=n_total,
-                         seed=options.subsample_seed)
+  return SubsampleResult(
+      value=float(value), n_used=int(x.shape[0]), n_total=n_total, seed=options.subsample_seed
+  )
 
 
 # -- PARC ----------------------------------------------------------------------------------
@@ -397,8 +431,11 @@ class ParcOptions:
     _check_int('subsample', self.subsample, 3, 'parc')
     _check_int('subsample_seed', self.subsample_seed, 0, 'parc')
     _check_int('n_dims', self.n_dims, 1, 'parc')
-    for name, allowed in (('pca_dim_policy', common.PCA_DIM_POLICIES),
-                          ('pca_solver', PARC_SOLVERS), ('label_rdm', PARC_LABEL_RDMS)):
+    for name, allowed in (
+        ('pca_dim_policy', common.PCA_DIM_POLICIES),
+        ('pca_solver', PARC_SOLVERS),
+        ('label_rdm', PARC_LABEL_RDMS),
+    ):
       if getattr(self, name) not in allowed:
         raise InputError(f'parc: {name} must be one of {allowed}, got {getattr(self, name)!r}')
 
@@ -407,35 +444,51 @@ def parc_plan(info: engine_lib.StreamInfo, options: ParcOptions, dtype: str = 'f
   """PARC on at most ``options.subsample`` rows (1 pass; 2 if N is not known up front)."""
   x, y, n_total = yield from collect_rows(info, dtype, options.subsample, options.subsample_seed)
   y = _compact_labels(y, 'parc')
-  dims = common.resolve_pca_dim(options.n_dims, x.shape[0], x.shape[1],
-                                  options.pca_dim_policy, 'parc')
+  dims = common.resolve_pca_dim(
+      options.n_dims, x.shape[0], x.shape[1], options.pca_dim_policy, 'parc'
+  )
   try:
-    value = parc_from_rows(x, y, int(y.max()) + 1, n_dims=dims, pca_solver=options.pca_solver,
-                           label_rdm=options.label_rdm)
+    value = parc_from_rows(
+        x,
+        y,
+        int(y.max()) + 1,
+        n_dims=dims,
+        pca_solver=options.pca_solver,
+        label_rdm=options.label_rdm,
+    )
   except ValueError as e:
     raise InputError(f'parc on {x.shape[0]} of {n_total} rows: {e}') from e
-  return SubsampleResult(value=float(value), n_used=int(x.shape[0]), n_total=n_total,
-                         seed=options.subsample_seed, details={'n_dims': dims})
+  return SubsampleResult(
+      value=float(value),
+      n_used=int(x.shape[0]),
+      n_total=n_total,
+      seed=options.subsample_seed,
+      details={'n_dims': dims},
+  )
 
 
-registry.register(registry.MetricInfo(
-    name='nleep',
-    plan=nleep_plan,
-    options=NleepOptions,
-    higher_is_better=True,
-    citation='Li et al., Ranking Neural Checkpoints, CVPR 2021; google-research/google-research@'
-             '4963f325fe8bf41c69aeb2717d0ef408f623500e stable_transfer/transferability/nleep.py',
-    summary='NLEEP: LEEP with a 5C-component Gaussian mixture on PCA(80% variance) features, '
-            'fitted on a seeded row subsample (SubsampleResult)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='nleep',
+        plan=nleep_plan,
+        options=NleepOptions,
+        higher_is_better=True,
+        citation='Li et al., Ranking Neural Checkpoints, CVPR 2021; google-research/google-research@'
+        '4963f325fe8bf41c69aeb2717d0ef408f623500e stable_transfer/transferability/nleep.py',
+        summary='NLEEP: LEEP with a 5C-component Gaussian mixture on PCA(80% variance) features, '
+        'fitted on a seeded row subsample (SubsampleResult)',
+    )
+)
 
-registry.register(registry.MetricInfo(
-    name='parc',
-    plan=parc_plan,
-    options=ParcOptions,
-    higher_is_better=True,
-    citation='Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, '
-             'NeurIPS 2021; dbolya/parc@ddfca43a84d35328897d107d6f86e860b11801ce methods.py::PARC',
-    summary='PARC (x100): Spearman correlation of the feature and label dissimilarity matrices '
-            'after PCA-32, on a seeded row subsample (SubsampleResult)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='parc',
+        plan=parc_plan,
+        options=ParcOptions,
+        higher_is_better=True,
+        citation='Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, '
+        'NeurIPS 2021; dbolya/parc@ddfca43a84d35328897d107d6f86e860b11801ce methods.py::PARC',
+        summary='PARC (x100): Spearman correlation of the feature and label dissimilarity matrices '
+        'after PCA-32, on a seeded row subsample (SubsampleResult)',
+    )
+)

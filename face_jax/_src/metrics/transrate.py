@@ -55,12 +55,13 @@ def _coding_rate(scatter: np.ndarray, rows: float, eps: float, rank_bound: int) 
       return float(np.sum(np.log(np.diag(np.linalg.cholesky(g)))))
     except np.linalg.LinAlgError:
       g[np.diag_indices(d)] -= 1.0
-  w = np.clip(np.linalg.eigvalsh(0.5 * (g + g.T))[::-1][:max(rank_bound, 0)], 0.0, None)
+  w = np.clip(np.linalg.eigvalsh(0.5 * (g + g.T))[::-1][: max(rank_bound, 0)], 0.0, None)
   return 0.5 * float(np.sum(np.log1p(w)))
 
 
-def transrate_from_class_scatter(cov: stats_lib.ClassCovariances,
-                                 options: TransrateOptions = TransrateOptions()) -> float:
+def transrate_from_class_scatter(
+    cov: stats_lib.ClassCovariances, options: TransrateOptions = TransrateOptions()
+) -> float:
   """TransRate (tllib formula): coding-rate gain of the labels (pure float64).
 
   Huang et al., "Frustratingly Easy Transferability Estimation", ICML 2022.
@@ -92,7 +93,7 @@ def transrate_from_class_scatter(cov: stats_lib.ClassCovariances,
   total = np.zeros((d, d))
   rzy = 0.0
   for k in np.flatnonzero(present):
-    about = cov.class_scatter_about(int(k), g)               # [D, D] Z_cᵀ Z_c
+    about = cov.class_scatter_about(int(k), g)  # [D, D] Z_cᵀ Z_c
     total += about
     rzy += _coding_rate(about, counts[k], eps, int(min(d, counts[k])))
   rz = _coding_rate(total, n, eps, int(min(d, n - 1)))
@@ -102,18 +103,23 @@ def transrate_from_class_scatter(cov: stats_lib.ClassCovariances,
 def transrate_plan(info: engine_lib.StreamInfo, options: TransrateOptions, dtype: str):
   """Plan of ``transrate``: one pass of ``ClassScatter`` (K·D² memory)."""
   spec = stats_lib.ClassScatterSpec(num_classes=info.num_classes, dim=info.dim, dtype=dtype)
-  got = yield {'class_scatter': engine_lib.Request(stats_lib.ClassScatter, spec,
-                                                   {'shift': engine_lib.FIRST_BATCH_SHIFT})}
+  got = yield {
+      'class_scatter': engine_lib.Request(
+          stats_lib.ClassScatter, spec, {'shift': engine_lib.FIRST_BATCH_SHIFT}
+      )
+  }
   return transrate_from_class_scatter(got['class_scatter'], options)
 
 
-registry.register(registry.MetricInfo(
-    name='transrate',
-    plan=transrate_plan,
-    options=TransrateOptions,
-    higher_is_better=True,
-    citation='Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022; '
-             'thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4 '
-             'tllib/ranking/transrate.py::transrate',
-    summary='TransRate (tllib formula, eps=1e-4); 1 pass of ClassScatter (K·D² memory)',
-))
+registry.register(
+    registry.MetricInfo(
+        name='transrate',
+        plan=transrate_plan,
+        options=TransrateOptions,
+        higher_is_better=True,
+        citation='Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022; '
+        'thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4 '
+        'tllib/ranking/transrate.py::transrate',
+        summary='TransRate (tllib formula, eps=1e-4); 1 pass of ClassScatter (K·D² memory)',
+    )
+)

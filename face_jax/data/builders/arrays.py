@@ -57,8 +57,10 @@ class ArraysConfig(tfds.core.BuilderConfig):
 
   def __repr__(self) -> str:  # the arrays themselves would flood logs
     sizes = {s: int(d["labels"].shape[0]) for s, d in self.data.items()}
-    return (f"ArraysConfig(name={self.name!r}, input_key={self.input_key!r}, "
-            f"examples={sizes}, num_classes={len(self.class_names)})")
+    return (
+        f"ArraysConfig(name={self.name!r}, input_key={self.input_key!r}, "
+        f"examples={sizes}, num_classes={len(self.class_names)})"
+    )
 
 
 def _load_source(src: Any) -> dict[str, np.ndarray]:
@@ -70,8 +72,9 @@ def _load_source(src: Any) -> dict[str, np.ndarray]:
       return {k: np.asarray(npz[k]) for k in npz.files}
   if isinstance(src, Mapping):
     return {str(k): np.asarray(v) for k, v in src.items()}
-  raise TypeError(f"arrays: a source must be a mapping of arrays or an .npz path, "
-                  f"got {type(src).__name__}.")
+  raise TypeError(
+      f"arrays: a source must be a mapping of arrays or an .npz path, " f"got {type(src).__name__}."
+  )
 
 
 def _is_single_source(x: Any) -> bool:
@@ -79,8 +82,9 @@ def _is_single_source(x: Any) -> bool:
   return not isinstance(x, Mapping) or any(k in _KNOWN_KEYS for k in x)
 
 
-def make_config(arrays: Any, num_classes: int | None = None,
-                class_names: Any = None) -> ArraysConfig:
+def make_config(
+    arrays: Any, num_classes: int | None = None, class_names: Any = None
+) -> ArraysConfig:
   """Validates the arrays and returns a content-addressed `ArraysConfig`.
 
   Args:
@@ -102,8 +106,9 @@ def make_config(arrays: Any, num_classes: int | None = None,
     d = _load_source(src)
     unknown = set(d) - _KNOWN_KEYS
     if unknown:
-      raise ValueError(f"arrays[{split!r}]: unknown keys {sorted(unknown)}; "
-                       f"expected {sorted(_KNOWN_KEYS)}.")
+      raise ValueError(
+          f"arrays[{split!r}]: unknown keys {sorted(unknown)}; " f"expected {sorted(_KNOWN_KEYS)}."
+      )
     keys = [k for k in _INPUT_KEYS if k in d]
     if len(keys) != 1:
       raise ValueError(f"arrays[{split!r}]: need exactly one of 'image' or 'features', got {keys}.")
@@ -114,11 +119,14 @@ def make_config(arrays: Any, num_classes: int | None = None,
     if "labels" not in d:
       raise ValueError(f"arrays[{split!r}]: missing 'labels'.")
     labels = d["labels"]
-    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or
-                                (np.issubdtype(labels.dtype, np.floating) and
-                                 np.all(labels == np.round(labels)))):
-      raise ValueError(f"arrays[{split!r}]: labels must be a 1-D integer array, "
-                       f"got {labels.dtype} {labels.shape}.")
+    if labels.ndim != 1 or not (
+        np.issubdtype(labels.dtype, np.integer)
+        or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))
+    ):
+      raise ValueError(
+          f"arrays[{split!r}]: labels must be a 1-D integer array, "
+          f"got {labels.dtype} {labels.shape}."
+      )
     n = labels.shape[0]
     x = d[input_key]
     if x.shape[:1] != (n,):
@@ -134,7 +142,9 @@ def make_config(arrays: Any, num_classes: int | None = None,
       if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"arrays[{split!r}]: features must be real numbers, got {x.dtype}.")
       if x.ndim < 2:
-        raise ValueError(f"arrays[{split!r}]: features must be [N, ...] with N rows, got {x.shape}.")
+        raise ValueError(
+            f"arrays[{split!r}]: features must be [N, ...] with N rows, got {x.shape}."
+        )
       x = x.astype(np.float32)
     out = {input_key: x, "labels": labels.astype(np.int64)}
     if "source_probs" in d:
@@ -148,8 +158,10 @@ def make_config(arrays: Any, num_classes: int | None = None,
         raise ValueError("arrays: splits carry different class_names.")
       file_names = names
     data[split] = out
-  shapes = {s: (d[input_key].shape[1:], d.get("source_probs", np.zeros((0, 0))).shape[1:])
-            for s, d in data.items()}
+  shapes = {
+      s: (d[input_key].shape[1:], d.get("source_probs", np.zeros((0, 0))).shape[1:])
+      for s, d in data.items()
+  }
   if len(set(shapes.values())) != 1:
     raise ValueError(f"arrays: splits disagree on per-example shapes: {shapes}.")
   if len({"source_probs" in d for d in data.values()}) != 1:
@@ -173,25 +185,45 @@ def make_config(arrays: Any, num_classes: int | None = None,
   if len(names) < 1:
     raise ValueError("arrays: no class (empty labels and no num_classes/class_names).")
 
-  digest = common.fingerprint({
-      "input_key": input_key, "names": names,
-      "data": {s: {k: common.array_digest(v) for k, v in sorted(d.items())}
-               for s, d in data.items()}})
-  return ArraysConfig(name=f"{input_key}-{digest}", version=Arrays.VERSION,
-                      description=f"arrays ({input_key}) with splits {list(data)}.",
-                      data=data, input_key=input_key, class_names=names)
+  digest = common.fingerprint(
+      {
+          "input_key": input_key,
+          "names": names,
+          "data": {
+              s: {k: common.array_digest(v) for k, v in sorted(d.items())} for s, d in data.items()
+          },
+      }
+  )
+  return ArraysConfig(
+      name=f"{input_key}-{digest}",
+      version=Arrays.VERSION,
+      description=f"arrays ({input_key}) with splits {list(data)}.",
+      data=data,
+      input_key=input_key,
+      class_names=names,
+  )
 
 
-class Arrays(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-             skip_registration=common.already_registered(_NAME)):
+class Arrays(
+    common.ShippedBuilderMixin,
+    tfds.core.GeneratorBasedBuilder,
+    skip_registration=common.already_registered(_NAME),
+):
   """In-memory arrays (or an .npz) -> tfds array_record dataset."""
 
   name = _NAME
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-  def __init__(self, *, arrays: Any = None, num_classes: int | None = None,
-               class_names: Any = None, config: ArraysConfig | None = None, **kwargs):
+  def __init__(
+      self,
+      *,
+      arrays: Any = None,
+      num_classes: int | None = None,
+      class_names: Any = None,
+      config: ArraysConfig | None = None,
+      **kwargs,
+  ):
     """Builder over `arrays`.
 
     Args:
@@ -220,11 +252,14 @@ class Arrays(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     }
     if "source_probs" in first:
       feats["source_probs"] = tfds.features.Tensor(
-          shape=first["source_probs"].shape[1:], dtype=np.float32)
+          shape=first["source_probs"].shape[1:], dtype=np.float32
+      )
     return common.make_info(
         self,
-        description=("Examples from in-memory numpy arrays / an .npz file "
-                     f"(input '{cfg.input_key}', labels, optional source_probs), in array order."),
+        description=(
+            "Examples from in-memory numpy arrays / an .npz file "
+            f"(input '{cfg.input_key}', labels, optional source_probs), in array order."
+        ),
         features=tfds.features.FeaturesDict(feats),
     )
 
@@ -233,7 +268,8 @@ class Arrays(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     cfg: ArraysConfig = self.builder_config
     k = len(cfg.class_names)
     common.set_label_counts(
-        self, {s: common.count_labels(d["labels"], k) for s, d in cfg.data.items()})
+        self, {s: common.count_labels(d["labels"], k) for s, d in cfg.data.items()}
+    )
     return {s: self._generate_examples(d) for s, d in cfg.data.items()}
 
   def _generate_examples(self, d):

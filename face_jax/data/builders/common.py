@@ -117,17 +117,17 @@ def every_kth_per_class(labels: np.ndarray, k: int = 5) -> np.ndarray:
 
 def count_labels(labels: Iterable[int], num_classes: int) -> list[int]:
   """Label histogram as a JSON-friendly list of length `num_classes`."""
-  labels = np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels,
-                      dtype=np.int64)
+  labels = np.asarray(
+      list(labels) if not isinstance(labels, np.ndarray) else labels, dtype=np.int64
+  )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(
-        f"labels outside [0, {num_classes}): min={labels.min()}, max={labels.max()}."
-    )
+    raise ValueError(f"labels outside [0, {num_classes}): min={labels.min()}, max={labels.max()}.")
   return np.bincount(labels, minlength=num_classes).astype(int).tolist()
 
 
-def normalize_split_sources(sources: Any, *, kind: str, default_split: str = "train",
-                            is_single=None) -> dict[str, Any]:
+def normalize_split_sources(
+    sources: Any, *, kind: str, default_split: str = "train", is_single=None
+) -> dict[str, Any]:
   """Turns `x` or `{split: x}` into an ordered `{split: x}` dict.
 
   Args:
@@ -168,9 +168,14 @@ def as_path_list(files: Any) -> list[str]:
   raise TypeError(f"Expected a path or a list of paths, got {type(files).__name__}.")
 
 
-def make_info(builder: tfds.core.DatasetBuilder, *, description: str,
-              features: tfds.features.FeaturesDict, homepage: str | None = None,
-              citation: str | None = None) -> tfds.core.DatasetInfo:
+def make_info(
+    builder: tfds.core.DatasetBuilder,
+    *,
+    description: str,
+    features: tfds.features.FeaturesDict,
+    homepage: str | None = None,
+    citation: str | None = None,
+) -> tfds.core.DatasetInfo:
   """DatasetInfo with source order kept and a metadata dict for label counts."""
   return tfds.core.DatasetInfo(
       builder=builder,
@@ -184,8 +189,7 @@ def make_info(builder: tfds.core.DatasetBuilder, *, description: str,
   )
 
 
-def set_label_counts(builder: tfds.core.DatasetBuilder,
-                     counts: Mapping[str, list[int]]) -> None:
+def set_label_counts(builder: tfds.core.DatasetBuilder, counts: Mapping[str, list[int]]) -> None:
   """Stores per-split label counts in the builder's metadata (saved on prepare)."""
   builder.info.metadata[LABEL_COUNTS_KEY] = {k: list(map(int, v)) for k, v in counts.items()}
 

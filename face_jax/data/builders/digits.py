@@ -52,8 +52,11 @@ def split_indices() -> dict[str, np.ndarray]:
   return {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
 
 
-class Digits(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-             skip_registration=common.already_registered(_NAME)):
+class Digits(
+    common.ShippedBuilderMixin,
+    tfds.core.GeneratorBasedBuilder,
+    skip_registration=common.already_registered(_NAME),
+):
   """scikit-learn's handwritten digits (1797 x [8, 8, 1] uint8, 10 classes)."""
 
   name = _NAME
@@ -69,10 +72,12 @@ class Digits(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
             "round(v*255/16), labels 0..9. test = every 5th example of each "
             "class in source order (355), train = the rest (1442)."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(names=[str(i) for i in range(10)]),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(names=[str(i) for i in range(10)]),
+            }
+        ),
         homepage="https://archive.ics.uci.edu/dataset/80",
         citation=(
             "Alpaydin, E. and Kaynak, C. (1998). Optical Recognition of "
@@ -85,7 +90,8 @@ class Digits(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     images, labels = load_source()
     splits = split_indices()
     common.set_label_counts(
-        self, {s: common.count_labels(labels[idx], 10) for s, idx in splits.items()})
+        self, {s: common.count_labels(labels[idx], 10) for s, idx in splits.items()}
+    )
     return {s: self._generate_examples(images, labels, idx) for s, idx in splits.items()}
 
   def _generate_examples(self, images, labels, indices):

@@ -68,9 +68,11 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
 
   def __repr__(self) -> str:  # the file list would flood logs
     sizes = {s: len(f) for s, f in self.files.items()}
-    return (f"ImageFolderConfig(name={self.name!r}, roots={self.roots!r}, "
-            f"image_size={self.image_size}, channels={self.channels}, examples={sizes}, "
-            f"num_classes={len(self.class_names)})")
+    return (
+        f"ImageFolderConfig(name={self.name!r}, roots={self.roots!r}, "
+        f"image_size={self.image_size}, channels={self.channels}, examples={sizes}, "
+        f"num_classes={len(self.class_names)})"
+    )
 
 
 def _normalize_size(image_size: Any) -> tuple[int, int]:
@@ -86,8 +88,9 @@ def _normalize_size(image_size: Any) -> tuple[int, int]:
 def _class_dirs(root: str) -> list[str]:
   if not os.path.isdir(root):
     raise FileNotFoundError(f"image_folder: root directory {root!r} does not exist.")
-  return sorted(d for d in os.listdir(root)
-                if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+  return sorted(
+      d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d))
+  )
 
 
 def _list_images(root: str, class_dir: str) -> list[str]:
@@ -120,8 +123,9 @@ def make_config(root_dir: Any, image_size: Any = 32, channels: int = 3) -> Image
   size = _normalize_size(image_size)
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels!r}.")
-  roots = common.normalize_split_sources(root_dir, kind="root_dir",
-                                          is_single=lambda x: not isinstance(x, Mapping))
+  roots = common.normalize_split_sources(
+      root_dir, kind="root_dir", is_single=lambda x: not isinstance(x, Mapping)
+  )
   roots = {s: os.path.abspath(os.fspath(r)) for s, r in roots.items()}
   per_split_classes = {s: _class_dirs(r) for s, r in roots.items()}
   class_names = sorted(set().union(*per_split_classes.values()))
@@ -140,16 +144,28 @@ def make_config(root_dir: Any, image_size: Any = 32, channels: int = 3) -> Image
     if not entries:
       raise ValueError(
           f"image_folder: split {split!r} ({root}) has no image with extension "
-          f"in {IMAGE_EXTENSIONS}.")
+          f"in {IMAGE_EXTENSIONS}."
+      )
     files[split] = entries
-  digest = common.fingerprint({"roots": roots, "size": size, "channels": channels,
-                                "classes": class_names, "files": stat_keys})
+  digest = common.fingerprint(
+      {
+          "roots": roots,
+          "size": size,
+          "channels": channels,
+          "classes": class_names,
+          "files": stat_keys,
+      }
+  )
   return ImageFolderConfig(
       name=f"{size[0]}x{size[1]}x{channels}-{digest}",
       version=ImageFolder.VERSION,
       description=f"image_folder over {roots}, resized to {size}, {channels} channel(s).",
-      roots=roots, image_size=size, channels=channels,
-      class_names=class_names, files=files)
+      roots=roots,
+      image_size=size,
+      channels=channels,
+      class_names=class_names,
+      files=files,
+  )
 
 
 def load_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
@@ -175,16 +191,26 @@ def _encode_png(arr: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-class ImageFolder(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-                  skip_registration=common.already_registered(_NAME)):
+class ImageFolder(
+    common.ShippedBuilderMixin,
+    tfds.core.GeneratorBasedBuilder,
+    skip_registration=common.already_registered(_NAME),
+):
   """One sub-folder per class; images resized to a fixed size."""
 
   name = _NAME
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-  def __init__(self, *, root_dir: Any = None, image_size: Any = 32, channels: int = 3,
-               config: ImageFolderConfig | None = None, **kwargs):
+  def __init__(
+      self,
+      *,
+      root_dir: Any = None,
+      image_size: Any = 32,
+      channels: int = 3,
+      config: ImageFolderConfig | None = None,
+      **kwargs,
+  ):
     """Builder over `root_dir`.
 
     Args:
@@ -214,11 +240,13 @@ class ImageFolder(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
             f"resized to {h}x{w} with bilinear interpolation, {cfg.channels} channel(s), "
             "stored as PNG. Examples in sorted relative-path order."
         ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(h, w, cfg.channels), encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=list(cfg.class_names)),
-            "file_name": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(h, w, cfg.channels), encoding_format="png"),
+                "label": tfds.features.ClassLabel(names=list(cfg.class_names)),
+                "file_name": tfds.features.Text(),
+            }
+        ),
     )
 
   def _split_generators(self, dl_manager):
@@ -226,7 +254,8 @@ class ImageFolder(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     cfg: ImageFolderConfig = self.builder_config
     k = len(cfg.class_names)
     common.set_label_counts(
-        self, {s: common.count_labels([lab for _, lab in e], k) for s, e in cfg.files.items()})
+        self, {s: common.count_labels([lab for _, lab in e], k) for s, e in cfg.files.items()}
+    )
     return {s: self._generate_examples(cfg.roots[s], e) for s, e in cfg.files.items()}
 
   def _generate_examples(self, root, entries):

@@ -55,12 +55,15 @@ class TextCsvConfig(tfds.core.BuilderConfig):
 
   def __repr__(self) -> str:  # the texts themselves would flood logs
     sizes = {s: len(t) for s, t in self.texts.items()}
-    return (f"TextCsvConfig(name={self.name!r}, examples={sizes}, "
-            f"num_classes={len(self.class_names)})")
+    return (
+        f"TextCsvConfig(name={self.name!r}, examples={sizes}, "
+        f"num_classes={len(self.class_names)})"
+    )
 
 
-def _read_rows(path: str, text_column: str, label_column: str,
-               delimiter: str | None) -> tuple[list[str], list[Any]]:
+def _read_rows(
+    path: str, text_column: str, label_column: str, delimiter: str | None
+) -> tuple[list[str], list[Any]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"text_csv: file {path!r} does not exist.")
   texts, labels = [], []
@@ -74,18 +77,25 @@ def _read_rows(path: str, text_column: str, label_column: str,
         except json.JSONDecodeError as e:
           raise ValueError(f"text_csv: {path}:{lineno}: invalid JSON ({e}).") from e
         if not isinstance(row, dict) or text_column not in row or label_column not in row:
-          raise ValueError(f"text_csv: {path}:{lineno}: need an object with keys "
-                           f"{text_column!r} and {label_column!r}.")
+          raise ValueError(
+              f"text_csv: {path}:{lineno}: need an object with keys "
+              f"{text_column!r} and {label_column!r}."
+          )
         texts.append(row[text_column])
         labels.append(row[label_column])
   else:
     delim = delimiter or ("\t" if path.lower().endswith(".tsv") else ",")
     with open(path, encoding="utf-8", newline="") as f:
       reader = csv.DictReader(f, delimiter=delim)
-      if reader.fieldnames is None or text_column not in reader.fieldnames or (
-          label_column not in reader.fieldnames):
-        raise ValueError(f"text_csv: {path}: header {reader.fieldnames} lacks "
-                         f"{text_column!r} or {label_column!r}.")
+      if (
+          reader.fieldnames is None
+          or text_column not in reader.fieldnames
+          or (label_column not in reader.fieldnames)
+      ):
+        raise ValueError(
+            f"text_csv: {path}: header {reader.fieldnames} lacks "
+            f"{text_column!r} or {label_column!r}."
+        )
       for row in reader:
         texts.append(row[text_column])
         labels.append(row[label_column])
@@ -107,8 +117,14 @@ def _as_int(label: Any) -> int | None:
   return None
 
 
-def make_config(files: Any, *, text_column: str = "text", label_column: str = "label",
-                class_names: Any = None, delimiter: str | None = None) -> TextCsvConfig:
+def make_config(
+    files: Any,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    class_names: Any = None,
+    delimiter: str | None = None,
+) -> TextCsvConfig:
   """Reads the files and returns a content-addressed `TextCsvConfig`.
 
   Args:
@@ -124,8 +140,9 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
   Raises:
     FileNotFoundError, ValueError: unreadable files, missing columns, bad labels.
   """
-  sources = common.normalize_split_sources(files, kind="files",
-                                            is_single=lambda x: not isinstance(x, Mapping))
+  sources = common.normalize_split_sources(
+      files, kind="files", is_single=lambda x: not isinstance(x, Mapping)
+  )
   paths = {s: [os.path.abspath(p) for p in common.as_path_list(v)] for s, v in sources.items()}
   texts: dict[str, list[str]] = {}
   raw_labels: dict[str, list[Any]] = {}
@@ -145,8 +162,11 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
     max_label = max(as_ints)
     if min(as_ints) < 0:
       raise ValueError(f"text_csv: negative label {min(as_ints)}.")
-    names = [str(c) for c in class_names] if class_names is not None else [
-        str(i) for i in range(max_label + 1)]
+    names = (
+        [str(c) for c in class_names]
+        if class_names is not None
+        else [str(i) for i in range(max_label + 1)]
+    )
     if max_label >= len(names):
       raise ValueError(f"text_csv: label {max_label} >= number of class names {len(names)}.")
     for split, ls in raw_labels.items():
@@ -164,26 +184,47 @@ def make_config(files: Any, *, text_column: str = "text", label_column: str = "l
     for split, ls in str_labels.items():
       labels[split] = np.asarray([index[l] for l in ls], dtype=np.int64)
 
-  digest = common.fingerprint({
-      "files": {s: [[p, common.file_digest(p)] for p in ps] for s, ps in paths.items()},
-      "text_column": text_column, "label_column": label_column, "names": names,
-      "delimiter": delimiter})
-  return TextCsvConfig(name=f"k{len(names)}-{digest}", version=TextCsv.VERSION,
-                       description=f"text_csv over {paths}.",
-                       texts=texts, labels=labels, class_names=names)
+  digest = common.fingerprint(
+      {
+          "files": {s: [[p, common.file_digest(p)] for p in ps] for s, ps in paths.items()},
+          "text_column": text_column,
+          "label_column": label_column,
+          "names": names,
+          "delimiter": delimiter,
+      }
+  )
+  return TextCsvConfig(
+      name=f"k{len(names)}-{digest}",
+      version=TextCsv.VERSION,
+      description=f"text_csv over {paths}.",
+      texts=texts,
+      labels=labels,
+      class_names=names,
+  )
 
 
-class TextCsv(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-              skip_registration=common.already_registered(_NAME)):
+class TextCsv(
+    common.ShippedBuilderMixin,
+    tfds.core.GeneratorBasedBuilder,
+    skip_registration=common.already_registered(_NAME),
+):
   """Text classification from CSV / JSON-lines files (`text`, `label`)."""
 
   name = _NAME
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-  def __init__(self, *, files: Any = None, text_column: str = "text",
-               label_column: str = "label", class_names: Any = None,
-               delimiter: str | None = None, config: TextCsvConfig | None = None, **kwargs):
+  def __init__(
+      self,
+      *,
+      files: Any = None,
+      text_column: str = "text",
+      label_column: str = "label",
+      class_names: Any = None,
+      delimiter: str | None = None,
+      config: TextCsvConfig | None = None,
+      **kwargs,
+  ):
     """Builder over `files` (see the module docstring for every option).
 
     Args:
@@ -198,8 +239,13 @@ class TextCsv(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     if config is None:
       if files is None:
         raise ValueError("text_csv needs files=<path, list of paths, or {split: paths}>.")
-      config = make_config(files, text_column=text_column, label_column=label_column,
-                           class_names=class_names, delimiter=delimiter)
+      config = make_config(
+          files,
+          text_column=text_column,
+          label_column=label_column,
+          class_names=class_names,
+          delimiter=delimiter,
+      )
     elif not isinstance(config, TextCsvConfig):
       raise TypeError(f"config must be a TextCsvConfig, got {type(config).__name__}.")
     super().__init__(config=config, **kwargs)
@@ -208,12 +254,16 @@ class TextCsv(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
     cfg: TextCsvConfig = self.builder_config
     return common.make_info(
         self,
-        description=("Text classification examples read from CSV / JSON-lines files "
-                     "(columns text, label), in file order."),
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=list(cfg.class_names)),
-        }),
+        description=(
+            "Text classification examples read from CSV / JSON-lines files "
+            "(columns text, label), in file order."
+        ),
+        features=tfds.features.FeaturesDict(
+            {
+                "text": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=list(cfg.class_names)),
+            }
+        ),
     )
 
   def _split_generators(self, dl_manager):

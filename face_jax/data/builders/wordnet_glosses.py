@@ -57,16 +57,51 @@ INSTALL_HINT = (
 # `lexnames` file is installed next to the data files (Debian's wordnet-base
 # ships none).
 LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal",
-    "noun.artifact", "noun.attribute", "noun.body", "noun.cognition",
-    "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
-    "noun.location", "noun.motive", "noun.object", "noun.person",
-    "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state",
-    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
-    "verb.communication", "verb.competition", "verb.consumption", "verb.contact",
-    "verb.creation", "verb.emotion", "verb.motion", "verb.perception",
-    "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
 )
 assert len(LEXNAMES) == 45
 
@@ -148,8 +183,9 @@ def parse_data_file(path: str, pos: str, subsample: int = 1):
       yield f"{letter}{fields[0]}", int(fields[1]), gloss.strip() if sep else ""
 
 
-def load_source(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = PARTS,
-                subsample: int = 1) -> tuple[list[str], list[str], np.ndarray]:
+def load_source(
+    wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = PARTS, subsample: int = 1
+) -> tuple[list[str], list[str], np.ndarray]:
   """(synset ids, glosses, [N] int64 labels) in source order."""
   ids, texts, labels = [], [], []
   for part, path in zip(parts, data_files(wordnet_dir, parts)):
@@ -160,8 +196,9 @@ def load_source(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = P
   return ids, texts, np.asarray(labels, dtype=np.int64)
 
 
-def make_config(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = PARTS,
-                subsample: int = 1) -> WordnetGlossesConfig:
+def make_config(
+    wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = PARTS, subsample: int = 1
+) -> WordnetGlossesConfig:
   """Validates the options and returns a fingerprinted config.
 
   Raises:
@@ -185,24 +222,41 @@ def make_config(wordnet_dir: str = DEFAULT_WORDNET_DIR, parts: Sequence[str] = P
   if lex_source != "builtin":
     keys.append(common.file_stat_key(lex_source))
   digest = common.fingerprint({"parts": parts, "subsample": int(subsample), "files": keys})
-  name = ("all" if parts == PARTS else "-".join(parts)) + (
-      f"-every{int(subsample)}" if int(subsample) > 1 else "") + f"-{digest}"
-  return WordnetGlossesConfig(name=name, version=WordnetGlosses.VERSION,
-                              description=f"WordNet glosses from {wordnet_dir} ({parts}).",
-                              wordnet_dir=wordnet_dir, parts=parts, subsample=int(subsample))
+  name = (
+      ("all" if parts == PARTS else "-".join(parts))
+      + (f"-every{int(subsample)}" if int(subsample) > 1 else "")
+      + f"-{digest}"
+  )
+  return WordnetGlossesConfig(
+      name=name,
+      version=WordnetGlosses.VERSION,
+      description=f"WordNet glosses from {wordnet_dir} ({parts}).",
+      wordnet_dir=wordnet_dir,
+      parts=parts,
+      subsample=int(subsample),
+  )
 
 
-class WordnetGlosses(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder,
-                     skip_registration=common.already_registered(_NAME)):
+class WordnetGlosses(
+    common.ShippedBuilderMixin,
+    tfds.core.GeneratorBasedBuilder,
+    skip_registration=common.already_registered(_NAME),
+):
   """WordNet 3.0 glosses -> lexicographer-file labels (45 classes)."""
 
   name = _NAME
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release: every-5th-per-class test split."}
 
-  def __init__(self, *, wordnet_dir: str = DEFAULT_WORDNET_DIR,
-               parts: Sequence[str] = PARTS, subsample: int = 1,
-               config: WordnetGlossesConfig | None = None, **kwargs):
+  def __init__(
+      self,
+      *,
+      wordnet_dir: str = DEFAULT_WORDNET_DIR,
+      parts: Sequence[str] = PARTS,
+      subsample: int = 1,
+      config: WordnetGlossesConfig | None = None,
+      **kwargs,
+  ):
     """Builder over the WordNet database in `wordnet_dir`.
 
     Args:
@@ -231,14 +285,18 @@ class WordnetGlosses(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder
             f"lexicographer file (45 classes; names from {source}). test = every "
             "5th synset of each class in source order, train = the rest."
         ),
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=names),
-            "synset_id": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "text": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=names),
+                "synset_id": tfds.features.Text(),
+            }
+        ),
         homepage="https://wordnet.princeton.edu/",
-        citation=("George A. Miller (1995). WordNet: A Lexical Database for English. "
-                  "Communications of the ACM 38(11): 39-41."),
+        citation=(
+            "George A. Miller (1995). WordNet: A Lexical Database for English. "
+            "Communications of the ACM 38(11): 39-41."
+        ),
     )
 
   def _split_generators(self, dl_manager):
@@ -251,7 +309,8 @@ class WordnetGlosses(common.ShippedBuilderMixin, tfds.core.GeneratorBasedBuilder
     test = common.every_kth_per_class(labels, _HOLDOUT_EVERY)
     splits = {"train": np.flatnonzero(~test), "test": np.flatnonzero(test)}
     common.set_label_counts(
-        self, {s: common.count_labels(labels[idx], k) for s, idx in splits.items()})
+        self, {s: common.count_labels(labels[idx], k) for s, idx in splits.items()}
+    )
     return {s: self._generate_examples(ids, texts, labels, idx) for s, idx in splits.items()}
 
   def _generate_examples(self, ids, texts, labels, indices):
