@@ -88,3 +88,17 @@ def test_leep_zero_mass_source_class_and_zero_expected_prediction():
   sums = leep_lib.LeepSums(n=60.0, log_sum=-50.0, zero_rows=1.0)
   assert leep_lib.leep_from_sums(joint, sums) == -math.inf
   assert leep_lib.leep_from_sums(joint, leep_lib.LeepSums(60.0, -50.0, 0.0)) == -50.0 / 60.0
+
+
+def test_first_argmax_is_argmax_with_the_first_index_on_ties():
+  import jax.numpy as jnp
+  from face_jax._src.metrics import leep as leep_lib
+
+  rng = np.random.default_rng(0)
+  p = rng.random((257, 1000)).astype(np.float32)
+  p[:, 7] = p[:, 500] = 2.0  # a tie in every row: the first index wins
+  p[3] = 0.0  # all equal
+  p[4, 999] = 5.0  # the last column
+  got = np.asarray(leep_lib.first_argmax(jnp.asarray(p)))
+  np.testing.assert_array_equal(got, np.argmax(p, axis=-1))
+  assert got[0] == 7 and got[3] == 0 and got[4] == 999
