@@ -166,6 +166,12 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   return probs
 
 
+def _check_probs_y(probs, y, fn: str):
+  probs = _check_probs(probs, None, fn)
+  y, num_classes, counts = _check_labels(y, probs.shape[0], fn)
+  return probs, y, num_classes, counts
+
+
 # ----------------------------------------------------------------------------
 # Small linear-algebra helpers
 # ----------------------------------------------------------------------------
@@ -320,8 +326,7 @@ def leep(probs, y) -> float:
   Raises:
     InputError: if ``probs`` is None or inputs are invalid.
   """
-  probs = _check_probs(probs, None, "leep")
-  y, _, counts = _check_labels(y, probs.shape[0], "leep")
+  probs, y, _, counts = _check_probs_y(probs, y, "leep")
   n = probs.shape[0]
   joint = _class_sums(probs, y, counts) / n  # P(y, z) [C, Cs]
   marginal = joint.sum(axis=0)
@@ -355,8 +360,7 @@ def nce(probs, y) -> float:
   Raises:
     InputError: if ``probs`` is None or inputs are invalid.
   """
-  probs = _check_probs(probs, None, "nce")
-  y, num_classes, _ = _check_labels(y, probs.shape[0], "nce")
+  probs, y, num_classes, _ = _check_probs_y(probs, y, "nce")
   n = probs.shape[0]
   z = np.argmax(probs, axis=1)
   num_source = int(z.max()) + 1
