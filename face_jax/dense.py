@@ -166,6 +166,12 @@ def _check_probs(probs, n: int | None, fn: str) -> np.ndarray:
   return probs
 
 
+def _check_probs_y(probs, y, fn: str):
+  probs = _check_probs(probs, None, fn)
+  y, num_classes, counts = _check_labels(y, probs.shape[0], fn)
+  return probs, y, num_classes, counts
+
+
 # ----------------------------------------------------------------------------
 # Small linear-algebra helpers
 # ----------------------------------------------------------------------------
@@ -320,8 +326,7 @@ def leep(probs, y) -> float:
   Raises:
     InputError: if ``probs`` is None or inputs are invalid.
   """
-  probs = _check_probs(probs, None, "leep")
-  y, _, counts = _check_labels(y, probs.shape[0], "leep")
+  probs, y, _, counts = _check_probs_y(probs, y, "leep")
   n = probs.shape[0]
   joint = _class_sums(probs, y, counts) / n  # P(y, z) [C, Cs]
   marginal = joint.sum(axis=0)
@@ -355,8 +360,7 @@ def nce(probs, y) -> float:
   Raises:
     InputError: if ``probs`` is None or inputs are invalid.
   """
-  probs = _check_probs(probs, None, "nce")
-  y, num_classes, _ = _check_labels(y, probs.shape[0], "nce")
+  probs, y, num_classes, _ = _check_probs_y(probs, y, "nce")
   n = probs.shape[0]
   z = np.argmax(probs, axis=1)
   num_source = int(z.max()) + 1
@@ -579,28 +583,7 @@ def gbc(
     X = X - X.mean(axis=0)  # shift-invariant; centring only improves rounding
   mu = _class_sums_means(X, y, num_classes, counts)
   var = np.maximum(_class_sums((X - mu[y]) ** 2, y, counts) / counts[:, None], _gbc.GBC_VAR_FLOOR)
-  total = 0.0
-  if gaussian_type == "spherical":
-    sv = var.mean(axis=1)  # [C]
-    logs = np.log(sv)
-    for a in range(num_classes):
-      d2 = np.sum((mu - mu[a]) ** 2, axis=1)  # [C]
-      vbar = 0.5 * (sv + sv[a])
-      bd = d2 / vbar / 8.0 + 0.5 * (np.log(vbar) - 0.5 * logs[a] - 0.5 * logs)
-      e = np.exp(-bd)
-      e[a] = 0.0
-      total += float(e.sum())
-  else:
-    logs = np.log(var).sum(axis=1)  # [C]
-    for a in range(num_classes):
-      vbar = 0.5 * (var + var[a])  # [C, D]
-      bd = np.sum((mu - mu[a]) ** 2 / vbar, axis=1) / 8.0 + 0.5 * (
-          np.log(vbar).sum(axis=1) - 0.5 * logs[a] - 0.5 * logs
-      )
-      e = np.exp(-bd)
-      e[a] = 0.0
-      total += float(e.sum())
-  return -total
+  return -numerics.bhattacharyya_sum(mu, var, gaussian_type)
 
 
 # ----------------------------------------------------------------------------

@@ -101,3 +101,44 @@ def sqrt_eig_sum(gram: np.ndarray) -> float:
     return 0.0
   w = np.linalg.eigvalsh(0.5 * (gram + gram.T))
   return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+
+
+def bhattacharyya_sum(mu: np.ndarray, var: np.ndarray, gaussian_type: str) -> float:
+  """Σ_{a≠b} exp(−BD(a, b)) over ordered pairs of diagonal class Gaussians (GBC = −this).
+
+  With v̄ = (v_a + v_b)/2, BD = (1/8) Σ_j (μ_aj − μ_bj)²/v̄_j + (1/2)[Σ_j log v̄_j −
+  (1/2)Σ_j log v_aj − (1/2)Σ_j log v_bj].  ``"spherical"`` first replaces v_c by
+  the scalar mean_j v_cj, and its log term is that one scalar term, not
+  multiplied by D (the google-research GBC formula).
+
+  Args:
+    mu: [K, D] class means.
+    var: [K, D] per-dimension class variances (already floored; > 0).
+    gaussian_type: ``"spherical"``, or anything else for ``"diagonal"``.
+
+  Returns:
+    The sum, in [0, K(K − 1)].
+  """
+  k = mu.shape[0]
+  total = 0.0
+  if gaussian_type == 'spherical':
+    sv = var.mean(axis=1)  # [K]
+    logs = np.log(sv)
+    for a in range(k):
+      d2 = np.sum((mu - mu[a]) ** 2, axis=1)  # [K]
+      vbar = 0.5 * (sv + sv[a])
+      bd = d2 / vbar / 8.0 + 0.5 * (np.log(vbar) - 0.5 * logs[a] - 0.5 * logs)
+      e = np.exp(-bd)
+      e[a] = 0.0
+      total += float(e.sum())
+  else:
+    logs = np.log(var).sum(axis=1)  # [K]
+    for a in range(k):
+      vbar = 0.5 * (var + var[a])  # [K, D]
+      bd = np.sum((mu - mu[a]) ** 2 / vbar, axis=1) / 8.0 + 0.5 * (
+          np.log(vbar).sum(axis=1) - 0.5 * logs[a] - 0.5 * logs
+      )
+      e = np.exp(-bd)
+      e[a] = 0.0
+      total += float(e.sum())
+  return total

@@ -149,6 +149,26 @@ def batch_norm(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
   return nnx.BatchNorm(ch, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
 
 
+def classifier_head(
+    in_features: int, num_classes: int | None, *, rngs: nnx.Rngs, kernel_init=None
+) -> nnx.Linear | None:
+  """The optional classifier Linear(in_features -> num_classes); None when num_classes is None.
+
+  kernel_init defaults to torch.nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the bias starts
+  at zero.
+  """
+  if num_classes is None:
+    return None
+  if kernel_init is None:
+    kernel_init = torch_linear_init()
+  return nnx.Linear(in_features, num_classes, kernel_init=kernel_init, rngs=rngs)
+
+
+def tap_names(names, num_classes: int | None) -> tuple[str, ...]:
+  """Layer names in forward order, with "logits" last when the model has a classifier."""
+  return tuple(names) + (("logits",) if num_classes is not None else ())
+
+
 def max_pool(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
   """Max pooling of x [B, H, W, C]; padded positions hold -inf (torch MaxPool2d semantics)."""
   return jax.lax.reduce_window(

@@ -75,15 +75,10 @@ class SmallCNN(nnx.Module):
       blocks.append(nnx.List(convs))
     self.blocks = nnx.List(blocks)
     self.num_features = in_ch
-    self.head = (
-        nnx.Linear(in_ch, config.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
-        if config.num_classes is not None
-        else None
+    self.head = _layers.classifier_head(in_ch, config.num_classes, rngs=rngs)
+    self.layer_names = _layers.tap_names(
+        [f"block{i + 1}" for i in range(len(config.widths))] + ["pool"], config.num_classes
     )
-    names = [f"block{i + 1}" for i in range(len(config.widths))] + ["pool"]
-    if config.num_classes is not None:
-      names.append("logits")
-    self.layer_names = tuple(names)
     self.eval()
 
   def layer_kind(self, name: str) -> str:
@@ -142,15 +137,10 @@ class MLP(nnx.Module):
       d = w
     self.dense = nnx.List(layers)
     self.num_features = d
-    self.head = (
-        nnx.Linear(d, config.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
-        if config.num_classes is not None
-        else None
+    self.head = _layers.classifier_head(d, config.num_classes, rngs=rngs)
+    self.layer_names = _layers.tap_names(
+        [f"dense{i + 1}" for i in range(len(config.hidden))], config.num_classes
     )
-    names = [f"dense{i + 1}" for i in range(len(config.hidden))]
-    if config.num_classes is not None:
-      names.append("logits")
-    self.layer_names = tuple(names)
 
   def layer_kind(self, name: str) -> str:
     return "vector"

@@ -69,25 +69,9 @@ class _Preset:
   fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # not user-settable
 
 
-_IMAGENET = dict(
-    image_size=224,
-    crop_fraction=0.875,
-    resize="crop",
-    weights=None,
-    num_classes=None,
-    seed=0,
-    precision=None,
-)
-_SMALL = dict(
-    image_size=32,
-    crop_fraction=1.0,
-    resize="crop",
-    weights=None,
-    num_classes=None,
-    seed=0,
-    in_channels=3,
-    precision=None,
-)
+_IMAGE = dict(resize="crop", weights=None, num_classes=None, seed=0, precision=None)
+_IMAGENET = dict(_IMAGE, image_size=224, crop_fraction=0.875)
+_SMALL = dict(_IMAGE, image_size=32, crop_fraction=1.0, in_channels=3)
 
 _PRESETS: dict[str, _Preset] = {}
 for _d in (18, 34, 50, 101, 152):
@@ -197,6 +181,21 @@ def _image_preprocess(opts, mean, std, channels) -> pp.ImagePreprocess:
   )
 
 
+def _image_extractor(
+    name, opts, module, mean, std, channels, default_layer="pool", **kwargs
+) -> FeatureExtractor:
+  """FeatureExtractor of an image model: preprocessing from `opts` with the given mean / std."""
+  return FeatureExtractor(
+      name=name,
+      module=module,
+      input_kind="image",
+      default_layer=default_layer,
+      image_preprocess=_image_preprocess(opts, mean, std, channels),
+      precision=opts["precision"],
+      **kwargs,
+  )
+
+
 def _is_torch_style(weights) -> bool:
   if isinstance(weights, (str, os.PathLike)):
     return os.fspath(weights).lower().endswith(_TORCH_SUFFIXES)
@@ -247,21 +246,22 @@ def _build(
     name: str,
     opts,
     make_cfg: Callable[[int | None], Any],
-    make_module: Callable[[Any, nnx.Rngs], nnx.Module],
+    module_cls: Callable[..., nnx.Module],
     torch_import: Callable | None = None,
 ) -> nnx.Module:
+  """module_cls(make_cfg(num_classes), rngs=...), randomly initialised or loaded from weights."""
   seed = int(opts["seed"])
   if opts["weights"] is None:
     nc = opts["num_classes"]
     if nc is not None and int(nc) < 0:
       raise ValueError(f"num_classes must be >= 0 or None, got {nc}")
     cfg = make_cfg(int(nc) if nc else None)
-    return make_module(cfg, _layers.make_rngs(seed))
+    return module_cls(cfg, rngs=_layers.make_rngs(seed))
   params = _load_weights(name, opts["weights"], torch_import)
   params, nc = _resolve_head(params, opts["num_classes"])
   cfg = make_cfg(nc)
   return wt.module_from_params(
-      lambda rngs: make_module(cfg, rngs),
+      lambda rngs: module_cls(cfg, rngs=rngs),
       params,
       seed=seed,
       fresh_ok=("head",),
@@ -275,17 +275,10 @@ def _build_resnet(name, opts) -> FeatureExtractor:
       name,
       opts,
       lambda nc: resnet_config(depth, num_classes=nc),
-      lambda c, r: ResNet(c, rngs=r),
+      ResNet,
       lambda w: wt.load_torchvision_resnet(w, depth),
   )
-  return FeatureExtractor(
-      name=name,
-      module=module,
-      input_kind="image",
-      default_layer="pool",
-      image_preprocess=_image_preprocess(opts, pp.IMAGENET_MEAN, pp.IMAGENET_STD, 3),
-      precision=opts["precision"],
-  )
+  return _image_extractor(name, opts, module, pp.IMAGENET_MEAN, pp.IMAGENET_STD, 3)
 
 
 def _build_resnet_mini(name, opts) -> FeatureExtractor:
@@ -296,16 +289,9 @@ def _build_resnet_mini(name, opts) -> FeatureExtractor:
       lambda nc: resnet_mini_config(
           int(opts["depth"]), tuple(opts["widths"]), num_classes=nc, in_channels=ch
       ),
-      lambda c, r: ResNet(c, rngs=r),
+      ResNet,
   )
-  return FeatureExtractor(
-      name=name,
-      module=module,
-      input_kind="image",
-      default_layer="pool",
-      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-      precision=opts["precision"],
-  )
+  return _image_extractor(name, opts, module, pp.HALF_MEAN, pp.HALF_STD, ch)
 
 
 def _build_vit(name, opts) -> FeatureExtractor:
@@ -328,20 +314,12 @@ def _build_vit(name, opts) -> FeatureExtractor:
       name,
       opts,
       make_cfg,
-      lambda c, r: ViT(c, rngs=r),
+      ViT,
       lambda w: wt.load_torchvision_vit(w, make_cfg(None)),
   )
   small = name == "vit_mini"
   mean, std = (pp.HALF_MEAN, pp.HALF_STD) if small else (pp.IMAGENET_MEAN, pp.IMAGENET_STD)
-  return FeatureExtractor(
-      name=name,
-      module=module,
-      input_kind="image",
-      default_layer="pool",
-      image_preprocess=_image_preprocess(opts, mean, std, ch),
-      default_pooling="cls",
-      precision=opts["precision"],
-  )
+  return _image_extractor(name, opts, module, mean, std, ch, default_pooling="cls")
 
 
 def _build_cnn(name, opts) -> FeatureExtractor:
@@ -355,16 +333,9 @@ def _build_cnn(name, opts) -> FeatureExtractor:
           in_channels=ch,
           num_classes=nc,
       ),
-      lambda c, r: SmallCNN(c, rngs=r),
+      SmallCNN,
   )
-  return FeatureExtractor(
-      name=name,
-      module=module,
-      input_kind="image",
-      default_layer="pool",
-      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-      precision=opts["precision"],
-  )
+  return _image_extractor(name, opts, module, pp.HALF_MEAN, pp.HALF_STD, ch)
 
 
 def _build_mlp(name, opts) -> FeatureExtractor:
@@ -375,15 +346,10 @@ def _build_mlp(name, opts) -> FeatureExtractor:
       name,
       opts,
       lambda nc: MLPConfig(image_size=size, in_channels=ch, hidden=hidden, num_classes=nc),
-      lambda c, r: MLP(c, rngs=r),
+      MLP,
   )
-  return FeatureExtractor(
-      name=name,
-      module=module,
-      input_kind="image",
-      default_layer=f"dense{len(hidden)}",
-      image_preprocess=_image_preprocess(opts, pp.HALF_MEAN, pp.HALF_STD, ch),
-      precision=opts["precision"],
+  return _image_extractor(
+      name, opts, module, pp.HALF_MEAN, pp.HALF_STD, ch, default_layer=f"dense{len(hidden)}"
   )
 
 

@@ -126,7 +126,28 @@ def resnet_mini_config(
   )
 
 
-class BasicBlock(nnx.Module):
+class _ResidualBlock(nnx.Module):
+  """The shortcut shared by the residual blocks.
+
+  Identity, or (when the stride or the channel count changes) a strided 1x1 conv + BatchNorm
+  projection held as `downsample_conv` / `downsample_bn` (torchvision's `downsample.0/1`).
+  """
+
+  def _init_shortcut(self, in_ch: int, out_ch: int, stride: int, rngs: nnx.Rngs) -> None:
+    if stride != 1 or in_ch != out_ch:
+      self.downsample_conv = _layers.conv(in_ch, out_ch, 1, stride, rngs=rngs)
+      self.downsample_bn = _layers.batch_norm(out_ch, rngs=rngs)
+    else:
+      self.downsample_conv = None
+      self.downsample_bn = None
+
+  def _add_shortcut(self, x: jax.Array, y: jax.Array) -> jax.Array:
+    """relu(y + shortcut(x)) for the block input x and the residual branch's output y."""
+    sc = x if self.downsample_conv is None else self.downsample_bn(self.downsample_conv(x))
+    return jax.nn.relu(y + sc)
+
+
+class BasicBlock(_ResidualBlock):
   """Two 3x3 convs with an identity (or 1x1 projection) shortcut; stride on the first conv."""
 
   def __init__(self, in_ch: int, width: int, stride: int, *, rngs: nnx.Rngs):
@@ -134,21 +155,15 @@ class BasicBlock(nnx.Module):
     self.bn1 = _layers.batch_norm(width, rngs=rngs)
     self.conv2 = _layers.conv(width, width, 3, 1, rngs=rngs)
     self.bn2 = _layers.batch_norm(width, rngs=rngs)
-    if stride != 1 or in_ch != width:
-      self.downsample_conv = _layers.conv(in_ch, width, 1, stride, rngs=rngs)
-      self.downsample_bn = _layers.batch_norm(width, rngs=rngs)
-    else:
-      self.downsample_conv = None
-      self.downsample_bn = None
+    self._init_shortcut(in_ch, width, stride, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.nn.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
-    sc = x if self.downsample_conv is None else self.downsample_bn(self.downsample_conv(x))
-    return jax.nn.relu(y + sc)
+    return self._add_shortcut(x, y)
 
 
-class Bottleneck(nnx.Module):
+class Bottleneck(_ResidualBlock):
   """1x1 -> 3x3 (stride here: ResNet v1.5) -> 1x1 (x4 channels) with a projection shortcut."""
 
   def __init__(self, in_ch: int, width: int, stride: int, *, rngs: nnx.Rngs):
@@ -159,19 +174,13 @@ class Bottleneck(nnx.Module):
     self.bn2 = _layers.batch_norm(width, rngs=rngs)
     self.conv3 = _layers.conv(width, out, 1, 1, rngs=rngs)
     self.bn3 = _layers.batch_norm(out, rngs=rngs)
-    if stride != 1 or in_ch != out:
-      self.downsample_conv = _layers.conv(in_ch, out, 1, stride, rngs=rngs)
-      self.downsample_bn = _layers.batch_norm(out, rngs=rngs)
-    else:
-      self.downsample_conv = None
-      self.downsample_bn = None
+    self._init_shortcut(in_ch, out, stride, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.nn.relu(self.bn1(self.conv1(x)))
     y = jax.nn.relu(self.bn2(self.conv2(y)))
     y = self.bn3(self.conv3(y))
-    sc = x if self.downsample_conv is None else self.downsample_bn(self.downsample_conv(x))
-    return jax.nn.relu(y + sc)
+    return self._add_shortcut(x, y)
 
 
 class ResNet(nnx.Module):
@@ -210,15 +219,11 @@ class ResNet(nnx.Module):
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)
     self.num_features = in_ch
-    self.head = (
-        nnx.Linear(in_ch, cfg.num_classes, kernel_init=_layers.torch_linear_init(), rngs=rngs)
-        if cfg.num_classes is not None
-        else None
+    self.head = _layers.classifier_head(in_ch, cfg.num_classes, rngs=rngs)
+    self.layer_names = _layers.tap_names(
+        ["stem"] + [f"layer{i + 1}" for i in range(len(cfg.stage_sizes))] + ["pool"],
+        cfg.num_classes,
     )
-    names = ["stem"] + [f"layer{i + 1}" for i in range(len(cfg.stage_sizes))] + ["pool"]
-    if cfg.num_classes is not None:
-      names.append("logits")
-    self.layer_names = tuple(names)
     self.eval()
 
   def layer_kind(self, name: str) -> str:

@@ -157,15 +157,12 @@ class ViT(nnx.Module):
         [EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_dim, rngs=rngs) for _ in range(cfg.depth)]
     )
     self.ln = nnx.LayerNorm(cfg.dim, epsilon=VIT_LN_EPS, rngs=rngs)
-    self.head = (
-        nnx.Linear(cfg.dim, cfg.num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
-        if cfg.num_classes is not None
-        else None
+    self.head = _layers.classifier_head(
+        cfg.dim, cfg.num_classes, rngs=rngs, kernel_init=nnx.initializers.zeros
     )
-    names = ["embed"] + [f"block{i}" for i in range(cfg.depth)] + ["norm", "pool"]
-    if cfg.num_classes is not None:
-      names.append("logits")
-    self.layer_names = tuple(names)
+    self.layer_names = _layers.tap_names(
+        ["embed"] + [f"block{i}" for i in range(cfg.depth)] + ["norm", "pool"], cfg.num_classes
+    )
     self.num_features = cfg.dim
 
   def layer_kind(self, name: str) -> str:

@@ -43,10 +43,8 @@ MINILM_INSTALL_HINT = (
 # ---------------------------------------------------------------------------------------------
 
 
-def flatten_params(params: PyTree) -> dict[str, np.ndarray]:
-  """Nested dict (or nnx.State) -> {"a/0/b": host numpy array}."""
-  if isinstance(params, nnx.State):
-    params = nnx.to_pure_dict(params)
+def _flat_leaves(tree) -> dict[str, Any]:
+  """Nested mapping -> {"a/0/b": leaf} without converting the leaves."""
   flat = {}
 
   def rec(node, prefix):
@@ -54,10 +52,15 @@ def flatten_params(params: PyTree) -> dict[str, np.ndarray]:
       for k, v in node.items():
         rec(v, prefix + (str(k),))
     else:
-      flat["/".join(prefix)] = np.asarray(jax.device_get(node))
+      flat["/".join(prefix)] = node
 
-  rec(params, ())
+  rec(nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree, ())
   return flat
+
+
+def flatten_params(params: PyTree) -> dict[str, np.ndarray]:
+  """Nested dict (or nnx.State) -> {"a/0/b": host numpy array}."""
+  return {k: np.asarray(jax.device_get(v)) for k, v in _flat_leaves(params).items()}
 
 
 def unflatten_params(flat: Mapping[str, Any]) -> dict:
@@ -98,21 +101,6 @@ def load_params(path: str | os.PathLike) -> dict:
   if not isinstance(flat, dict) or not all(isinstance(k, str) for k in flat):
     raise ValueError(f"{path} is not a checkpoint written by save_params")
   return unflatten_params(flat)
-
-
-def _flat_leaves(tree) -> dict[str, Any]:
-  """Nested mapping -> {"a/0/b": leaf} without converting the leaves."""
-  flat = {}
-
-  def rec(node, prefix):
-    if isinstance(node, Mapping):
-      for k, v in node.items():
-        rec(v, prefix + (str(k),))
-    else:
-      flat["/".join(prefix)] = node
-
-  rec(nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree, ())
-  return flat
 
 
 def _check_fit(
