@@ -223,7 +223,25 @@ def score_extractor(
     for n in ms:
       records[n] = metric_record(infos[n], values[n])
 
-  names = [n for n in infos if n not in suspects]
+  if feats is not None:
+    # Metrics that refuse these features before any pass (e.g. ETran on N < 200) are
+    # recorded at once, so they never take a compiled pass of the others down with them.
+    opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in infos}
+    ready = tuple(m for m in infos if not infos[m].needs or 'source_probs' in feats)
+    early = api.start_errors(
+        feats[layer],
+        labels,
+        metrics=ready,
+        source_probs=feats.get('source_probs'),
+        batch_size=batch_size,
+        num_classes=num_classes,
+        metric_options=opts or None,
+    )
+    for n, e in early.items():
+      records[n] = metric_record(infos[n], error=error_text(e))
+      if log:
+        log(f'{n}: {error_text(e)}')
+  names = [n for n in infos if n not in suspects and n not in records]
   if names:
     group(names)
   for n in infos:

@@ -173,6 +173,29 @@ def score(
   Raises:
     InputError: bad input (named), unknown metrics or options.
   """
+  src, acc, info, make_plan = _prepare(
+      features,
+      labels,
+      metrics,
+      source_probs,
+      batch_size,
+      num_classes,
+      dtype,
+      metric_options,
+      options,
+  )
+  eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
+  if eng.dtype != acc:
+    raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
+  plans = {'features': {name: make_plan(name) for name in make_plan.names}}
+  run = plan_lib.run_plans(eng, src, plans)
+  return dict(run.results['features'])
+
+
+def _prepare(
+    features, labels, metrics, source_probs, batch_size, num_classes, dtype, metric_options, options
+):
+  """(source, accumulation dtype, StreamInfo, make_plan(name) -> fresh plan) for ``score``."""
   if isinstance(metrics, str):
     metrics = (metrics,)
   if not metrics:
@@ -190,9 +213,6 @@ def score(
     missing = [n for n in i.needs if n not in src.extras_shapes]
     if missing:
       raise InputError(f'metric {i.name!r} needs {missing} (e.g. source_probs=...)')
-  eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
-  if eng.dtype != acc:
-    raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
   info = engine_lib.StreamInfo(
       name='features',
       dim=src.dim,
@@ -201,9 +221,53 @@ def score(
       extras=src.extras_shapes,
       reiterable=src.reiterable,
   )
-  plans = {'features': {i.name: i.plan(info, per[i.name], acc) for i in infos}}
-  run = plan_lib.run_plans(eng, src, plans)
-  return dict(run.results['features'])
+  by_name = {i.name: i for i in infos}
+
+  def make_plan(name):
+    return by_name[name].plan(info, per[name], acc)
+
+  make_plan.names = list(by_name)
+  return src, acc, info, make_plan
+
+
+def start_errors(
+    features,
+    labels=None,
+    *,
+    metrics: Sequence[str] = ('face',),
+    source_probs=None,
+    batch_size: int | None = None,
+    num_classes: int | None = None,
+    dtype: str | None = None,
+    metric_options: Mapping[str, Any] | None = None,
+    **options,
+) -> dict[str, InputError]:
+  """The metrics that refuse this input before any pass over the data, with their errors.
+
+  Each metric's plan is started on its own (arguments as for ``score``): a plan that
+  can tell from the stream's description alone that the metric is undefined (e.g.
+  ETran with fewer than 200 samples) raises at once.  Nothing is compiled or
+  streamed, so a caller scoring many metrics together can leave those out instead
+  of finding them by failed passes.
+  """
+  _, _, _, make_plan = _prepare(
+      features,
+      labels,
+      metrics,
+      source_probs,
+      batch_size,
+      num_classes,
+      dtype,
+      metric_options,
+      options,
+  )
+  errors = {}
+  for name in make_plan.names:
+    try:
+      plan_lib.start(make_plan(name), name)
+    except InputError as e:
+      errors[name] = e
+  return errors
 
 
 def face_score(

@@ -96,6 +96,17 @@ _NUMERICAL_ERRORS = (
 )
 
 
+def start(gen: Plan, name: str):
+  """Runs a fresh plan to its first request (no pass): its InputError, if it has one now.
+
+  Returns the first requests; raises as ``run_plans`` would (an ``InputError``
+  naming the metric) when the plan fails or ends before asking for a pass.
+  """
+  results, active = {'features': {}}, {}
+  _advance(results, active, 'features', name, gen, None)
+  return active.get(('features', name), (None, {}))[1]
+
+
 def _advance(results, active, stream, name, gen, got):
   where = name if stream == 'features' else f'{name} (layer {stream!r})'
   try:

@@ -75,3 +75,19 @@ def test_bad_data():
   bad[3, 2] = np.nan
   with pytest.raises(InputError, match='non-finite'):
     face_jax.score(bad, y, metrics=('etran',))
+
+
+def test_too_few_samples_are_refused_before_any_pass():
+  """With N known up front (arrays), ETran's N < 200 error comes before a pass is compiled."""
+  from face_jax._src import api
+  from face_jax._src import engine as engine_lib
+
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((150, 8)).astype(np.float32)
+  y = np.arange(150) % 3
+  before = engine_lib.TRACE_COUNTS['step']
+  errors = api.start_errors(x, y, metrics=('etran', 'nc1'))
+  assert list(errors) == ['etran'] and 'N >= 200' in str(errors['etran'])
+  assert engine_lib.TRACE_COUNTS['step'] == before  # nothing was traced or run
+  with pytest.raises(face_jax.InputError, match='N >= 200'):
+    face_jax.score(x, y, metrics=('etran',))

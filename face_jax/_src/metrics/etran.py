@@ -242,9 +242,23 @@ class _Select:
       self.done = True
 
 
+def _tail_size(n: int, options: EtranOptions) -> int:
+  """k = int(10·percent)·N // 1000, the energy tail's size; InputError when it is 0."""
+  k = int(float(options.percent) * 10) * n // 1000
+  if k < 1:
+    raise InputError(
+        f'etran: the energy tail has k = int(10*percent)*N//1000 = {k} samples '
+        f'(N={n}, percent={options.percent}); s_en is undefined (the reference '
+        'returns nan). ETran needs N >= 200 at percent=0.5.'
+    )
+  return k
+
+
 def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 'float32'):
   """The ETran pass plan (see the module docstring).  Returns ``EtranComponents``."""
   k_cls = info.num_classes
+  if info.label_counts is not None:  # N known before the first pass: fail before it
+    _tail_size(int(np.sum(info.label_counts)), options)
   got = yield {
       'moments': common.moments_request(info, dtype, scatter=False),
       'energy': _hist_request(info, dtype, 0, 0),
@@ -253,13 +267,7 @@ def etran_plan(info: engine_lib.StreamInfo, options: EtranOptions, dtype: str = 
   present = common.populated_classes(fin.counts, 'etran')
   counts = fin.counts[present]
   n = int(round(counts.sum()))
-  k = int(float(options.percent) * 10) * n // 1000
-  if k < 1:
-    raise InputError(
-        f'etran: the energy tail has k = int(10*percent)*N//1000 = {k} samples '
-        f'(N={n}, percent={options.percent}); s_en is undefined (the reference '
-        'returns nan). ETran needs N >= 200 at percent=0.5.'
-    )
+  k = _tail_size(n, options)
   levels = EnergyHistSpec(k_cls, info.dim, dtype).levels
   sel = _Select(need=k)
   sel.update(*got['energy'], levels, dtype)

@@ -95,8 +95,7 @@ def first_argmax(p: jax.Array) -> jax.Array:
   """[B] int32 index of each row's largest entry, the first on ties (``jnp.argmax``'s rule).
 
   Two plain reductions (the row maximum, then the smallest index holding it):
-  ``jnp.argmax``'s paired value/index reduction does not vectorise on XLA:CPU and ran
-  several times slower on [8192, 1000] rows (benchmarks/README.md).
+  ``jnp.argmax``'s paired value/index reduction does not vectorise on XLA:CPU.
   """
   n = p.shape[-1]
   top = jnp.max(p, axis=-1, keepdims=True)
