@@ -2,7 +2,7 @@
 
 On CPU, XLA's version of ``Moments`` is held back by three things (measured in
 benchmarks/README.md): XLA:CPU has no symmetric rank-k kernel (its ``Zᵀ Z``
-computes both triangles and runs at about half the rate of numpy's ``Z.T @ Z``,
+computes both triangles and runs well below the rate of numpy's ``Z.T @ Z``,
 which calls OpenBLAS's ``ssyrk``); around the product it materialises the centred
 batch and scatter-adds the class sums; and it page-faults fresh multi-MB
 temporaries in on every step. The one-pass statistics are bound by that product,

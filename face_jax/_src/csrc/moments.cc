@@ -2,8 +2,8 @@
 // face_jax/_src/cpu_moments.py).
 //
 // Why: XLA:CPU has no symmetric rank-k kernel (its Z^T Z computes both triangles and, on
-// the CPUs measured, runs at about half of OpenBLAS's ssyrk rate), and around the product
-// it materialises the centred batch, scatter-adds the class sums and page-faults fresh
+// the CPUs measured, runs well below OpenBLAS's ssyrk rate: benchmarks/README.md), and
+// around the product it materialises the centred batch, scatter-adds the class sums and page-faults fresh
 // temporaries in on every step (benchmarks/README.md). These handlers make one pass over
 // the rows in plain C++ and call the ssyrk that numpy already ships (numpy's bundled
 // OpenBLAS, `scipy_cblas_ssyrk64_`, ILP64); its address is passed in once from Python, so
