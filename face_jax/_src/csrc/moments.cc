@@ -3,8 +3,8 @@
 //
 // Why: XLA:CPU has no symmetric rank-k kernel (its Z^T Z computes both triangles and, on
 // the CPUs measured, runs well below OpenBLAS's ssyrk rate: benchmarks/README.md), and
-// around the product it materialises the centred batch, scatter-adds the class sums and page-faults fresh
-// temporaries in on every step (benchmarks/README.md). These handlers make one pass over
+// around the product it materialises the centred batch, scatter-adds the class sums and
+// page-faults fresh temporaries in on every step. These handlers make one pass over
 // the rows in plain C++ and call the ssyrk that numpy already ships (numpy's bundled
 // OpenBLAS, `scipy_cblas_ssyrk64_`, ILP64); its address is passed in once from Python, so
 // nothing is linked at build time.
