@@ -387,15 +387,12 @@ def _between_scatter(
 
 
 def hscore(X, y) -> float:
-  """H-score (first-order, official definition with a true matrix product).
+  """H-score (first-order, official definition with a true matrix product), in memory.
 
   Bao et al., "An Information-Theoretic Approach to Transferability in Task
-  Transfer Learning", ICIP 2019. Reproduces
-  thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4
-  ``tllib/ranking/hscore.py :: h_score(features, labels)`` (= the official
-  YaojieBao/An-Information-theoretic-Metric-of-Transferability
-  @9a3f2d3f2511b6825a9d18c5fd7becbb06cae0b1
-  ``3D_scene_understanding/H-score_1st_order.py :: getDiffNN``).
+  Transfer Learning", ICIP 2019; the reference implementations it reproduces are
+  cited by the streamed version, ``face_jax._src.metrics.hscore.hscore_from_moments``
+  (tllib's ``h_score``, the same as the authors' ``getDiffNN``).
 
   cov_f = covariance of X (1/(N-1)); cov_g = covariance of the matrix whose
   rows are replaced by their class means = sum_c n_c (mu_c - mu)(mu_c - mu)^T

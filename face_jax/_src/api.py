@@ -230,36 +230,31 @@ def _prepare(
   return src, acc, info, make_plan
 
 
-def start_errors(
-    features,
-    labels=None,
-    *,
-    metrics: Sequence[str] = ('face',),
-    source_probs=None,
-    batch_size: int | None = None,
-    num_classes: int | None = None,
-    dtype: str | None = None,
-    metric_options: Mapping[str, Any] | None = None,
-    **options,
-) -> dict[str, InputError]:
+def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
   """The metrics that refuse this input before any pass over the data, with their errors.
 
-  Each metric's plan is started on its own (arguments as for ``score``): a plan that
-  can tell from the stream's description alone that the metric is undefined (e.g.
-  ETran with fewer than 200 samples) raises at once.  Nothing is compiled or
-  streamed, so a caller scoring many metrics together can leave those out instead
-  of finding them by failed passes.
+  Each metric's plan is started on its own (``score_args``: ``metrics`` and the other
+  keyword arguments of ``score`` that describe the input and the options; ``mesh``,
+  ``engine`` and ``progress`` do not apply): a plan that can tell from the stream's
+  description alone that the metric is undefined (e.g. ETran with fewer than 200
+  samples) raises at once.  Nothing is compiled or streamed, so a caller scoring many
+  metrics together can leave those out instead of finding them by failed passes.
   """
+  args = dict(score_args)
+  named = {
+      k: args.pop(k, None)
+      for k in ('source_probs', 'batch_size', 'num_classes', 'dtype', 'metric_options')
+  }
   _, _, _, make_plan = _prepare(
       features,
       labels,
-      metrics,
-      source_probs,
-      batch_size,
-      num_classes,
-      dtype,
-      metric_options,
-      options,
+      args.pop('metrics', ('face',)),
+      named['source_probs'],
+      named['batch_size'],
+      named['num_classes'],
+      named['dtype'],
+      named['metric_options'],
+      args,
   )
   errors = {}
   for name in make_plan.names:
