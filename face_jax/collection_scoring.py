@@ -47,7 +47,6 @@ from face_jax import engine as engine_lib
 from face_jax._src import pool as pool_lib
 from face_jax._src.metrics import face as face_lib
 from face_jax._src import api
-from face_jax._src.errors import InputError
 from face_jax.scoring import score_model
 
 FACE_POOL = 'face_pool_minmax'
@@ -119,6 +118,121 @@ def metric_record(info: MetricInfo, value: Any = None, error: str | None = None)
   return rec
 
 
+def _isolated(
+    run: Callable,
+    names: Sequence[str],
+    infos: Mapping[str, MetricInfo],
+    records: dict,
+    suspects: set,
+    log: Callable[[str], None] | None,
+) -> None:
+  """Runs ``names`` together with ``run(names) -> {metric: value}``, isolating failures.
+
+  When the group raises it is split in halves, each retried (recursively), so a
+  failing metric costs only its own record and about 2·log2(#metrics) extra calls.
+  Metrics in ``suspects`` run on their own; newly failing ones are added to it.
+  """
+
+  def group(ms):
+    try:
+      values = run(ms)
+    except Exception as e:  # pylint: disable=broad-except  # one metric must not stop the rest
+      if len(ms) == 1:
+        records[ms[0]] = metric_record(infos[ms[0]], error=error_text(e))
+        suspects.add(ms[0])
+        if log:
+          log(f'{ms[0]}: {error_text(e)}')
+        return
+      half = len(ms) // 2
+      group(ms[:half])
+      group(ms[half:])
+      return
+    for n in ms:
+      records[n] = metric_record(infos[n], values[n])
+
+  together = [n for n in names if n not in suspects and n not in records]
+  if together:
+    group(together)
+  for n in names:
+    if n not in records:
+      group([n])
+
+
+def score_features(
+    features: np.ndarray,
+    labels: np.ndarray,
+    infos: Mapping[str, MetricInfo],
+    *,
+    source_probs: np.ndarray | None = None,
+    batch_size: int = 512,
+    num_classes: int | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    suspects: set | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+  """Every metric of ``infos`` on one model's in-memory features, failures isolated.
+
+  Metrics that refuse the input before any pass (e.g. ETran with N < 200) are
+  recorded first (``start_errors``: nothing compiled); the others run together in
+  shared passes (``face_jax.score``), a failing one costing only its own record
+  (see ``score_extractor``).  A metric that needs source probabilities records an
+  error when ``source_probs`` is None.
+
+  Args:
+    features: [N, D] float features.
+    labels: int [N].
+    infos: ``{metric: MetricInfo}`` (``metric_infos``).
+    source_probs: [N, Ks] source-model probabilities, or None.
+    batch_size, num_classes, metric_options, suspects, log: as in ``score_extractor``.
+
+  Returns:
+    ``{metric: record}`` in the order of ``infos``, plus ``'_seconds'`` (wall time).
+  """
+  t0 = time.perf_counter()
+  suspects = set() if suspects is None else suspects
+  options = {m: dict(o) for m, o in (metric_options or {}).items() if m in infos}
+  records: dict[str, Any] = {}
+  for n in infos:
+    if source_probs is None and 'source_probs' in infos[n].needs:
+      records[n] = metric_record(
+          infos[n],
+          error=f'InputError: {n} needs source probabilities: the model has no classifier '
+          'head (a "logits" layer) and no source_probs were given',
+      )
+  ready = tuple(n for n in infos if n not in records)
+  if ready:
+    early = api.start_errors(
+        features,
+        labels,
+        metrics=ready,
+        source_probs=source_probs,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        metric_options={m: options[m] for m in ready if m in options} or None,
+    )
+    for n, e in early.items():
+      records[n] = metric_record(infos[n], error=error_text(e))
+      if log:
+        log(f'{n}: {error_text(e)}')
+
+  def run(ms):
+    opts = {m: options[m] for m in ms if m in options}
+    return api.score(
+        features,
+        labels,
+        metrics=tuple(ms),
+        source_probs=source_probs,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        metric_options=opts or None,
+    )
+
+  _isolated(run, list(infos), infos, records, suspects, log)
+  records = {n: records[n] for n in infos}
+  records['_seconds'] = time.perf_counter() - t0
+  return records
+
+
 def score_extractor(
     extractor,
     images: np.ndarray,
@@ -153,8 +267,8 @@ def score_extractor(
     suspects: optional mutable set of metric names to run separately (updated).
     log: optional callback, called with a message for every failing metric.
     in_memory: compute the features once (``FeatureExtractor.embed``) and score
-      the arrays with ``face_jax.score``: one forward compilation per model, and
-      the statistics compile once for every model with the same feature dimension
+      them with ``score_features``: one forward compilation per model, and the
+      statistics compile once for every model with the same feature dimension
       (the default; the images are in memory already).  False: ``score_model``
       streams the images through the model, fused with the statistics, for every
       metric group.
@@ -162,91 +276,45 @@ def score_extractor(
   Returns:
     ``{metric: record}`` in the order of ``infos``, plus ``'_seconds'`` (wall time).
   """
-  t0 = time.perf_counter()
-  suspects = set() if suspects is None else suspects
-
   layer = extractor.default_layer
-  feats = None
   if in_memory:
     needs_probs = any('source_probs' in infos[m].needs for m in infos)
     with_probs = needs_probs and 'logits' in extractor.layer_names
     feats = extractor.embed(
         images, (layer, 'logits') if with_probs else (layer,), batch_size=batch_size
     )
+    probs = None
     if with_probs:  # the source model's predictions, as score_model forms them
-      feats['source_probs'] = np.asarray(jax.nn.softmax(feats.pop('logits'), axis=-1))
-
-  def run(ms):
-    opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
-    if feats is None:
-      out = score_model(
-          extractor,
-          (images, labels),
-          metrics=tuple(ms),
-          batch_size=batch_size,
-          num_classes=num_classes,
-          metric_options=opts or None,
-      )
-      return out[layer]
-    probs = feats.get('source_probs')
-    if probs is None and any('source_probs' in infos[m].needs for m in ms):
-      raise InputError(
-          f'metrics {[m for m in ms if infos[m].needs]} need source probabilities, but '
-          f'{extractor.name} has no classifier head (a "logits" layer)'
-      )
-    return api.score(
+      probs = np.asarray(jax.nn.softmax(feats['logits'], axis=-1))
+    return score_features(
         feats[layer],
         labels,
-        metrics=tuple(ms),
+        infos,
         source_probs=probs,
         batch_size=batch_size,
         num_classes=num_classes,
-        metric_options=opts or None,
+        metric_options=metric_options,
+        suspects=suspects,
+        log=log,
     )
 
-  records: dict[str, Any] = {}
+  t0 = time.perf_counter()
+  suspects = set() if suspects is None else suspects
 
-  def group(ms):
-    try:
-      values = run(ms)
-    except Exception as e:  # pylint: disable=broad-except  # one metric must not stop the rest
-      if len(ms) == 1:
-        records[ms[0]] = metric_record(infos[ms[0]], error=error_text(e))
-        suspects.add(ms[0])
-        if log:
-          log(f'{ms[0]}: {error_text(e)}')
-        return
-      half = len(ms) // 2
-      group(ms[:half])
-      group(ms[half:])
-      return
-    for n in ms:
-      records[n] = metric_record(infos[n], values[n])
-
-  if feats is not None:
-    # Metrics that refuse these features before any pass (e.g. ETran on N < 200) are
-    # recorded at once, so they never take a compiled pass of the others down with them.
-    opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in infos}
-    ready = tuple(m for m in infos if not infos[m].needs or 'source_probs' in feats)
-    early = api.start_errors(
-        feats[layer],
-        labels,
-        metrics=ready,
-        source_probs=feats.get('source_probs'),
+  def run(ms):
+    opts = {m: dict(o) for m, o in (metric_options or {}).items() if m in ms}
+    out = score_model(
+        extractor,
+        (images, labels),
+        metrics=tuple(ms),
         batch_size=batch_size,
         num_classes=num_classes,
         metric_options=opts or None,
     )
-    for n, e in early.items():
-      records[n] = metric_record(infos[n], error=error_text(e))
-      if log:
-        log(f'{n}: {error_text(e)}')
-  names = [n for n in infos if n not in suspects and n not in records]
-  if names:
-    group(names)
-  for n in infos:
-    if n in suspects and n not in records:
-      group([n])
+    return out[layer]
+
+  records: dict[str, Any] = {}
+  _isolated(run, list(infos), infos, records, suspects, log)
   records = {n: records[n] for n in infos}
   records['_seconds'] = time.perf_counter() - t0
   return records
