@@ -20,7 +20,7 @@ TLlib's ``Inception V3``).
 
 Default metrics: every registered metric (``face_jax.metric_names()``), the ones that need
 ``source_probs`` only when every file has them. A metric that fails on a model records its error
-and the others go on (``face_jax.collection_scoring.score_extractor``); pool-relative metrics
+and the others go on (``face_jax.collection_scoring.score_features``); pool-relative metrics
 (NCTI, ETran) and FaCe's pool score are combined over the models that have a value
 (``collection_scoring.available_scores``).
 
@@ -271,32 +271,6 @@ def select_metrics(requested: Sequence[str] | None, paths: Mapping[str, str]) ->
   return list(requested)
 
 
-class StoredFeatures:
-  """A model whose features were extracted already, in the shape ``score_extractor`` reads.
-
-  ``embed`` returns the features it is given (the ``features`` layer) and, when the file had
-  ``source_probs``, their logarithm as the ``logits`` layer, which ``score_extractor`` turns back
-  into probabilities with a softmax (equal to ``source_probs`` up to float32 rounding, since each
-  row sums to 1).
-  """
-
-  default_layer = 'features'
-
-  def __init__(self, name: str, source_probs: np.ndarray | None):
-    self.name = name
-    self.layer_names = ('features',) if source_probs is None else ('features', 'logits')
-    self._logits = None
-    if source_probs is not None:
-      with np.errstate(divide='ignore'):
-        self._logits = np.log(np.asarray(source_probs, np.float64)).astype(np.float32)
-
-  def embed(self, inputs, layers: Sequence[str], *, batch_size: int = 0) -> dict[str, np.ndarray]:
-    """``{layer: array}``: ``features`` = ``inputs`` [N, D], ``logits`` = log source_probs."""
-    del batch_size  # the features exist already
-    out = {'features': np.asarray(inputs), 'logits': self._logits}
-    return {layer: out[layer] for layer in layers}
-
-
 def score_files(
     paths: Mapping[str, str],
     metrics: Sequence[str],
@@ -307,7 +281,7 @@ def score_files(
   """Every metric on every model's stored features, with failure isolation.
 
   A metric that fails on a model records its error (the others go on) and runs alone for the
-  following models (``collection_scoring.score_extractor`` with one ``suspects`` set).
+  following models (``collection_scoring.score_features`` with one ``suspects`` set).
 
   Args:
     paths: ``{model: .npz path}``.
@@ -329,11 +303,11 @@ def score_files(
     if counts is not None and not np.array_equal(c, counts):
       log(f'warning: {model}: class counts differ from the first file (is it the same target?)')
     counts = c if counts is None else counts
-    recs = cs.score_extractor(
-        StoredFeatures(model, p),
+    recs = cs.score_features(
         x,
         y,
         infos,
+        source_probs=p,
         batch_size=batch_size,
         suspects=suspects,
         log=lambda msg, model=model: log(f'{model}: {msg}'),
