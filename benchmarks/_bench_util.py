@@ -18,9 +18,11 @@ Memory: ``peak_rss_mb`` is read from ``/proc/self/statm`` by a sampling thread
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -218,6 +220,62 @@ def to_jsonable(obj):
 
 def write_json(path: str, data: dict) -> None:
   reports.write_json(path, data, nonfinite='null')
+
+
+# Worker processes print their result as one line: RESULT_PREFIX + JSON.
+RESULT_PREFIX = 'RESULT '
+
+
+def spawn_worker(
+    script: str, name: str, args: dict, *, env: dict | None = None, timeout: float = 3600
+) -> tuple[subprocess.CompletedProcess, dict | None]:
+  """Runs ``script --worker name --worker_args JSON`` in a fresh Python process.
+
+  The repository root goes first on the worker's PYTHONPATH (it measures this checkout).
+
+  Returns:
+    (the finished process, its result dict, or None when it printed none).
+
+  Raises:
+    subprocess.TimeoutExpired: no exit within ``timeout`` seconds.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  full_env = dict(os.environ)
+  full_env.update(env or {})
+  full_env['PYTHONPATH'] = os.pathsep.join(
+      [root] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p]
+  )
+  proc = subprocess.run(
+      [
+          sys.executable,
+          os.path.abspath(script),
+          '--worker',
+          name,
+          '--worker_args',
+          json.dumps(args),
+      ],
+      cwd=root,
+      env=full_env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
+  result = json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines and proc.returncode == 0 else None
+  return proc, result
+
+
+def worker_or_markdown(a, workers: Mapping[str, Callable], markdown: Callable[[dict], str]) -> bool:
+  """Handles a benchmark's ``--markdown JSON`` and ``--worker`` modes; True if one ran."""
+  if a.markdown:
+    with open(a.markdown) as f:
+      print(markdown(json.load(f)), end='')
+    return True
+  if a.worker:
+    res = workers[a.worker](json.loads(a.worker_args))
+    print(RESULT_PREFIX + json.dumps(to_jsonable(res)), flush=True)
+    return True
+  return False
 
 
 def log(msg: str) -> None:

@@ -42,7 +42,6 @@ import datetime
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import time
 
@@ -57,7 +56,6 @@ from benchmarks import _bench_util as bu  # noqa: E402
 
 SCHEMA = 'face_jax.benchmarks.throughput/1'
 SECTIONS = ('step', 'breakdown', 'memory', 'finalise', 'versus', 'devices')
-RESULT_PREFIX = 'RESULT '
 TARGET_STEP_RATIO = 0.7  # step rate / matmul rate, CPU, D >= 512
 TARGET_FINALISE_S = 10.0  # FaCe finalisation, D = 2048, K = 1000, CPU
 
@@ -1104,33 +1102,13 @@ WORKERS = {
 
 def run_worker(name: str, args: dict, env: dict | None = None, timeout: float = 3600) -> dict:
   """Runs ``name`` in a fresh Python process (clean peak RSS, its own XLA flags)."""
-  full_env = dict(os.environ)
-  full_env.update(env or {})
-  full_env['PYTHONPATH'] = os.pathsep.join(
-      [str(ROOT)] + [p for p in full_env.get('PYTHONPATH', '').split(os.pathsep) if p]
-  )
-  proc = subprocess.run(
-      [
-          sys.executable,
-          str(pathlib.Path(__file__).resolve()),
-          '--worker',
-          name,
-          '--worker_args',
-          json.dumps(args),
-      ],
-      cwd=str(ROOT),
-      env=full_env,
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-  )
-  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
-  if proc.returncode != 0 or not lines:
+  proc, result = bu.spawn_worker(__file__, name, args, env=env, timeout=timeout)
+  if result is None:
     raise RuntimeError(
         f'worker {name} {args} failed (exit {proc.returncode}):\n'
         f'{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
     )
-  return json.loads(lines[-1][len(RESULT_PREFIX) :])
+  return result
 
 
 def _summary(res: dict) -> dict:
@@ -1327,13 +1305,7 @@ def main(argv=None):
   ap.add_argument('--worker_args', default=None, help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
 
-  if a.markdown:
-    with open(a.markdown) as f:
-      print(markdown(json.load(f)), end='')
-    return 0
-  if a.worker:
-    res = WORKERS[a.worker](json.loads(a.worker_args))
-    print(RESULT_PREFIX + json.dumps(bu.to_jsonable(res)), flush=True)
+  if bu.worker_or_markdown(a, WORKERS, markdown):
     return 0
 
   mode_name = 'smoke' if a.smoke else 'quick' if a.quick else 'full'

@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import datetime
 import importlib.util
-import json
 import os
 import pathlib
 import random
@@ -59,7 +58,6 @@ import numpy as np  # noqa: E402
 from benchmarks import _bench_util as bu  # noqa: E402
 
 SCHEMA = 'face_jax.benchmarks.versus_reference/1'
-RESULT_PREFIX = 'RESULT '
 METRICS = ('logme', 'hscore', 'reg_hscore', 'transrate', 'leep', 'nce', 'sfda', 'ncti')
 SOURCE_METRICS = ('leep', 'nce')  # need source_probs
 NCTI_COMPONENTS = ('s_seli', 's_ncc', 'vc')
@@ -353,36 +351,17 @@ WORKERS = {'reference': worker_reference, 'face_jax': worker_face_jax}
 
 def run_worker(name: str, args: dict, timeout: float) -> dict:
   """Runs ``name`` in a fresh Python process; its result, or {'status': 'failed: ...'}."""
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(
-      [str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
-  )
   try:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(pathlib.Path(__file__).resolve()),
-            '--worker',
-            name,
-            '--worker_args',
-            json.dumps(args),
-        ],
-        cwd=str(ROOT),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc, result = bu.spawn_worker(__file__, name, args, timeout=timeout)
   except subprocess.TimeoutExpired:
     return {'status': f'failed: no result within {timeout:.0f} s'}
-  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
-  if proc.returncode != 0 or not lines:
+  if result is None:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['']
     return {
         'status': f'failed: exit {proc.returncode}: {tail[0][:300]}',
         'stderr_tail': proc.stderr[-3000:],
     }
-  return json.loads(lines[-1][len(RESULT_PREFIX) :])
+  return result
 
 
 # -- references: where, which commit ---------------------------------------------------------
@@ -736,13 +715,7 @@ def main(argv=None):
   ap.add_argument('--worker_args', default=None, help=argparse.SUPPRESS)
   a = ap.parse_args(argv)
 
-  if a.markdown:
-    with open(a.markdown) as f:
-      print(markdown(json.load(f)), end='')
-    return 0
-  if a.worker:
-    res = WORKERS[a.worker](json.loads(a.worker_args))
-    print(RESULT_PREFIX + json.dumps(bu.to_jsonable(res)), flush=True)
+  if bu.worker_or_markdown(a, WORKERS, markdown):
     return 0
 
   base = QUICK if a.quick else default
