@@ -1,0 +1,124 @@
+"""Hypothesis strategies and helpers shared by the property tests.
+
+Data are drawn as a few hypothesis values (shape, dtype, class sizes, separation,
+offset, seed) from which NumPy builds the arrays: the draws stay cheap and shrink
+well, and the shapes come from small sets so that the jitted steps compile once
+per shape, dtype and batch size and are reused across examples and tests.
+"""
+
+import dataclasses
+
+import numpy as np
+from hypothesis import strategies as st
+
+from face_jax import engine
+
+# (D, K) pairs and the step size of the score-level properties: a new shape costs
+# a compilation (seconds on two CPU cores), a new N none (the last step is padded).
+SHAPES = ((6, 3), (9, 5))
+BATCH = 64
+DTYPES = ('float32', 'float64')
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """One generated labelled feature set.
+
+  Attributes:
+    x: [N, D] features in ``dtype``.
+    y: [N] int64 labels; every class of ``[0, K)`` has at least ``min_per_class`` rows.
+    probs: [N, Cs] source-model probabilities in ``dtype`` (rows sum to 1).
+    num_classes: K.
+    dtype: 'float32' or 'float64'.
+    seed: the NumPy seed the arrays were drawn with (for derived draws).
+  """
+
+  x: np.ndarray
+  y: np.ndarray
+  probs: np.ndarray
+  num_classes: int
+  dtype: str
+  seed: int
+
+  @property
+  def x64(self) -> np.ndarray:
+    """[N, D] the features exactly as streamed, in float64 (the oracles' input)."""
+    return self.x.astype(np.float64)
+
+  @property
+  def p64(self) -> np.ndarray:
+    return self.probs.astype(np.float64)
+
+
+@st.composite
+def datasets(
+    draw,
+    *,
+    min_per_class=4,
+    max_per_class=40,
+    min_n=0,
+    max_offset=1e3,
+    dtypes=DTYPES,
+    shapes=SHAPES,
+):
+  """Gaussian classes with drawn imbalance, separation, anisotropy and common offset.
+
+  Class c has about ``n_min · r^(c'/(K-1))`` rows (``r`` the imbalance ratio,
+  ``c'`` a shuffled class order), so the largest class is up to ``r`` times the
+  smallest; ``min_n`` raises ``n_min`` so that ``N >= min_n``.
+  """
+  d, k = draw(st.sampled_from(shapes))
+  dtype = draw(st.sampled_from(dtypes))
+  lo = max(min_per_class, -(-min_n // k))
+  n_min = draw(st.integers(lo, max(lo, max_per_class)))
+  ratio = draw(st.floats(1.0, 6.0))
+  sep = draw(st.floats(0.7, 3.0))
+  offset = draw(st.floats(-max_offset, max_offset))
+  seed = draw(st.integers(0, 2**31 - 1))
+  rng = np.random.default_rng(seed)
+  sizes = np.round(n_min * ratio ** (rng.permutation(k) / (k - 1))).astype(int)
+  y = np.repeat(np.arange(k), sizes)
+  rng.shuffle(y)
+  mu = rng.normal(0.0, sep, size=(k, d))
+  scales = np.exp(rng.normal(0.0, 0.5, size=d))
+  x = mu[y] + rng.normal(size=(y.size, d)) * scales + offset * rng.uniform(0.5, 1.5, size=d)
+  probs = rng.dirichlet(np.full(k + 2, 0.5), size=y.size)
+  return Data(
+      x=x.astype(dtype),
+      y=y.astype(np.int64),
+      probs=probs.astype(dtype),
+      num_classes=k,
+      dtype=dtype,
+      seed=seed,
+  )
+
+
+def moments_requests(k, d, dtype, weight=None):
+  """``{'m': Moments, 'cs': ClassScatter}`` requests, both about the first batch's class means."""
+  weight = np.ones(k) if weight is None else np.asarray(weight, np.float64)
+  return {
+      'm': engine.Request(
+          engine.Moments,
+          engine.MomentsSpec(num_classes=k, dim=d, dtype=dtype),
+          {'shift': engine.FIRST_BATCH_SHIFT, 'weight': weight},
+      ),
+      'cs': engine.Request(
+          engine.ClassScatter,
+          engine.ClassScatterSpec(num_classes=k, dim=d, dtype=dtype),
+          {'shift': engine.FIRST_BATCH_SHIFT},
+      ),
+  }
+
+
+def assert_close(got, want, rtol, err_msg=''):
+  """``assert_allclose`` with an absolute floor of ``rtol`` times the largest |want|.
+
+  Entries of a matrix far below its scale (off-diagonal scatter, tiny Bhattacharyya
+  overlaps) carry the absolute error of the large ones; a relative test alone would
+  ask them for more digits than the arithmetic has.
+  """
+  want = np.asarray(want, np.float64)
+  scale = float(np.max(np.abs(want))) if want.size else 0.0
+  np.testing.assert_allclose(
+      np.asarray(got, np.float64), want, rtol=rtol, atol=rtol * scale, err_msg=err_msg
+  )
