@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 from hypothesis import strategies as st
 
+import face_jax
 from face_jax import engine
 
 # (D, K) pairs and the step size of the score-level properties: a new shape costs
@@ -39,6 +40,14 @@ class Data:
   num_classes: int
   dtype: str
   seed: int
+
+  def __repr__(self):
+    counts = np.bincount(self.y, minlength=self.num_classes).tolist()
+    return f'Data(N={self.y.size}, D={self.x.shape[1]}, counts={counts}, {self.dtype}, seed={self.seed})'
+
+  def _repr_pretty_(self, printer, cycle):
+    del cycle
+    printer.text(repr(self))
 
   @property
   def x64(self) -> np.ndarray:
@@ -122,3 +131,32 @@ def assert_close(got, want, rtol, err_msg=''):
   np.testing.assert_allclose(
       np.asarray(got, np.float64), want, rtol=rtol, atol=rtol * scale, err_msg=err_msg
   )
+
+
+# The one-pass and source-probability metrics, scored together in one call (one
+# compiled step per shape and dtype, shared by the score-level properties).
+ONE_PASS = (
+    'face',
+    'nc1',
+    'vci',
+    'logme',
+    'hscore',
+    'reg_hscore',
+    'transrate',
+    'gbc',
+    'leep',
+    'nce',
+)
+FACE_FIELDS = ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap')
+
+
+def one_pass_scores(data, x=None, y=None, metrics=ONE_PASS):
+  """``face_jax.score`` of ``metrics`` on ``data`` (or on other features/labels of its shape)."""
+  x = data.x if x is None else x
+  y = data.y if y is None else y
+  return face_jax.score(x, y, source_probs=data.probs, metrics=metrics, batch_size=BATCH)
+
+
+def as_float(value) -> float:
+  """A metric's value as a float (FaCe: its score)."""
+  return float(value.score) if hasattr(value, 'overlap') else float(value)
