@@ -160,3 +160,22 @@ def one_pass_scores(data, x=None, y=None, metrics=ONE_PASS):
 def as_float(value) -> float:
   """A metric's value as a float (FaCe: its score)."""
   return float(value.score) if hasattr(value, 'overlap') else float(value)
+
+
+def assert_face_close(got, want, rtol, atol=0.0):
+  """FaCe result ``got`` against ``want`` (a result or an oracle dict), field by field.
+
+  The score S = C + λ·F is compared to ``rtol`` of |C| + |λ·F|: the terms may nearly
+  cancel, and S then carries the terms' rounding, not its own.
+  """
+  field = lambda f: want[f] if isinstance(want, dict) else getattr(want, f)
+  for f in FACE_FIELDS[1:]:
+    np.testing.assert_allclose(getattr(got, f), field(f), rtol=rtol, atol=atol, err_msg=f)
+  terms = abs(field('variance_collapse')) + abs(
+      got.options.fairness_weight * field('class_fairness')
+  )
+  np.testing.assert_allclose(got.score, field('score'), rtol=rtol, atol=atol + rtol * terms)
+  overlap = np.asarray(field('overlap'))
+  np.testing.assert_allclose(
+      got.overlap, overlap, rtol=rtol, atol=max(atol, rtol * float(overlap.max()))
+  )
