@@ -39,7 +39,9 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
+import warnings
 
 from absl import app
 from absl import flags
@@ -124,6 +126,13 @@ _TEMPERATURE = flags.DEFINE_float(
 _LAMBDA = flags.DEFINE_float('fairness_weight', _FACE.fairness_weight, 'FaCe λ.')
 _RIDGE = flags.DEFINE_float('ridge', _FACE.ridge, 'FaCe pooled ridge ρ.')
 _PLOT = flags.DEFINE_bool('plot', True, 'Write ranking.png.')
+_COLUMNS = flags.DEFINE_list(
+    'columns',
+    ['nc1', 'logme', 'nleep', 'parc'],
+    'Zoo ranking table: the metric columns shown after rank, model, the ground truth and the '
+    'ranking score (the default fits a 120-column terminal); "all" shows every metric and '
+    "FaCe's terms. results.json and ranking.csv always hold everything.",
+)
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir',
     os.path.join(
@@ -144,6 +153,20 @@ def _on_duration(event: str, seconds: float, **_):
   if event == '/jax/core/compile/backend_compile_duration':
     _COMPILE['seconds'] += seconds
     _COMPILE['programs'] += 1
+
+
+def _log_warnings_once():
+  """Library warnings go to the absl log, each distinct message once, without source lines."""
+  seen = set()
+
+  def show(message, category, filename, lineno, file=None, line=None):
+    del filename, lineno, file, line
+    text = f'{category.__name__}: {message}'
+    if text not in seen:
+      seen.add(text)
+      logging.warning('%s', text)
+
+  warnings.showwarning = show
 
 
 def _setup_compilation():
@@ -228,6 +251,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   t0 = time.perf_counter()
   _setup_compilation()
+  _log_warnings_once()
   if not _FEATURES.value and _DEMO.value == 'zoo':
     return _zoo_main(t0)
   metrics = tuple(_METRICS.value) or ('face',)
@@ -236,7 +260,7 @@ def main(argv):
   models = _load_models()
   results = {}
   for name, arrays in models.items():
-    t0 = time.perf_counter()
+    tm = time.perf_counter()
     engine = face_jax.Engine(
         dtype=_DTYPE.value, progress=_progress(name), progress_every=_LOG_EVERY.value
     )
@@ -250,7 +274,7 @@ def main(argv):
         engine=engine,
         metric_options={'face': face_opts} if 'face' in metrics else None,
     )
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - tm
     n = arrays['features'].shape[0]
     logging.info(
         '%s: N=%d D=%d scored in %.2fs (%.0f examples/s, %d pass(es))',
@@ -286,7 +310,7 @@ def main(argv):
   ]
   if _PLOT.value:
     written.append(reports.plot_ranking(rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by))
-  print('\nwrote ' + ', '.join(written))
+  print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,9 +356,10 @@ def _zoo_main(t0: float):
         n,
         dt,
         n / dt,
-        f'; errors: {errors}' if errors else '',
+        f'; failed: {", ".join(sorted(errors))}' if errors else '',
     )
 
+  failures: dict[str, list[str]] = {}
   records = collection_scoring.score_collection(
       collection,
       split.images,
@@ -342,9 +367,18 @@ def _zoo_main(t0: float):
       infos,
       num_classes=k,
       metric_options={'face': face_opts} if 'face' in infos else None,
-      log=lambda model, m: logging.warning('%s: %s', model, m),
+      log=lambda model, m: failures.setdefault(m, []).append(model),
       done=done,
   )
+  # Each failure once, with the models it affects (a metric undefined on this data fails
+  # the same way on every model).
+  for message, models_failed in failures.items():
+    which = (
+        f'all {len(models_failed)} models'
+        if len(models_failed) == len(collection)
+        else ', '.join(models_failed)
+    )
+    logging.warning('%s (%s)', message, which)
   truth_of = gt.get('results', {}).get(target, {})
   no_truth = [m for m in records if m not in truth_of]
   if no_truth:
@@ -389,14 +423,17 @@ def _zoo_main(t0: float):
   rows.sort(key=lambda r: -oriented[rank_by].get(r['model'], -math.inf))  # no value: last
   for i, r in enumerate(rows, 1):
     r['rank'] = i
-  cols = (
-      ['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by]
-      + [m for m in names if m != rank_by]
-      + [c for c in rows[0] if '.' in c]
-  )
+  if _COLUMNS.value == ['all']:
+    shown = [m for m in names if m != rank_by] + [c for c in rows[0] if '.' in c]
+  else:
+    unknown = [c for c in _COLUMNS.value if c not in names]
+    if unknown:
+      raise app.UsageError(f'--columns: {unknown} not computed; choose from {names} or "all"')
+    shown = [c for c in _COLUMNS.value if c != rank_by]
+  cols = ['rank', 'model', 'finetuned_test_acc', 'truth_rank', rank_by] + shown
   print(
-      f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher = '
-      f'predicted more transferable; metrics marked (-) are lower-is-better).\n'
+      f'\nThe bundled zoo on {target} ({n} labelled images), ranked by {rank_by} (higher =\n'
+      f'predicted more transferable; metrics marked (-) are lower-is-better; --columns for more).\n'
       f'finetuned_test_acc = test accuracy after full fine-tuning (the ground truth).\n'
   )
   header = {
@@ -427,8 +464,10 @@ def _zoo_main(t0: float):
           table, ('weighted_tau', 'kendall_tau', 'pearson', 'top1_relative_accuracy'), digits=3
       )
   )
-  for m, e in errors.items():
-    print(f'{m}: {e}')
+  if errors:
+    print('\nNo value (details in results.json "errors"):')
+    for m, e in errors.items():
+      print(textwrap.shorten(f'  {m}: {e}', width=118, placeholder=' ...'))
   out_dir = _OUTPUT_DIR.value
   payload = {
       'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
@@ -471,7 +510,7 @@ def _zoo_main(t0: float):
             title=f'{rank_by} vs fine-tuned accuracy ({target})',
         )
     )
-  print('\nwrote ' + ', '.join(written))
+  print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
 
 
 if __name__ == '__main__':

@@ -58,6 +58,10 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   assert (tmp_path / 'ranking.png').stat().st_size > 10_000
   assert (tmp_path / 'score_vs_truth.png').stat().st_size > 10_000
   assert 'examples/s' in proc.stderr  # progress and throughput are logged
+  # What a person sees fits a 120-column terminal; a metric's failure is said once.
+  assert max(len(line) for line in proc.stdout.splitlines()) <= 120
+  assert proc.stderr.count('the energy tail has k') == 1
+  assert res['timing']['compile_seconds'] <= res['timing']['wall_seconds']
 
 
 def test_digits_features_demo(tmp_path):
