@@ -673,14 +673,8 @@ class ClassScatter(Statistic):
       return cls(*(_like_varying(a, x) for a in h)), cls(*(_like_varying(a, x) for a in l))
 
     def default(x, y, m, shift, hi, lo):
-      z = jnp.where(m[:, None] > 0, x - shift[y], jnp.zeros((), dt))
-      k = spec.num_classes
-      contrib = cls(
-          count=jax.ops.segment_sum(m, y, num_segments=k),
-          sum=jax.ops.segment_sum(z, y, num_segments=k),
-          scatter=cls._tiled_scatter(spec, z, y, m > 0),
-      )
-      return add_compensated(hi, lo, as_slot(contrib))
+      del x, y, m, shift  # the XLA code (from_batch) reads the batch itself
+      return add_compensated(hi, lo, as_slot(cls.from_batch(spec, params, batch)))
 
     return jax.lax.platform_dependent(*args, hi, lo, cpu=cpu, default=default)
 
