@@ -173,7 +173,7 @@ def score(
   Raises:
     InputError: bad input (named), unknown metrics or options.
   """
-  src, acc, info, make_plan = _prepare(
+  src, acc, names, make_plan = _prepare(
       features,
       labels,
       metrics,
@@ -187,7 +187,7 @@ def score(
   eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
   if eng.dtype != acc:
     raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
-  plans = {'features': {name: make_plan(name) for name in make_plan.names}}
+  plans = {'features': {name: make_plan(name) for name in names}}
   run = plan_lib.run_plans(eng, src, plans)
   return dict(run.results['features'])
 
@@ -195,7 +195,7 @@ def score(
 def _prepare(
     features, labels, metrics, source_probs, batch_size, num_classes, dtype, metric_options, options
 ):
-  """(source, accumulation dtype, StreamInfo, make_plan(name) -> fresh plan) for ``score``."""
+  """(source, accumulation dtype, metric names, make_plan(name) -> fresh plan) for ``score``."""
   if isinstance(metrics, str):
     metrics = (metrics,)
   if not metrics:
@@ -226,8 +226,7 @@ def _prepare(
   def make_plan(name):
     return by_name[name].plan(info, per[name], acc)
 
-  make_plan.names = list(by_name)
-  return src, acc, info, make_plan
+  return src, acc, list(by_name), make_plan
 
 
 def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
@@ -245,7 +244,7 @@ def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
       k: args.pop(k, None)
       for k in ('source_probs', 'batch_size', 'num_classes', 'dtype', 'metric_options')
   }
-  _, _, _, make_plan = _prepare(
+  _, _, names, make_plan = _prepare(
       features,
       labels,
       args.pop('metrics', ('face',)),
@@ -257,7 +256,7 @@ def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
       args,
   )
   errors = {}
-  for name in make_plan.names:
+  for name in names:
     try:
       plan_lib.start(make_plan(name), name)
     except InputError as e:
