@@ -120,17 +120,21 @@ def metric_record(info: MetricInfo, value: Any = None, error: str | None = None)
 
 def _isolated(
     run: Callable,
-    names: Sequence[str],
     infos: Mapping[str, MetricInfo],
     records: dict,
     suspects: set,
     log: Callable[[str], None] | None,
-) -> None:
-  """Runs ``names`` together with ``run(names) -> {metric: value}``, isolating failures.
+    t0: float,
+) -> dict[str, dict]:
+  """Runs every metric of ``infos`` with ``run(names) -> {metric: value}``, isolating failures.
 
-  When the group raises it is split in halves, each retried (recursively), so a
+  When a group raises it is split in halves, each retried (recursively), so a
   failing metric costs only its own record and about 2·log2(#metrics) extra calls.
-  Metrics in ``suspects`` run on their own; newly failing ones are added to it.
+  Metrics in ``suspects`` run on their own; newly failing ones are added to it;
+  metrics already in ``records`` are not run.
+
+  Returns:
+    ``{metric: record}`` in the order of ``infos``, plus ``'_seconds'`` (since ``t0``).
   """
 
   def group(ms):
@@ -150,12 +154,15 @@ def _isolated(
     for n in ms:
       records[n] = metric_record(infos[n], values[n])
 
-  together = [n for n in names if n not in suspects and n not in records]
+  together = [n for n in infos if n not in suspects and n not in records]
   if together:
     group(together)
-  for n in names:
+  for n in infos:
     if n not in records:
       group([n])
+  out = {n: records[n] for n in infos}
+  out['_seconds'] = time.perf_counter() - t0
+  return out
 
 
 def score_features(
@@ -227,10 +234,7 @@ def score_features(
         metric_options=opts or None,
     )
 
-  _isolated(run, list(infos), infos, records, suspects, log)
-  records = {n: records[n] for n in infos}
-  records['_seconds'] = time.perf_counter() - t0
-  return records
+  return _isolated(run, infos, records, suspects, log, t0)
 
 
 def score_extractor(
@@ -313,11 +317,7 @@ def score_extractor(
     )
     return out[layer]
 
-  records: dict[str, Any] = {}
-  _isolated(run, list(infos), infos, records, suspects, log)
-  records = {n: records[n] for n in infos}
-  records['_seconds'] = time.perf_counter() - t0
-  return records
+  return _isolated(run, infos, {}, suspects, log, t0)
 
 
 def score_collection(
