@@ -108,6 +108,18 @@ KEYS = {
 # makes the score a small difference), <= 5e-7 elsewhere.
 F32_RTOL = 1e-4
 
+# Every oracle of the metrics' default options: metric -> f(X [N, D], y [N], P [N, Ks]).
+DENSE_ORACLES = {
+    'logme': lambda X, y, P: dense.logme(X, y),
+    'leep': lambda X, y, P: dense.leep(P, y),
+    'nce': lambda X, y, P: dense.nce(P, y),
+    'hscore': lambda X, y, P: dense.hscore(X, y),
+    'reg_hscore': lambda X, y, P: dense.reg_hscore(X, y),
+    'transrate': lambda X, y, P: dense.transrate(X, y),
+    'gbc': lambda X, y, P: dense.gbc(X, y),
+    'vci': lambda X, y, P: dense.vci(X, y),
+}
+
 ONE_PASS = ('nc1', 'vci', 'logme', 'nce', 'hscore', 'reg_hscore', 'transrate', 'gbc')
 ALL = ONE_PASS + ('leep',)
 

@@ -9,20 +9,12 @@ import pytest
 import face_jax
 from face_jax import dense
 from tests import cases
+from tests.metrics import fixtures as fx
 
 assert jax.device_count() == 8, f'expected 8 fake CPU devices, got {jax.devices()}'
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'reference'
-ORACLES = {
-    'logme': lambda X, y, P: dense.logme(X, y),
-    'leep': lambda X, y, P: dense.leep(P, y),
-    'nce': lambda X, y, P: dense.nce(P, y),
-    'hscore': lambda X, y, P: dense.hscore(X, y),
-    'reg_hscore': lambda X, y, P: dense.reg_hscore(X, y),
-    'transrate': lambda X, y, P: dense.transrate(X, y),
-    'gbc': lambda X, y, P: dense.gbc(X, y),
-    'vci': lambda X, y, P: dense.vci(X, y),
-}
+ORACLES = fx.DENSE_ORACLES
 MULTI_PASS = ('sfda', 'ncti', 'etran', 'nleep', 'parc')
 
 

@@ -27,14 +27,7 @@ FACE_ATOL = {'float64': 1e-12, 'float32': 1e-9}
 VCI_ATOL = {'float64': 1e-12, 'float32': 1e-6}
 ORACLES = {
     'nc1': lambda x, y, p: oracles.face_oracle(x, y, weighting='balanced')['nc1'],
-    'vci': lambda x, y, p: dense.vci(x, y),
-    'logme': lambda x, y, p: dense.logme(x, y),
-    'hscore': lambda x, y, p: dense.hscore(x, y),
-    'reg_hscore': lambda x, y, p: dense.reg_hscore(x, y),
-    'transrate': lambda x, y, p: dense.transrate(x, y),
-    'gbc': lambda x, y, p: dense.gbc(x, y),
-    'leep': lambda x, y, p: dense.leep(p, y),
-    'nce': lambda x, y, p: dense.nce(p, y),
+    **fx.DENSE_ORACLES,
 }
 
 
