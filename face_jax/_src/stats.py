@@ -349,6 +349,21 @@ class ClassMoments:
     self._need_unit_scatter('total_scatter')
     return self.within_scatter + self.between_scatter()
 
+  @functools.cached_property
+  def total_scatter_eig(self) -> tuple[np.ndarray, np.ndarray]:
+    """(w [D] descending, v [D, D]) eigenpairs of ``total_scatter`` (computed once).
+
+    Metrics finalised from the same statistics share it: H-score's and the
+    regularised H-score's pseudo-inverses and NCTI's PCA (the regularised
+    covariance (1 − a) T/N + c I has the same eigenvectors).  Read-only arrays.
+    """
+    t = self.total_scatter()
+    w, v = np.linalg.eigh(0.5 * (t + t.T))
+    w, v = w[::-1].copy(), v[:, ::-1].copy()
+    w.flags.writeable = False
+    v.flags.writeable = False
+    return w, v
+
   def second_moment(self) -> np.ndarray:
     """[D, D] raw Σ_i x_i x_iᵀ (uncentred; needs unit class weights)."""
     self._need_unit_scatter('second_moment')
