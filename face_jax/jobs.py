@@ -683,7 +683,121 @@ def startup_checks(cfg: JobConfig, specs: Sequence[ModelSpec], pipe) -> dict:
   return layers_of
 
 
-def run(
+class Job:
+  """A prepared job (``prepare``): inputs checked, checkpoint read; ``run()`` streams."""
+
+  def __init__(self, cfg, specs, pipe, layers_of, mesh, infos, ckpt, log, log_every_seconds, t0):
+    self.cfg, self.specs, self.pipe, self.layers_of = cfg, specs, pipe, layers_of
+    self.mesh, self.infos, self.ckpt = mesh, infos, ckpt
+    self.log, self.log_every_seconds, self.t0 = log, log_every_seconds, t0
+
+  @property
+  def model_names(self) -> list[str]:
+    return [m.name for m in self.specs]
+
+  def run(self) -> JobResult:
+    """Scores every model (the finished ones of the checkpoint are taken as they are)."""
+    cfg, pipe, infos, ckpt, log = self.cfg, self.pipe, self.infos, self.ckpt, self.log
+    specs = self.specs
+    records, model_info, resumed = {}, {}, []
+    streamed = 0
+    for i, spec in enumerate(specs):
+      position = f'({i + 1}/{len(specs)})'
+      if ckpt is not None and spec.name in ckpt.meta['finished']:
+        fin = ckpt.meta['finished'][spec.name]
+        records[spec.name] = fin['records']
+        model_info[spec.name] = {**fin['info'], 'resumed': True}
+        resumed.append(spec.name)
+        log('%s %s: finished in an earlier run (checkpoint)', spec.name, position)
+        continue
+      t0 = time.perf_counter()
+      eng = engine_lib.Engine(
+          self.mesh,
+          dtype=cfg.dtype,
+          progress=Progress(spec.name, position, None, self.log_every_seconds, log),
+          progress_every=1,
+      )
+      recs, plans, source, featurizer, aux, total = _model_plans(
+          cfg, spec, pipe, self.layers_of[spec.name], infos, eng
+      )
+      eng.progress.total = total
+      kw = {}
+      if ckpt is not None:
+        ckpt.start_model(spec.name)
+        resume = ckpt.resume()
+        if resume is not None:
+          eng.progress.resumed[resume.pass_index] = resume.examples
+        kw = dict(
+            history=ckpt.history(),
+            resume=resume,
+            on_pass=ckpt.on_pass,
+            checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
+            checkpoint_every=cfg.checkpoint_every_steps,
+        )
+      last = {'examples': 0}
+
+      def count(index, totals, last=last, inner=kw.get('on_pass')):
+        last['examples'] = totals.examples
+        if inner is not None:
+          inner(index, totals)
+
+      done_before = len(kw.get('history', ()))
+      kw['on_pass'] = count
+      passes = 0
+      if plans:
+        run_ = engine_lib.run_plans(eng, source, plans, featurizer=featurizer, aux=aux, **kw)
+        passes = run_.passes
+        for layer, vals in run_.results.items():
+          for m, v in vals.items():
+            if isinstance(v, engine_lib.PlanFailure):
+              recs[layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
+            else:
+              recs[layer][m] = collection_scoring.metric_record(infos[m], v)
+      examples = _global_sum(last['examples'])
+      if not examples and kw.get('history'):
+        examples = _global_sum(kw['history'][-1].examples)
+      seconds = time.perf_counter() - t0
+      records[spec.name] = {l: {m: recs[l][m] for m in infos} for l in recs}
+      model_info[spec.name] = {
+          'examples': int(examples),
+          'passes': int(passes),
+          'passes_this_run': int(passes - done_before),
+          'seconds_this_run': seconds,
+          'layers': list(recs),
+          'resumed': False,
+      }
+      streamed += int(examples) * int(passes - done_before)
+      failed = sorted({m for l in recs for m, r in recs[l].items() if r.get('error')})
+      log(
+          '%s %s: %d metric(s) x %d layer(s) on %d examples in %.1fs, %d pass(es), %.0f '
+          'examples/s%s',
+          spec.name,
+          position,
+          len(infos),
+          len(recs),
+          examples,
+          seconds,
+          passes,
+          examples * max(passes - done_before, 0) / max(seconds, 1e-9),
+          f'; no value: {", ".join(failed)}' if failed else '',
+      )
+      if ckpt is not None:
+        ckpt.finish_model(spec.name, {'records': records[spec.name], 'info': model_info[spec.name]})
+    scores = {
+        model: {layer: {m: record_score(r) for m, r in recs.items()} for layer, recs in by.items()}
+        for model, by in records.items()
+    }
+    return JobResult(
+        records=records,
+        scores=scores,
+        models=model_info,
+        resumed=resumed,
+        wall_seconds=time.perf_counter() - self.t0,
+        examples=streamed,
+    )
+
+
+def prepare(
     cfg: JobConfig,
     *,
     checkpoint_dir: str | None = None,
@@ -691,8 +805,8 @@ def run(
     log: Callable[..., None] = logging.info,
     log_every_seconds: float = 5.0,
     mesh=None,
-) -> JobResult:
-  """Runs the job (module docstring); resumes from ``checkpoint_dir`` when it holds one.
+) -> Job:
+  """Checks the job's inputs and reads its checkpoint, before any pass (``Job.run`` streams).
 
   Args:
     cfg: the job.
@@ -703,10 +817,10 @@ def run(
     mesh: the engine's mesh (default: every device of every process).
 
   Raises:
-    InputError: bad input, found at start-up (``startup_checks``); bad data mid-run.
+    InputError: bad input (``resolve_models``, ``open_dataset``, ``startup_checks``).
     CheckpointMismatch: ``checkpoint_dir`` holds another job's checkpoint.
   """
-  t_start = time.perf_counter()
+  t0 = time.perf_counter()
   metrics = tuple(cfg.metrics) or ('face',)
   specs = resolve_models(cfg.models)
   pipe = open_dataset(cfg) if cfg.dataset else None
@@ -724,117 +838,24 @@ def run(
         checkpoint_dir, fingerprint(cfg, specs, pipe, mesh), mesh, restart=restart
     )
     if ckpt.load():
+      cur = ckpt.meta.get('current')
+      where = ''
+      if cur:
+        where = f', {cur["model"]} at pass {len(cur["passes"]) + 1}'
+        if cur.get('pass'):
+          where += f' step {cur["pass"]["steps"]}'
       log(
           'resuming from %s: %d model(s) finished%s',
           ckpt.directory,
           len(ckpt.meta['finished']),
-          (
-              f', {ckpt.meta["current"]["model"]} at pass '
-              f'{len(ckpt.meta["current"]["passes"]) + 1}'
-              + (
-                  f' step {ckpt.meta["current"]["pass"]["steps"]}'
-                  if ckpt.meta['current'].get('pass')
-                  else ''
-              )
-              if ckpt.meta.get('current')
-              else ''
-          ),
+          where,
       )
-  records, model_info, resumed = {}, {}, []
-  streamed = 0
-  for i, spec in enumerate(specs):
-    position = f'({i + 1}/{len(specs)})'
-    if ckpt is not None and spec.name in ckpt.meta['finished']:
-      fin = ckpt.meta['finished'][spec.name]
-      records[spec.name] = fin['records']
-      model_info[spec.name] = {**fin['info'], 'resumed': True}
-      resumed.append(spec.name)
-      log('%s %s: finished in an earlier run (checkpoint)', spec.name, position)
-      continue
-    t0 = time.perf_counter()
-    total = pipe.num_examples if pipe is not None and spec.kind != 'features' else None
-    eng = engine_lib.Engine(
-        mesh,
-        dtype=cfg.dtype,
-        progress=Progress(spec.name, position, total, log_every_seconds, log),
-        progress_every=1,
-    )
-    recs, plans, source, featurizer, aux, total = _model_plans(
-        cfg, spec, pipe, layers_of[spec.name], infos, eng
-    )
-    eng.progress.total = total
-    kw = {}
-    if ckpt is not None:
-      ckpt.start_model(spec.name)
-      if ckpt.resume() is not None:
-        eng.progress.resumed[ckpt.resume().pass_index] = ckpt.resume().examples
-      kw = dict(
-          history=ckpt.history(),
-          resume=ckpt.resume(),
-          on_pass=ckpt.on_pass,
-          checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
-          checkpoint_every=cfg.checkpoint_every_steps,
-      )
-    last = {'examples': 0, 'passes': 0}
+  return Job(cfg, specs, pipe, layers_of, mesh, infos, ckpt, log, log_every_seconds, t0)
 
-    def count(index, totals, last=last, inner=kw.get('on_pass')):
-      last['examples'], last['passes'] = totals.examples, index + 1
-      if inner is not None:
-        inner(index, totals)
 
-    done_before = len(kw.get('history', ()))
-    kw['on_pass'] = count
-    if plans:
-      run_ = engine_lib.run_plans(eng, source, plans, featurizer=featurizer, aux=aux, **kw)
-      passes = run_.passes
-      for layer, vals in run_.results.items():
-        for m, v in vals.items():
-          if isinstance(v, engine_lib.PlanFailure):
-            recs[layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
-          else:
-            recs[layer][m] = collection_scoring.metric_record(infos[m], v)
-    else:
-      passes = 0
-    examples = _global_sum(last['examples'])
-    if not examples and kw.get('history'):
-      examples = _global_sum(kw['history'][-1].examples)
-    seconds = time.perf_counter() - t0
-    records[spec.name] = {l: {m: recs[l][m] for m in infos} for l in recs}
-    model_info[spec.name] = {
-        'examples': int(examples),
-        'passes': int(passes),
-        'passes_this_run': int(passes - done_before),
-        'seconds_this_run': seconds,
-        'layers': list(recs),
-        'resumed': False,
-    }
-    streamed += int(examples) * int(passes - done_before)
-    failed = sorted({m for l in recs for m, r in recs[l].items() if r.get('error')})
-    log(
-        '%s %s: %d metric(s) × %d layer(s) on %d examples in %.1fs (%d pass(es))%s',
-        spec.name,
-        position,
-        len(infos),
-        len(recs),
-        examples,
-        seconds,
-        passes,
-        f'; no value: {", ".join(failed)}' if failed else '',
-    )
-    if ckpt is not None:
-      ckpt.finish_model(spec.name, {'records': records[spec.name], 'info': model_info[spec.name]})
-  scores = {
-      model: {layer: {m: record_score(r) for m, r in recs.items()} for layer, recs in by.items()}
-      for model, by in records.items()
-  }
-  return JobResult(
-      records=records,
-      scores=scores,
-      models=model_info,
-      resumed=resumed,
-      wall_seconds=time.perf_counter() - t_start,
-      examples=streamed,
-  )
+def run(cfg: JobConfig, **kwargs) -> JobResult:
+  """``prepare(cfg, **kwargs).run()``."""
+  return prepare(cfg, **kwargs).run()
 
 
 def _global_sum(n: int) -> int:
