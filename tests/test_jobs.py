@@ -1,0 +1,159 @@
+"""The batch job (scripts/score.py --models/--dataset, face_jax.jobs): resume after SIGKILL."""
+
+import csv
+import dataclasses
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+METRICS = 'face,sfda,ncti,leep,nleep,logme'  # sfda: 3 passes, ncti and leep: 2
+
+
+def _features(tmp_path):
+  rng = np.random.default_rng(0)
+  y = np.arange(300) % 5
+  x = (rng.normal(size=(300, 12)) + 2.0 * np.eye(12)[y]).astype(np.float32)
+  probs = rng.dirichlet(np.ones(7), size=300).astype(np.float32)
+  np.savez(tmp_path / 'a.npz', features=x, labels=y, source_probs=probs)
+  np.savez(tmp_path / 'b.npz', features=1.5 * x[:, :8] + 0.3 * rng.normal(size=(300, 8)), labels=y)
+  return f'a={tmp_path}/a.npz,b={tmp_path}/b.npz'
+
+
+def _job(out, models, kill_at=0, extra=(), check=True):
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'tests' / 'job_worker.py'),
+          str(kill_at),
+          f'--models={models}',
+          f'--metrics={METRICS}',
+          '--batch_size=64',  # 5 steps a pass
+          '--checkpoint_every_steps=2',
+          f'--output_dir={out}',
+          '--noplot',
+          *extra,
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  if check:
+    want = -signal.SIGKILL if kill_at else 0
+    assert proc.returncode == want, proc.stdout[-2000:] + proc.stderr[-4000:]
+  return proc
+
+
+def test_killed_job_resumes_to_the_uninterrupted_scores(tmp_path):
+  models = _features(tmp_path)
+  _job(tmp_path / 'ref', models)
+  ref = json.loads((tmp_path / 'ref' / 'results.json').read_text())
+  out = tmp_path / 'killed'
+  # 15 steps a model (3 passes of 5). Each run is killed at its n-th step: a's pass 1 step 3
+  # (a checkpoint at step 2), a's pass 2 step 3 (mid-pass of sfda/ncti/leep), b's pass 1
+  # step 2 (before its first checkpoint: b restarts from a's end), b's pass 3 step 2.
+  for kill_at in (3, 6, 10, 12):
+    _job(out, models, kill_at)
+    assert not (out / 'results.json').exists()
+  proc = _job(out, models)
+  res = json.loads((out / 'results.json').read_text())
+  assert 'resuming from' in proc.stderr
+  assert 'examples/s' in proc.stderr and 'RSS' in proc.stderr  # progress lines
+  assert res['scores'] == ref['scores']  # bitwise: the same JSON numbers
+  assert res['resumed_models'] == ['a']  # a finished model is not recomputed
+  assert res['models']['b']['passes'] == 3 and res['models']['b']['passes_this_run'] == 1
+  assert res['examples_seen'] == {'a': 300, 'b': 300}
+  # The structure: {model: {layer: {metric: number | {component: number} | None}}}.
+  a = res['scores']['a']['features']
+  assert set(a) == set(METRICS.split(','))
+  assert isinstance(a['face'], float) and set(a['ncti']) == {'s_seli', 's_ncc', 'vc'}
+  assert res['scores']['b']['features']['leep'] is None  # b has no source_probs: its error
+  assert 'source_probs' in res['records']['b']['features']['leep']['error']
+  rows = list(csv.DictReader(open(out / 'results.csv')))
+  assert len(rows) == 2 * 6 and {r['model'] for r in rows} == {'a', 'b'}
+  assert res['examples_per_second'] > 0 and res['devices']['process_count'] == 1
+  assert res['versions']['face_jax'] and res['config']['checkpoint_every_steps'] == 2
+
+  # Another job in the same directory: refused, with what differs; --restart discards.
+  proc = _job(out, models, extra=('--metrics=face',), check=False)
+  assert proc.returncode != 0
+  assert 'config.metrics' in proc.stderr and '--restart' in proc.stderr
+  assert json.loads((out / 'results.json').read_text())['scores'] == ref['scores']
+  _job(out, models, extra=('--metrics=face', '--restart'))
+  res = json.loads((out / 'results.json').read_text())
+  assert res['scores']['a']['features'] == {'face': ref['scores']['a']['features']['face']}
+  assert res['resumed_models'] == []
+
+
+def test_models_on_a_dataset_one_forward_pass_for_every_layer(tmp_path):
+  import face_jax
+  from face_jax import jobs, models
+
+  data_dir = str(tmp_path / 'tfds')
+  cfg = jobs.JobConfig(
+      models=('cnn_tiny',),
+      dataset='digits',
+      split='all',
+      data_dir=data_dir,
+      layers=('block2', 'pool'),
+      metrics=('face', 'logme'),
+      batch_size=512,
+      checkpoint_every_steps=0,
+  )
+  lines = []
+  result = jobs.run(cfg, log=lambda fmt, *a: lines.append(fmt % a), log_every_seconds=0)
+  info = result.models['cnn_tiny']
+  assert info['passes'] == 1 and info['examples'] == 1797  # both layers, both metrics
+  assert any('pass 1: 1797/1797 examples (100%)' in l and 'RSS' in l for l in lines)
+  want = face_jax.score_model(
+      models.get('cnn_tiny'),
+      'digits',
+      split='all',
+      data_dir=data_dir,
+      layers=('block2', 'pool'),
+      metrics=('face', 'logme'),
+      batch_size=512,
+  )
+  for layer in ('block2', 'pool'):
+    got = result.scores['cnn_tiny'][layer]
+    assert got['face'] == want[layer]['face'].score and got['logme'] == want[layer]['logme']
+  # Inputs that do not fit the dataset are refused at start-up.
+  np.savez(tmp_path / 'k12.npz', features=np.ones((12, 3), np.float32), labels=np.arange(12))
+  for change, message in [
+      (dict(layers=('block9',)), "has no layer(s) ['block9']"),
+      (dict(models=(f'{tmp_path}/k12.npz',), layers=()), 'beyond the 10 classes of digits'),
+      (dict(dataset='no_such_dataset'), 'no_such_dataset'),
+  ]:
+    with pytest.raises(face_jax.InputError) as e:
+      jobs.prepare(dataclasses.replace(cfg, **change))
+    assert message in str(e.value), (change, str(e.value))
+
+
+def test_bad_input_is_refused_before_any_pass(tmp_path):
+  from face_jax import InputError, jobs
+
+  np.savez(tmp_path / 'f.npz', features=np.ones((10, 3), np.float32), labels=np.arange(10) % 2)
+  np.savez(tmp_path / 'nolabels.npz', features=np.ones((10, 3), np.float32))
+  (tmp_path / 'empty').mkdir()
+  cases = [
+      (dict(models=('nope.npz',)), 'features file nope.npz not found'),
+      (dict(models=(f'{tmp_path}/nolabels.npz',)), "lacks ['labels']"),
+      (dict(models=(str(tmp_path / 'empty'),)), 'has no manifest.json'),
+      (dict(models=('resnet_huge',)), 'is not a collection directory'),
+      (dict(models=('cnn_tiny:missing.msgpack',)), 'weights file missing.msgpack not found'),
+      (dict(models=(f'x={tmp_path}/f.npz', f'x={tmp_path}/f.npz')), 'given twice'),
+      (dict(models=(f'{tmp_path}/f.npz',), metrics=('facey',)), 'facey'),
+      (dict(models=(f'{tmp_path}/f.npz',), layers=('pool',)), "only layer is 'features'"),
+      (dict(models=('cnn_tiny',)), 'needs a dataset'),
+      (dict(models=(), dataset=''), 'nothing to score'),
+  ]
+  for kwargs, message in cases:
+    with pytest.raises(InputError) as e:
+      jobs.prepare(jobs.JobConfig(**kwargs))
+    assert message in str(e.value), (kwargs, str(e.value))
