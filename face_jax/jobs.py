@@ -873,21 +873,27 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
   if spec.kind in ('features', 'dataset_features'):
     if spec.kind == 'features':
       z = spec.load_features()
+      k = int(pipe.num_classes) if pipe is not None else int(np.max(z['labels'])) + 1
+      n = len(z['labels'])
+      if jax.process_count() > 1:  # each process streams its own slice of the rows
+        from face_jax.data import process_range  # edge import
+
+        lo, hi = process_range(n, jax.process_index(), jax.process_count())
+        z = {key: v[lo:hi] for key, v in z.items()}
       probs = z.get('source_probs')
       extras = {'source_probs': probs} if probs is not None else {}
-      k = int(pipe.num_classes) if pipe is not None else int(np.max(z['labels'])) + 1
       source = engine_lib.ArraySource(
           z['features'],
           z['labels'],
           extras=extras,
-          batch_size=min(cfg.batch_size, len(z['labels'])),
+          batch_size=min(cfg.batch_size, n),
           num_classes=k,
           feat_dtype=cfg.dtype,
       )
       total = len(z['labels'])
     else:
       source = FeatureArraysSource(pipe)
-      total = pipe.num_examples
+      total = pipe.num_local_examples
     info = engine_lib.StreamInfo(
         name=FEATURES_LAYER,
         dim=source.dim,
@@ -924,7 +930,7 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
               'classifier head (a "logits" layer)',
           )
   if not runnable:
-    return recs, {}, None, None, None, pipe.num_examples
+    return recs, {}, None, None, None, pipe.num_local_examples
   prepared = prepare_model(
       ex,
       pipe,
@@ -939,7 +945,7 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
       prepared.source,
       prepared.featurizer,
       aux,
-      pipe.num_examples,
+      pipe.num_local_examples,
   )
 
 

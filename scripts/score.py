@@ -340,8 +340,8 @@ def _init_distributed():
   """jax.distributed.initialize with --coordinator_address/--num_processes/--process_id."""
   if not (_COORDINATOR.value or _DISTRIBUTED.value):
     return
-  if jax.default_backend() == 'cpu' or os.environ.get('JAX_PLATFORMS', '') == 'cpu':
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # Cross-process collectives of CPU devices (GPUs and TPUs have their own).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(
       coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value,

@@ -157,3 +157,96 @@ def test_bad_input_is_refused_before_any_pass(tmp_path):
     with pytest.raises(InputError) as e:
       jobs.prepare(jobs.JobConfig(**kwargs))
     assert message in str(e.value), (kwargs, str(e.value))
+
+
+def _free_port():
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
+  """2 processes x 4 fake CPU devices (jax.distributed), killed mid-pass and resumed, vs 1 x 8."""
+  import os
+
+  models = _features(tmp_path)
+  common = [f'--models={models}', '--metrics=face,sfda,ncti,logme', '--noplot']
+
+  def env(devices):
+    e = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+    e['JAX_PLATFORMS'] = 'cpu'
+    e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    return e
+
+  def two(out, kill_at):
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / 'tests' / 'job_worker.py'),
+                str(kill_at),
+                *common,
+                '--batch_size=32',  # per process: 150 rows, 5 steps a pass
+                '--checkpoint_every_steps=2',
+                f'--output_dir={out}',
+                f'--coordinator_address=localhost:{port}',
+                '--num_processes=2',
+                f'--process_id={i}',
+            ],
+            cwd=ROOT,
+            env=env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = []
+    for p in procs:
+      try:
+        logs.append(p.communicate(timeout=600)[0])
+      except subprocess.TimeoutExpired:
+        for q in procs:
+          q.kill()
+        raise
+    want = -signal.SIGKILL if kill_at else 0
+    for p, log in zip(procs, logs):
+      assert p.returncode == want, log[-5000:]
+    return logs
+
+  out = tmp_path / 'two'
+  two(out, 8)  # both processes at pass 2, step 3 (a checkpoint at step 2)
+  logs = two(out, 0)
+  assert all('at pass 2 step 2' in log for log in logs)
+  res = json.loads((out / 'results.json').read_text())
+  assert res['devices']['process_count'] == 2 and len(res['devices']['devices']) == 8
+  one = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'score.py'), *common, '--batch_size=64']
+      + [f'--output_dir={tmp_path / "one"}'],
+      cwd=ROOT,
+      env=env(8),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert one.returncode == 0, one.stderr[-4000:]
+  ref = json.loads((tmp_path / 'one' / 'results.json').read_text())
+  assert ref['devices']['process_count'] == 1 and len(ref['devices']['devices']) == 8
+  assert res['examples_seen'] == ref['examples_seen'] == {'a': 300, 'b': 300}
+
+  def flat(s):
+    return {
+        (m, l, k, c): v
+        for m, by in s.items()
+        for l, ms in by.items()
+        for k, x in ms.items()
+        for c, v in (x.items() if isinstance(x, dict) else [('', x)])
+    }
+
+  got, want = flat(res['scores']), flat(ref['scores'])
+  assert got.keys() == want.keys()
+  for key, v in want.items():
+    np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=str(key))
