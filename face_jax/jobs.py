@@ -87,6 +87,8 @@ class JobConfig:
     dtype: accumulation dtype.
     checkpoint_every_steps: steps between checkpoints within a pass (0: only at the
       end of each pass and model).
+    one_read: the network models run together: each batch is read and decoded once
+      and goes through every model in turn (one program, one pass for all models).
   """
 
   models: tuple = ()
@@ -100,6 +102,7 @@ class JobConfig:
   batch_size: int = 256
   dtype: str = 'float32'
   checkpoint_every_steps: int = 100
+  one_read: bool = False
 
   def scoring_fields(self) -> dict:
     """The fields that determine the scores (the fingerprint's config)."""
@@ -113,6 +116,7 @@ class JobConfig:
         'metric_options': json.loads(json.dumps(self.metric_options, sort_keys=True, default=str)),
         'batch_size': int(self.batch_size),
         'dtype': self.dtype,
+        'one_read': bool(self.one_read),
     }
 
 
@@ -327,6 +331,91 @@ class FeatureArraysSource:
     return raw
 
 
+class OneReadSource:
+  """A pipeline's batches for several models at once: read and decoded once per step.
+
+  Each model's host preprocessing (``FeatureExtractor.host_preprocess``) of the
+  batch's input goes under ``"<j>:<key>"`` (model ``j``); ``label``, ``_mask`` and
+  ``_index`` (global row number) are shared.
+  """
+
+  reiterable = True
+
+  def __init__(self, pipe, extractors: Sequence):
+    self.pipe = pipe
+    self.extractors = tuple(extractors)
+    self.batch_size = self.local_batch_size = pipe.batch_size
+    ndev = jax.local_device_count()
+    if self.batch_size % ndev:
+      raise InputError(
+          f'--batch_size {self.batch_size} is not a multiple of the {ndev} local devices'
+      )
+    self.offset = pipe.local_range[0] if pipe.local_range is not None else 0
+    self._template = None
+
+  def _convert(self, b, i, seen):
+    mask = np.asarray(b['_mask'], bool)
+    index = np.full(mask.shape, -1, np.int32)
+    index[mask] = self.offset + seen + np.arange(int(mask.sum()))
+    raw = {'label': np.asarray(b['label'], np.int32), '_mask': mask, '_index': index}
+    inputs = b[self.pipe.input_key]
+    for j, ex in enumerate(self.extractors):
+      x = [str(t) for t in inputs] if ex.input_kind == 'text' else inputs
+      try:
+        pre = ex.host_preprocess(x)
+      except (TypeError, ValueError) as e:
+        raise InputError(f'batch {i}: {e}') from e
+      for k, v in dict(pre).items():
+        raw[f'{j}:{k}'] = np.asarray(v)
+    if self._template is None:
+      self._template = {k: (v.shape, v.dtype) for k, v in raw.items()}
+    return raw, f'batch {i}'
+
+  def _iter(self, start, it):
+    seen = min(start * self.batch_size, self.pipe.num_local_examples)
+    for i, b in enumerate(it, start):
+      raw, label = self._convert(b, i, seen)
+      seen += int(raw['_mask'].sum())
+      yield raw, label
+
+  def __iter__(self):
+    return self._iter(0, iter(self.pipe))
+
+  def iter_from(self, start):
+    return self._iter(start, self.pipe.iter_from(start))
+
+  def padding_batch(self):
+    if self._template is None:
+      raise InputError('this process has no data at all; cannot build a padding batch')
+    raw = {k: np.zeros(s, d) for k, (s, d) in self._template.items()}
+    raw['_index'][:] = -1
+    return raw
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OneReadFeaturizer:
+  """Every model's featurizer on its part of a ``OneReadSource`` batch: streams ``model/layer``.
+
+  Attributes:
+    names: the models' names.
+    featurizers: their ``ModelFeaturizer``s (``aux`` is the tuple of their variables).
+  """
+
+  names: tuple
+  featurizers: tuple
+
+  def __call__(self, aux, raw):
+    out = {}
+    shared = {k: raw[k] for k in ('label', '_mask', '_index')}
+    for j, (name, feat) in enumerate(zip(self.names, self.featurizers)):
+      prefix = f'{j}:'
+      sub = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
+      sub.update(shared)
+      for layer, batch in feat(aux[j], sub).items():
+        out[f'{name}/{layer}'] = batch
+    return out
+
+
 def open_dataset(cfg: JobConfig):
   """The job's ``face_jax.data`` pipeline (``InputError`` with the fix when it cannot be read)."""
   from face_jax import data  # edge import: the tfds pipeline
@@ -532,7 +621,10 @@ class JobCheckpoints:
     self.save()
 
   def finish_model(self, name: str, record: dict):
-    self.meta['finished'][name] = record
+    self.finish_models({name: record})
+
+  def finish_models(self, records: Mapping[str, dict]):
+    self.meta['finished'].update(records)
     self.meta['current'] = None
     self.arrays = {}
     self.save()
@@ -608,6 +700,8 @@ class JobResult:
     resumed: models taken from the checkpoint as finished.
     wall_seconds: the job's wall time (this run).
     examples: examples streamed by this run (all passes, all models).
+    data_passes: passes over the data made by this run (with ``one_read``, one pass
+      serves every network model).
   """
 
   records: dict
@@ -616,6 +710,7 @@ class JobResult:
   resumed: list
   wall_seconds: float
   examples: int
+  data_passes: int = 0
 
 
 def record_score(rec: Mapping[str, Any]):
@@ -701,8 +796,16 @@ class Job:
     specs = self.specs
     records, model_info, resumed = {}, {}, []
     streamed = 0
+    group = []
+    if cfg.one_read:
+      group = [m for m in specs if m.kind in ('collection', 'preset')]
+    self.data_passes = 0
     for i, spec in enumerate(specs):
       position = f'({i + 1}/{len(specs)})'
+      if spec in group:
+        if spec is group[0]:
+          streamed += self._run_one_read(group, records, model_info, resumed)
+        continue
       if ckpt is not None and spec.name in ckpt.meta['finished']:
         fin = ckpt.meta['finished'][spec.name]
         records[spec.name] = fin['records']
@@ -747,6 +850,7 @@ class Job:
       if plans:
         run_ = engine_lib.run_plans(eng, source, plans, featurizer=featurizer, aux=aux, **kw)
         passes = run_.passes
+        self.data_passes += passes - done_before
         for layer, vals in run_.results.items():
           for m, v in vals.items():
             if isinstance(v, engine_lib.PlanFailure):
@@ -788,13 +892,122 @@ class Job:
         for model, by in records.items()
     }
     return JobResult(
-        records=records,
-        scores=scores,
-        models=model_info,
+        records={m.name: records[m.name] for m in specs},
+        scores={m.name: scores[m.name] for m in specs},
+        models={m.name: model_info[m.name] for m in specs},
         resumed=resumed,
         wall_seconds=time.perf_counter() - self.t0,
         examples=streamed,
+        data_passes=self.data_passes,
     )
+
+  def _run_one_read(self, group, records, model_info, resumed) -> int:
+    """The network models together (``one_read``); returns the examples streamed."""
+    cfg, pipe, infos, ckpt, log = self.cfg, self.pipe, self.infos, self.ckpt, self.log
+    names = [m.name for m in group]
+    label = f'one read of {len(group)} models'
+    if ckpt is not None and all(n in ckpt.meta['finished'] for n in names):
+      for n in names:
+        records[n] = ckpt.meta['finished'][n]['records']
+        model_info[n] = {**ckpt.meta['finished'][n]['info'], 'resumed': True}
+        resumed.append(n)
+      log('%s: finished in an earlier run (checkpoint)', label)
+      return 0
+    t0 = time.perf_counter()
+    eng = engine_lib.Engine(
+        self.mesh,
+        dtype=cfg.dtype,
+        progress=Progress(label, '', pipe.num_local_examples, self.log_every_seconds, log),
+        progress_every=1,
+    )
+    recs_of, extractors, feats, run_names, plans = {}, [], [], [], {}
+    for spec in group:
+      layers = self.layers_of[spec.name]
+      recs = recs_of[spec.name] = {l: {} for l in layers}
+      ex = spec.build()
+      runnable = _runnable(spec.name, ex, layers, infos, recs)
+      if not runnable:
+        continue
+      prepared = prepare_model(
+          ex,
+          pipe,
+          layers=layers,
+          metrics=tuple(runnable),
+          metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
+      )
+      extractors.append(ex)
+      feats.append(prepared.featurizer)
+      run_names.append(spec.name)
+      for layer, ps in prepared.plans(eng.dtype, wrap=engine_lib.isolated).items():
+        plans[f'{spec.name}/{layer}'] = ps
+    kw, done_before, last = {}, 0, {'examples': 0}
+    if ckpt is not None:
+      ckpt.start_model(label)
+      resume = ckpt.resume()
+      if resume is not None:
+        eng.progress.resumed[resume.pass_index] = resume.examples
+      kw = dict(
+          history=ckpt.history(),
+          resume=resume,
+          checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
+          checkpoint_every=cfg.checkpoint_every_steps,
+      )
+      done_before = len(kw['history'])
+      if kw['history']:
+        last['examples'] = kw['history'][-1].examples
+
+    def on_pass(index, totals):
+      last['examples'] = totals.examples
+      if ckpt is not None:
+        ckpt.on_pass(index, totals)
+
+    passes = 0
+    if plans:
+      run_ = engine_lib.run_plans(
+          eng,
+          OneReadSource(pipe, extractors),
+          plans,
+          featurizer=OneReadFeaturizer(tuple(run_names), tuple(feats)),
+          aux=tuple(eng.replicate(ex.params) for ex in extractors),
+          on_pass=on_pass,
+          **kw,
+      )
+      passes = run_.passes
+      self.data_passes += passes - done_before
+      for stream, vals in run_.results.items():
+        name, _, layer = stream.rpartition('/')
+        for m, v in vals.items():
+          if isinstance(v, engine_lib.PlanFailure):
+            recs_of[name][layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
+          else:
+            recs_of[name][layer][m] = collection_scoring.metric_record(infos[m], v)
+    examples = _global_sum(last['examples'])
+    seconds = time.perf_counter() - t0
+    finished = {}
+    for n in names:
+      records[n] = {l: {m: recs_of[n][l][m] for m in infos} for l in recs_of[n]}
+      model_info[n] = {
+          'examples': int(examples),
+          'passes': int(passes),
+          'passes_this_run': int(passes - done_before),
+          'seconds_this_run': seconds,
+          'layers': list(recs_of[n]),
+          'resumed': False,
+          'one_read': True,
+      }
+      finished[n] = {'records': records[n], 'info': model_info[n]}
+    log(
+        '%s: %d metric(s) on %d examples in %.1fs, %d pass(es) over the data, %.0f examples/s',
+        label,
+        len(infos),
+        examples,
+        seconds,
+        passes,
+        examples * max(passes - done_before, 0) / max(seconds, 1e-9),
+    )
+    if ckpt is not None:
+      ckpt.finish_models(finished)
+    return int(examples) * int(passes - done_before)
 
 
 def prepare(
@@ -918,17 +1131,7 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
       plans = {}
     return recs, plans, source, engine_lib.features_featurizer, None, total
   ex = spec.build()
-  runnable = list(infos)
-  if 'logits' not in ex.layer_names:
-    for m in infos:
-      if 'source_probs' in infos[m].needs:
-        runnable.remove(m)
-        for l in layers:
-          recs[l][m] = collection_scoring.metric_record(
-              infos[m],
-              error=f'InputError: {m} needs source probabilities: {spec.name} has no '
-              'classifier head (a "logits" layer)',
-          )
+  runnable = _runnable(spec.name, ex, layers, infos, recs)
   if not runnable:
     return recs, {}, None, None, None, pipe.num_local_examples
   prepared = prepare_model(
@@ -947,6 +1150,22 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
       aux,
       pipe.num_local_examples,
   )
+
+
+def _runnable(name, ex, layers, infos, recs) -> list[str]:
+  """The metrics a network can run; the others' errors go into ``recs`` (no classifier head)."""
+  runnable = list(infos)
+  if 'logits' not in ex.layer_names:
+    for m in infos:
+      if 'source_probs' in infos[m].needs:
+        runnable.remove(m)
+        for l in layers:
+          recs[l][m] = collection_scoring.metric_record(
+              infos[m],
+              error=f'InputError: {m} needs source probabilities: {name} has no '
+              'classifier head (a "logits" layer)',
+          )
+  return runnable
 
 
 def score_rows(result: JobResult) -> list[dict]:

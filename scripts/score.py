@@ -777,6 +777,7 @@ def _job_main(t0: float, c):
       batch_size=int(c.batch_size),
       dtype=_DTYPE.value,
       checkpoint_every_steps=int(c.checkpoint_every_steps),
+      one_read=bool(c.one_read),
   )
   out_dir = c.output_dir
   writer = jax.process_index() == 0
@@ -918,6 +919,7 @@ def _job_main(t0: float, c):
       'wall_seconds': wall,
       'examples_streamed': result.examples,
       'examples_per_second': result.examples / wall if wall > 0 else None,
+      'data_passes': result.data_passes,
       'ranking': rows,
       'records': result.records,
       'evaluation': evals,

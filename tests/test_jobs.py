@@ -123,6 +123,16 @@ def test_models_on_a_dataset_one_forward_pass_for_every_layer(tmp_path):
   for layer in ('block2', 'pool'):
     got = result.scores['cnn_tiny'][layer]
     assert got['face'] == want[layer]['face'].score and got['logme'] == want[layer]['logme']
+  # --one_read: every batch read once and run through both models in turn, same scores.
+  zoo = dataclasses.replace(cfg, models=('cnn_tiny', 'm=mlp'), layers=(), metrics=('face', 'sfda'))
+  each = jobs.run(zoo)
+  once = jobs.run(dataclasses.replace(zoo, one_read=True))
+  assert each.data_passes == 2 * 3 and once.data_passes == 3  # SFDA: 3 passes
+  assert once.models['m']['one_read'] and once.models['m']['passes'] == 3
+  for model in ('cnn_tiny', 'm'):
+    for layer, got in once.scores[model].items():
+      for metric, v in got.items():
+        np.testing.assert_allclose(v, each.scores[model][layer][metric], rtol=1e-6)
   # Inputs that do not fit the dataset are refused at start-up.
   np.savez(tmp_path / 'k12.npz', features=np.ones((12, 3), np.float32), labels=np.arange(12))
   for change, message in [
