@@ -674,9 +674,8 @@ class Progress:
     else:
       seen, eta_s = f'{p.examples} examples', ''
     self.log(
-        '%s %s: pass %d: %s, %.0f examples/s, %s, RSS %.0f MiB',
-        self.model,
-        self.position,
+        '%s: pass %d: %s, %.0f examples/s, %s, RSS %.0f MiB',
+        f'{self.model} {self.position}'.strip(),
         p.pass_index + 1,
         seen,
         rate,

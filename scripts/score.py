@@ -26,11 +26,25 @@ Examples::
         --metrics=face --bc_cov=diagonal --output_dir=out/run1
     python scripts/score.py --demo=digits_features
 
-Writes ``results.json`` (every metric, every FaCe term and diagnostic, the
-options, the command; for the zoo also the ground truth and the ranking
-evaluation), ``ranking.csv`` and ``ranking.png`` (for the zoo also
-``evaluation.csv`` and ``score_vs_truth.png``) to ``--output_dir`` and prints
-the ranked table.  Progress and throughput go to the absl log.
+The batch job (``--models`` and/or ``--dataset``, or a ``--config`` file that sets
+them; ``face_jax.jobs``): every model (a model-collection directory, a preset with its
+weights, a features ``.npz``) on a ``face_jax.data`` dataset (a shipped builder or a
+tfds dataset prepared offline), every ``--layers`` layer, every metric; resumable
+from ``OUTPUT_DIR/checkpoints`` (orbax) after a crash, on one or several processes
+(``--coordinator_address``, ``--num_processes``, ``--process_id``)::
+
+    python scripts/score.py --models=benchmarks/zoo/weights --dataset=digits --split=all \
+        --data_dir=/tmp/tfds --metrics=face,logme --output_dir=out/run2
+    python scripts/score.py --config=my_job.py --config.batch_size=512
+
+Writes ``results.json`` (``scores``: {model: {layer: {metric: number, components or
+null}}} for every kind of input; every metric, every FaCe term and diagnostic, the
+options, the command, the versions, the devices, the examples seen, the wall time and
+examples/s; for the zoo also the ground truth and the ranking evaluation),
+``results.csv`` (one row per model x layer x metric), ``ranking.csv`` and
+``ranking.png`` (with a ground truth also ``evaluation.csv`` and
+``score_vs_truth.png``) to ``--output_dir`` and prints the ranked table.  Progress and
+throughput go to the absl log.
 """
 
 from __future__ import annotations
@@ -448,13 +462,51 @@ def main(argv):
       'results': results,
       'timing': _timing(t0),
   }
+  infos = collection_scoring.metric_infos(metrics)
+  by_layer = {
+      name: {'features': {m: collection_scoring.metric_record(infos[m], v) for m, v in out.items()}}
+      for name, out in results.items()
+  }
+  examples = {name: int(a['features'].shape[0]) for name, a in models.items()}
+  payload.update(_summary(by_layer, payload['timing'], examples))
   written = [
       reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'results.csv'), _score_rows(by_layer)),
       reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
   ]
   if _PLOT.value:
     written.append(reports.plot_ranking(rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by))
   print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
+
+
+def _summary(records: dict, timing: dict, examples: dict) -> dict:
+  """The fields every results.json has: scores, versions, devices, examples, wall time, rate."""
+  from face_jax import jobs
+
+  wall = timing['wall_seconds']
+  streamed = sum(examples.values())
+  return {
+      'scores': {
+          model: {l: {m: jobs.record_score(r) for m, r in recs.items()} for l, recs in by.items()}
+          for model, by in records.items()
+      },
+      'config': {
+          name: flags.FLAGS[name].value
+          for name in ('metrics', 'batch_size', 'dtype', 'output_dir', 'features', 'demo')
+      },
+      'versions': _versions(),
+      'devices_info': _devices(),
+      'examples_seen': examples,
+      'wall_seconds': wall,
+      'examples_per_second': streamed / wall if wall > 0 else None,
+  }
+
+
+def _score_rows(records: dict) -> list[dict]:
+  from face_jax import jobs
+
+  result = jobs.JobResult(records, {}, {}, [], 0.0, 0)
+  return jobs.score_rows(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,8 +682,12 @@ def _zoo_main(t0: float):
       'missing': missing,
       'timing': _timing(t0),
   }
+  layer_of = {m: collection[m].metadata.get('feature_layer', 'default') for m in records}
+  by_layer = {m: {layer_of[m]: recs} for m, recs in records.items()}
+  payload.update(_summary(by_layer, payload['timing'], {m: n for m in records}))
   written = [
       reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'results.csv'), _score_rows(by_layer)),
       reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
       reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table),
   ]
