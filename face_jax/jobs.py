@@ -712,6 +712,17 @@ class JobResult:
   data_passes: int = 0
 
 
+def value_record(info, value) -> dict:
+  """``collection_scoring.metric_record`` of a value, with FaCe's per-class overlaps.
+
+  ``overlap``: ``{class label: o_k}`` of the populated classes (the per-class plot).
+  """
+  rec = collection_scoring.metric_record(info, value)
+  if not rec.get('error') and hasattr(value, 'overlap') and hasattr(value, 'classes'):
+    rec['overlap'] = {str(int(c)): float(o) for c, o in zip(value.classes, value.overlap)}
+  return rec
+
+
 def record_score(rec: Mapping[str, Any]):
   """A record's entry of ``scores``: its value, its components, or None (an error)."""
   if rec.get('error'):
@@ -855,7 +866,7 @@ class Job:
             if isinstance(v, engine_lib.PlanFailure):
               recs[layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
             else:
-              recs[layer][m] = collection_scoring.metric_record(infos[m], v)
+              recs[layer][m] = value_record(infos[m], v)
       examples = _global_sum(last['examples'])
       if not examples and kw.get('history'):
         examples = _global_sum(kw['history'][-1].examples)
@@ -979,7 +990,7 @@ class Job:
           if isinstance(v, engine_lib.PlanFailure):
             recs_of[name][layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
           else:
-            recs_of[name][layer][m] = collection_scoring.metric_record(infos[m], v)
+            recs_of[name][layer][m] = value_record(infos[m], v)
     examples = _global_sum(last['examples'])
     seconds = time.perf_counter() - t0
     finished = {}

@@ -1000,6 +1000,22 @@ def _job_main(t0: float, c):
             metric=rank_by,
         )
     )
+    overlaps = {
+        f'{r["model"]} ({r["layer"]})'
+        if n_pools > 1
+        else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
+        for r in rows
+        if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
+    }
+    if overlaps:
+      written.append(
+          reports.plot_class_overlap(
+              overlaps,
+              os.path.join(out_dir, 'face_overlap.png'),
+              class_names=list(job.pipe.class_names) if job.pipe is not None else None,
+              title='FaCe per-class overlap (models in ranking order)',
+          )
+      )
     if truth is not None and rank_by in oriented_all:
       sc = oriented_all[rank_by]
       written.append(

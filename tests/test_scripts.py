@@ -176,4 +176,6 @@ def test_batch_job_ground_truth_and_start_up_errors(tmp_path):
   assert [r['model'] for r in res['ranking']] == ['c', 'b', 'a']  # better separated, higher
   assert res['evaluation']['face']['kendall_tau']['estimate'] == 1.0
   assert (tmp_path / 'o' / 'score_vs_truth.png').exists()
+  assert (tmp_path / 'o' / 'face_overlap.png').stat().st_size > 10_000
+  assert set(res['records']['a']['features']['face']['overlap']) == {'0', '1', '2', '3'}
   assert max(len(line) for line in ok.stdout.splitlines()) <= 120
