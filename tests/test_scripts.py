@@ -170,6 +170,23 @@ def test_batch_job_ground_truth_and_start_up_errors(tmp_path):
   (tmp_path / 'file').write_text('')
   bad = job(f'--output_dir={tmp_path}/file/out')
   assert bad.returncode != 0 and 'cannot be written' in bad.stderr
+  # Bad data mid-run: the job stops at the batch, the last checkpoint is left intact.
+  x = rng.normal(size=(240, 6)).astype(np.float32)
+  x[200] = np.nan
+  np.savez(tmp_path / 'nan.npz', features=x, labels=y)
+  bad = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'score.py'), f'--models={tmp_path}/nan.npz']
+      + ['--batch_size=40', '--checkpoint_every_steps=2', f'--output_dir={tmp_path}/n'],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert bad.returncode != 0 and 'bad input in batch 5' in bad.stderr
+  assert 'The last checkpoint in' in bad.stderr and 'is intact' in bad.stderr
+  saved = sorted((tmp_path / 'n' / 'checkpoints').iterdir(), key=lambda p: int(p.name))
+  meta = json.loads((saved[-1] / 'meta' / 'metadata').read_text())
+  assert meta['current']['pass']['steps'] == 4  # batch 5 (the 6th) was never checkpointed
   ok = job(f'--ground_truth={tmp_path}/gt.csv', '--metrics=face,nc1', f'--output_dir={tmp_path}/o')
   assert ok.returncode == 0, ok.stderr[-3000:]
   res = json.loads((tmp_path / 'o' / 'results.json').read_text())
