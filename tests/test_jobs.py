@@ -139,6 +139,7 @@ def test_models_on_a_dataset_one_forward_pass_for_every_layer(tmp_path):
       (dict(layers=('block9',)), "has no layer(s) ['block9']"),
       (dict(models=(f'{tmp_path}/k12.npz',), layers=()), 'beyond the 10 classes of digits'),
       (dict(dataset='no_such_dataset'), 'no_such_dataset'),
+      (dict(models=(f'cnn_tiny:{tmp_path}/k12.npz',)), 'cannot be built'),
   ]:
     with pytest.raises(face_jax.InputError) as e:
       jobs.prepare(dataclasses.replace(cfg, **change))
@@ -260,3 +261,41 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
   assert got.keys() == want.keys()
   for key, v in want.items():
     np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=str(key))
+
+
+def test_config_file_with_overrides(tmp_path):
+  """--config FILE (ml_collections), --config.FIELD overrides, shortcut flags win."""
+  models = _features(tmp_path)
+  (tmp_path / 'my_job.py').write_text(
+      'import importlib.util, os\n'
+      f'spec = importlib.util.spec_from_file_location("job", {str(ROOT / "scripts/configs/job.py")!r})\n'
+      'job = importlib.util.module_from_spec(spec)\n'
+      'spec.loader.exec_module(job)\n'
+      'def get_config():\n'
+      '  c = job.get_config()\n'
+      f'  c.models = {models!r}\n'
+      '  c.metrics = "face,logme,sfda"\n'
+      '  c.batch_size = 100\n'
+      f'  c.output_dir = {str(tmp_path / "from_config")!r}\n'
+      '  return c\n'
+  )
+  proc = subprocess.run(
+      [
+          sys.executable,
+          str(ROOT / 'scripts' / 'score.py'),
+          f'--config={tmp_path}/my_job.py',
+          '--config.metrics=face,nc1',
+          '--config.checkpoint_every_steps=1',
+          '--batch_size=150',
+          '--noplot',
+      ],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  res = json.loads((tmp_path / 'from_config' / 'results.json').read_text())
+  assert res['config']['metrics'] == 'face,nc1' and res['config']['batch_size'] == 150
+  assert res['config']['checkpoint_every_steps'] == 1 and res['job']['batch_size'] == 150
+  assert set(res['scores']['a']['features']) == {'face', 'nc1'}
