@@ -262,88 +262,18 @@ def resolve_models(items: Sequence[str]) -> list[ModelSpec]:
 # Sources.
 
 
-class FeatureArraysSource:
-  """A ``face_jax.data`` pipeline of precomputed features as an engine source (``features``).
+class _PipelineSource:
+  """An engine source over a ``face_jax.data`` pipeline: ``label``, ``_mask``, ``_index``.
 
-  Batches carry ``features``, ``label``, ``_mask``, ``_index`` (global row number)
-  and ``source_probs`` when the dataset has them.
+  ``_index`` is the global row number (this process's slice starts at its offset);
+  subclasses add the model inputs of a batch (``_inputs``).  A resumed pass starts at
+  its batch (``iter_from``: the grain pipeline reads from there).
   """
 
   reiterable = True
 
   def __init__(self, pipe):
-    if pipe.input_key != 'features':
-      raise InputError(f'dataset {pipe.name!r} holds {pipe.input_key!r}, not features')
     self.pipe = pipe
-    self.batch_size = pipe.batch_size
-    self.local_batch_size = pipe.batch_size
-    ndev = jax.local_device_count()
-    if self.batch_size % ndev:
-      raise InputError(
-          f'--batch_size {self.batch_size} is not a multiple of the {ndev} local devices'
-      )
-    spec = pipe.element_spec
-    self.dim = int(np.prod(spec['features'].shape[1:]))
-    self.num_classes = pipe.num_classes
-    self.label_counts = pipe.label_counts()
-    self.extras_shapes = {}
-    if 'source_probs' in spec:
-      self.extras_shapes['source_probs'] = tuple(spec['source_probs'].shape[1:])
-    self.offset = pipe.local_range[0] if pipe.local_range is not None else 0
-
-  def _convert(self, b, i, seen):
-    mask = np.asarray(b['_mask'], bool)
-    index = np.full(mask.shape, -1, np.int32)
-    index[mask] = self.offset + seen + np.arange(int(mask.sum()))
-    raw = {
-        'features': np.asarray(b['features'], np.float32).reshape(len(mask), -1),
-        'label': np.asarray(b['label'], np.int32),
-        '_mask': mask,
-        '_index': index,
-    }
-    if 'source_probs' in self.extras_shapes:
-      raw['source_probs'] = np.asarray(b['source_probs'], np.float32)
-    return raw, f'batch {i}'
-
-  def _iter(self, start, it):
-    seen = min(start * self.batch_size, self.pipe.num_local_examples)
-    for i, b in enumerate(it, start):
-      raw, label = self._convert(b, i, seen)
-      seen += int(raw['_mask'].sum())
-      yield raw, label
-
-  def __iter__(self):
-    return self._iter(0, iter(self.pipe))
-
-  def iter_from(self, start):
-    return self._iter(start, self.pipe.iter_from(start))
-
-  def padding_batch(self):
-    b = self.local_batch_size
-    raw = {
-        'features': np.zeros((b, self.dim), np.float32),
-        'label': np.zeros((b,), np.int32),
-        '_mask': np.zeros((b,), bool),
-        '_index': np.full((b,), -1, np.int32),
-    }
-    for k, shape in self.extras_shapes.items():
-      raw[k] = np.zeros((b,) + shape, np.float32)
-    return raw
-
-
-class OneReadSource:
-  """A pipeline's batches for several models at once: read and decoded once per step.
-
-  Each model's host preprocessing (``FeatureExtractor.host_preprocess``) of the
-  batch's input goes under ``"<j>:<key>"`` (model ``j``); ``label``, ``_mask`` and
-  ``_index`` (global row number) are shared.
-  """
-
-  reiterable = True
-
-  def __init__(self, pipe, extractors: Sequence):
-    self.pipe = pipe
-    self.extractors = tuple(extractors)
     self.batch_size = self.local_batch_size = pipe.batch_size
     ndev = jax.local_device_count()
     if self.batch_size % ndev:
@@ -353,30 +283,21 @@ class OneReadSource:
     self.offset = pipe.local_range[0] if pipe.local_range is not None else 0
     self._template = None
 
-  def _convert(self, b, i, seen):
-    mask = np.asarray(b['_mask'], bool)
-    index = np.full(mask.shape, -1, np.int32)
-    index[mask] = self.offset + seen + np.arange(int(mask.sum()))
-    raw = {'label': np.asarray(b['label'], np.int32), '_mask': mask, '_index': index}
-    inputs = b[self.pipe.input_key]
-    for j, ex in enumerate(self.extractors):
-      x = [str(t) for t in inputs] if ex.input_kind == 'text' else inputs
-      try:
-        pre = ex.host_preprocess(x)
-      except (TypeError, ValueError) as e:
-        raise InputError(f'batch {i}: {e}') from e
-      for k, v in dict(pre).items():
-        raw[f'{j}:{k}'] = np.asarray(v)
-    if self._template is None:
-      self._template = {k: (v.shape, v.dtype) for k, v in raw.items()}
-    return raw, f'batch {i}'
+  def _inputs(self, b, i) -> dict[str, np.ndarray]:
+    raise NotImplementedError
 
   def _iter(self, start, it):
     seen = min(start * self.batch_size, self.pipe.num_local_examples)
     for i, b in enumerate(it, start):
-      raw, label = self._convert(b, i, seen)
-      seen += int(raw['_mask'].sum())
-      yield raw, label
+      mask = np.asarray(b['_mask'], bool)
+      index = np.full(mask.shape, -1, np.int32)
+      index[mask] = self.offset + seen + np.arange(int(mask.sum()))
+      seen += int(mask.sum())
+      raw = {'label': np.asarray(b['label'], np.int32), '_mask': mask, '_index': index}
+      raw.update(self._inputs(b, i))
+      if self._template is None:
+        self._template = {k: (v.shape, v.dtype) for k, v in raw.items()}
+      yield raw, f'batch {i}'
 
   def __iter__(self):
     return self._iter(0, iter(self.pipe))
@@ -390,6 +311,57 @@ class OneReadSource:
     raw = {k: np.zeros(s, d) for k, (s, d) in self._template.items()}
     raw['_index'][:] = -1
     return raw
+
+
+class FeatureArraysSource(_PipelineSource):
+  """A pipeline of precomputed features as an engine source (stream ``features``).
+
+  Batches carry ``features`` and ``source_probs`` when the dataset has them.
+  """
+
+  def __init__(self, pipe):
+    if pipe.input_key != 'features':
+      raise InputError(f'dataset {pipe.name!r} holds {pipe.input_key!r}, not features')
+    super().__init__(pipe)
+    spec = pipe.element_spec
+    self.dim = int(np.prod(spec['features'].shape[1:]))
+    self.num_classes = pipe.num_classes
+    self.label_counts = pipe.label_counts()
+    self.extras_shapes = {}
+    if 'source_probs' in spec:
+      self.extras_shapes['source_probs'] = tuple(spec['source_probs'].shape[1:])
+
+  def _inputs(self, b, i):
+    out = {'features': np.asarray(b['features'], np.float32).reshape(self.batch_size, -1)}
+    if 'source_probs' in self.extras_shapes:
+      out['source_probs'] = np.asarray(b['source_probs'], np.float32)
+    return out
+
+
+class OneReadSource(_PipelineSource):
+  """A pipeline's batches for several models at once: read and decoded once per step.
+
+  Each model's host preprocessing (``FeatureExtractor.host_preprocess``) of the
+  batch's input goes under ``"<j>:<key>"`` (model ``j``); ``label``, ``_mask`` and
+  ``_index`` are shared.
+  """
+
+  def __init__(self, pipe, extractors: Sequence):
+    super().__init__(pipe)
+    self.extractors = tuple(extractors)
+
+  def _inputs(self, b, i):
+    out = {}
+    inputs = b[self.pipe.input_key]
+    for j, ex in enumerate(self.extractors):
+      x = [str(t) for t in inputs] if ex.input_kind == 'text' else inputs
+      try:
+        pre = ex.host_preprocess(x)
+      except (TypeError, ValueError) as e:
+        raise InputError(f'batch {i}: {e}') from e
+      for k, v in dict(pre).items():
+        out[f'{j}:{k}'] = np.asarray(v)
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
