@@ -28,7 +28,9 @@ Re-exports only; the implementations live in ``face_jax._src``.
 
 from face_jax._src.engine import Engine
 from face_jax._src.engine import FIRST_BATCH_SHIFT
+from face_jax._src.engine import PassCheckpoint
 from face_jax._src.engine import PassProgress
+from face_jax._src.engine import PassTotals
 from face_jax._src.engine import Request
 from face_jax._src.engine import StreamInfo
 from face_jax._src.engine import default_mesh
@@ -36,7 +38,9 @@ from face_jax._src.engine import features_featurizer
 from face_jax._src.engine import health_counts
 from face_jax._src.featurize import ModelFeaturizer
 from face_jax._src.metrics.collapse import balanced_weights
+from face_jax._src.plan import PlanFailure
 from face_jax._src.plan import PlanRun
+from face_jax._src.plan import isolated
 from face_jax._src.plan import run_plans
 from face_jax._src.registry import MetricInfo
 from face_jax._src.registry import get
@@ -72,7 +76,10 @@ __all__ = (
     'ModelFeaturizer',
     'Moments',
     'MomentsSpec',
+    'PassCheckpoint',
     'PassProgress',
+    'PassTotals',
+    'PlanFailure',
     'PlanRun',
     'Request',
     'Statistic',
@@ -82,6 +89,7 @@ __all__ = (
     'default_mesh',
     'features_featurizer',
     'health_counts',
+    'isolated',
     'get',
     'names',
     'register',

@@ -215,6 +215,48 @@ def plot_ranking(
   return path
 
 
+def plot_class_overlap(
+    overlaps: Mapping[str, Mapping[str, float]],
+    path: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str:
+  """FaCe's per-class overlap o_k, one row per model (in the given order), as a heatmap PNG.
+
+  Args:
+    overlaps: ``{model: {class label (str or int): o_k}}`` (classes a model left out
+      are blank).
+    path: the PNG's path.
+    class_names: names of the labels 0..K-1 (default: the labels).
+    title: the plot's title.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  labels = sorted({int(c) for o in overlaps.values() for c in o})
+  models = list(overlaps)
+  grid = np.full((len(models), len(labels)), np.nan)
+  col = {c: j for j, c in enumerate(labels)}
+  for i, m in enumerate(models):
+    for c, v in overlaps[m].items():
+      grid[i, col[int(c)]] = float(v)
+  fig = Figure(figsize=(1.6 + 0.32 * max(len(labels), 4), 1.4 + 0.3 * max(len(models), 2)))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  im = ax.imshow(np.ma.masked_invalid(grid), aspect='auto', cmap='viridis')
+  ax.set_yticks(np.arange(len(models)), models, fontsize=7)
+  names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in labels]
+  ax.set_xticks(np.arange(len(labels)), names, fontsize=7, rotation=90)
+  ax.set_xlabel('class')
+  fig.colorbar(im, ax=ax, label='overlap o_k (higher = more confusable)')
+  ax.set_title(title or 'FaCe per-class overlap', fontsize=10)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches='tight')
+  return path
+
+
 def _collapse_label(rows, metric: str) -> str:
   """Legend text of FaCe's C term: which transform of NC1 the rows were scored with."""
   try:

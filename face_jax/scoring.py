@@ -20,6 +20,7 @@ text as a list of strings, and for ``task="segmentation"`` label maps
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -49,6 +50,9 @@ class ModelInputSource:
     label_counts: [K] class counts if known before streaming (classification).
     num_batches: batches per pass (the same on every process), if known.
     index_offset: global row number of this process's first row.
+    factory_from: optional ``factory_from(start)``: the batches from batch ``start``
+      on (a resumed pass, ``iter_from``); without it a resumed pass reads and skips.
+    num_local_examples: real rows of this process (all batches but the last are full).
   """
 
   reiterable = True
@@ -64,8 +68,12 @@ class ModelInputSource:
       label_counts: np.ndarray | None = None,
       num_batches: int | None = None,
       index_offset: int = 0,
+      factory_from: Callable[[int], Iterable[Mapping[str, Any]]] | None = None,
+      num_local_examples: int | None = None,
   ):
     self.factory = factory
+    self.factory_from = factory_from
+    self.num_local_examples = num_local_examples
     self.extractor = extractor
     self.input_key = input_key
     self.batch_size = int(batch_size)
@@ -114,8 +122,21 @@ class ModelInputSource:
     return raw
 
   def __iter__(self):
-    self._seen = 0
-    for i, batch in enumerate(self.factory()):
+    return self._iter(0, self.factory())
+
+  def iter_from(self, start: int):
+    """The pass from batch ``start`` on (``Engine.run_pass`` resuming a pass)."""
+    if self.factory_from is None or self.num_local_examples is None:
+      it = self._iter(0, self.factory())
+      for _ in range(start):
+        if next(it, None) is None:
+          break
+      return it
+    return self._iter(start, self.factory_from(start))
+
+  def _iter(self, start, batches):
+    self._seen = min(start * self.batch_size, self.num_local_examples or 0)
+    for i, batch in enumerate(batches, start):
       raw = self._convert(batch, i)
       if self._template is None:
         self._template = {k: (v.shape, v.dtype) for k, v in raw.items()}
@@ -132,8 +153,8 @@ class ModelInputSource:
 def _array_factory(inputs, labels, batch_size: int):
   n = len(inputs)
 
-  def factory():
-    for lo in range(0, n, batch_size):
+  def factory(start=0):
+    for lo in range(start * batch_size, n, batch_size):
       hi = min(lo + batch_size, n)
       yield {'input': inputs[lo:hi], 'label': labels[lo:hi]}
 
@@ -172,6 +193,8 @@ def _make_source(extractor, data, *, split, data_dir, batch_size, num_classes, t
         label_counts=counts,
         num_batches=pipe.num_batches,
         index_offset=offset,
+        factory_from=pipe.iter_from,
+        num_local_examples=pipe.num_local_examples,
     )
     return src, k
   if isinstance(data, tuple) and len(data) == 2:
@@ -211,8 +234,11 @@ def _make_source(extractor, data, *, split, data_dir, batch_size, num_classes, t
           'face_jax.data pipeline (each process reads its own slice)'
       )
     bs = min(batch_size, len(inputs))
+    factory = _array_factory(inputs, labels, bs)
     src = ModelInputSource(
-        _array_factory(inputs, labels, bs),
+        factory,
+        factory_from=factory,
+        num_local_examples=len(inputs),
         extractor=extractor,
         input_key='input',
         batch_size=bs,
@@ -278,6 +304,88 @@ def score_model(
     InputError: bad data, unknown layers or metrics, a metric that needs source
       probabilities from a model without a classifier head.
   """
+  prepared = prepare_model(
+      model,
+      data,
+      split=split,
+      data_dir=data_dir,
+      layers=layers,
+      metrics=metrics,
+      pooling=pooling,
+      batch_size=batch_size,
+      num_classes=num_classes,
+      task=task,
+      resize=resize,
+      ignore_label=ignore_label,
+      source_probs_layer=source_probs_layer,
+      model_options=model_options,
+      metric_options=metric_options,
+      **options,
+  )
+  eng = engine or engine_lib.Engine(mesh, progress=progress)
+  params = eng.replicate(prepared.extractor.params)
+  plans = prepared.plans(eng.dtype)
+  run = plan_lib.run_plans(eng, prepared.source, plans, featurizer=prepared.featurizer, aux=params)
+  return run.results
+
+
+@dataclasses.dataclass
+class PreparedModel:
+  """A model and a dataset ready to stream (``prepare_model``).
+
+  Attributes:
+    extractor: the ``FeatureExtractor``.
+    source: the host source of model inputs (``ModelInputSource``).
+    featurizer: the model's featurizer (one forward pass, one stream per layer).
+    layers: the layers scored (the streams).
+    stream_infos: ``{layer: StreamInfo}``.
+    infos: the requested metrics' ``MetricInfo``s.
+    options: ``{metric: options instance}``.
+  """
+
+  extractor: Any
+  source: ModelInputSource
+  featurizer: featurize.ModelFeaturizer
+  layers: tuple
+  stream_infos: dict
+  infos: list
+  options: dict
+
+  def plans(self, dtype: str, wrap: Callable | None = None) -> dict[str, dict[str, Any]]:
+    """Fresh plans ``{layer: {metric: generator}}`` (``wrap(gen, metric)`` applied if given)."""
+    out = {}
+    for l in self.layers:
+      out[l] = {}
+      for i in self.infos:
+        gen = i.plan(self.stream_infos[l], self.options[i.name], dtype)
+        out[l][i.name] = wrap(gen, i.name) if wrap is not None else gen
+    return out
+
+
+def prepare_model(
+    model,
+    data,
+    *,
+    split: str | None = None,
+    data_dir: str | None = None,
+    layers: str | Sequence[str] | None = None,
+    metrics: Sequence[str] = ('face',),
+    pooling: str | None = None,
+    batch_size: int = 256,
+    num_classes: int | None = None,
+    task: str = 'classification',
+    resize: str = 'features_to_labels',
+    ignore_label: int = 255,
+    source_probs_layer: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **options,
+) -> PreparedModel:
+  """Everything ``score_model`` streams, without streaming it: source, featurizer, plans.
+
+  Arguments as in ``score_model``; every check of the model, its layers, the
+  metrics and the data runs here, before any pass.
+  """
   if task not in TASKS:
     raise InputError(f'task must be one of {TASKS}, got {task!r}')
   if isinstance(metrics, str):
@@ -326,12 +434,10 @@ def score_model(
         fn, layers, source_probs_layer if needs_probs else None, seg
     )
   feat = cache[key]
-  eng = engine or engine_lib.Engine(mesh, progress=progress)
-  params = eng.replicate(extractor.params)
   extras = {}
   if needs_probs:
     extras['source_probs'] = (extractor.feature_dim(source_probs_layer),)
-  plans = {}
+  stream_infos = {}
   for l in layers:
     dim = extractor.feature_dim(l)
     info = engine_lib.StreamInfo(
@@ -342,6 +448,5 @@ def score_model(
         extras=extras,
         reiterable=True,
     )
-    plans[l] = {i.name: i.plan(info, per[i.name], eng.dtype) for i in infos}
-  run = plan_lib.run_plans(eng, src, plans, featurizer=feat, aux=params)
-  return run.results
+    stream_infos[l] = info
+  return PreparedModel(extractor, src, feat, layers, stream_infos, list(infos), per)

@@ -26,11 +26,25 @@ Examples::
         --metrics=face --bc_cov=diagonal --output_dir=out/run1
     python scripts/score.py --demo=digits_features
 
-Writes ``results.json`` (every metric, every FaCe term and diagnostic, the
-options, the command; for the zoo also the ground truth and the ranking
-evaluation), ``ranking.csv`` and ``ranking.png`` (for the zoo also
-``evaluation.csv`` and ``score_vs_truth.png``) to ``--output_dir`` and prints
-the ranked table.  Progress and throughput go to the absl log.
+The batch job (``--models`` and/or ``--dataset``, or a ``--config`` file that sets
+them; ``face_jax.jobs``): every model (a model-collection directory, a preset with its
+weights, a features ``.npz``) on a ``face_jax.data`` dataset (a shipped builder or a
+tfds dataset prepared offline), every ``--layers`` layer, every metric; resumable
+from ``OUTPUT_DIR/checkpoints`` (orbax) after a crash, on one or several processes
+(``--coordinator_address``, ``--num_processes``, ``--process_id``)::
+
+    python scripts/score.py --models=benchmarks/zoo/weights --dataset=digits --split=all \
+        --data_dir=/tmp/tfds --metrics=face,logme --output_dir=out/run2
+    python scripts/score.py --config=my_job.py --config.batch_size=512
+
+Writes ``results.json`` (``scores``: {model: {layer: {metric: number, components or
+null}}} for every kind of input; every metric, every FaCe term and diagnostic, the
+options, the command, the versions, the devices, the examples seen, the wall time and
+examples/s; for the zoo also the ground truth and the ranking evaluation),
+``results.csv`` (one row per model x layer x metric), ``ranking.csv`` and
+``ranking.png`` (with a ground truth also ``evaluation.csv`` and
+``score_vs_truth.png``) to ``--output_dir`` and prints the ranked table.  Progress and
+throughput go to the absl log.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ import warnings
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,6 +72,7 @@ from face_jax import collection_scoring  # noqa: E402
 from face_jax import demo  # noqa: E402
 from face_jax import reports  # noqa: E402
 
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'job.py')
 ZOO_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'zoo'
 )
@@ -102,7 +118,88 @@ _RANK_BY = flags.DEFINE_string(
     'rank_by', None, 'Metric to rank by (default: the first of --metrics).'
 )
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'out/score', 'Where results are written.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 4096, 'Rows per streamed step.')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size',
+    None,
+    "Rows per streamed step (per process). Default: 4096 for --features, the config's "
+    '(256) for --models/--dataset.',
+)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config',
+    CONFIG_FILE,
+    'The batch job as an ml_collections config file (get_config()); any field can be set with '
+    '--config.FIELD=VALUE. The flags --models, --dataset, --split, --data_dir, --layers, '
+    '--metrics, --batch_size, --output_dir, --ground_truth, --checkpoint_every_steps set the '
+    'field of the same name. Without models and dataset the default main job runs.',
+)
+_MODELS = flags.DEFINE_list(
+    'models',
+    None,
+    'Batch job: models to score, comma list; each a model-collection directory (every model '
+    'in its manifest.json, e.g. benchmarks/zoo/weights), [name=]preset:weights (a '
+    'face_jax.models preset with its weights: save_params .msgpack, torchvision .pth), '
+    '[name=]preset (its own weights), or [name=]features.npz (precomputed features).',
+)
+_DATASET = flags.DEFINE_string(
+    'dataset',
+    None,
+    'Batch job: the dataset, a shipped builder (digits, image_folder, arrays, text_csv, '
+    'wordnet_glosses) or a tfds name prepared offline under --data_dir. A dataset of features '
+    '(e.g. arrays of precomputed features, array_record) is scored as it is without --models.',
+)
+_SPLIT = flags.DEFINE_string('split', None, 'Batch job: the split (default: train).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Batch job: the tfds data directory.')
+_DATASET_OPTIONS = flags.DEFINE_list(
+    'dataset_options',
+    None,
+    'Batch job: builder options as key=value (root_dir=DIR for image_folder, arrays=F.npz '
+    'for arrays, files=F.csv for text_csv, image_size=32, ...).',
+)
+_LAYERS = flags.DEFINE_list(
+    'layers', None, "Batch job: layers scored on every network model (default: each model's)."
+)
+_GROUND_TRUTH = flags.DEFINE_string(
+    'ground_truth',
+    None,
+    'Batch job: CSV (model,accuracy) or JSON ({model: accuracy} or {model: {"test_accuracy": '
+    'x}}) of per-model accuracies: adds weighted tau, Kendall tau, Pearson, top-1 relative '
+    'accuracy with bootstrap CIs and score_vs_truth.png.',
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    'checkpoint_every_steps',
+    None,
+    'Batch job: steps between checkpoints within a pass (also at the end of each pass and '
+    'model; 0: only there). Checkpoints go to OUTPUT_DIR/checkpoints.',
+)
+_RESTART = flags.DEFINE_bool(
+    'restart',
+    False,
+    'Batch job: discard the checkpoint in OUTPUT_DIR/checkpoints instead of resuming from it.',
+)
+_ONE_READ = flags.DEFINE_bool(
+    'one_read',
+    None,
+    'Batch job: each batch goes through every model in turn, so the data is read and decoded '
+    'once per pass for the whole zoo.',
+)
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    'Several processes: jax.distributed.initialize(coordinator_address=...), host:port of '
+    'process 0.',
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Several processes: jax.distributed.initialize(num_processes=...).'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Several processes: jax.distributed.initialize(process_id=...).'
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed',
+    False,
+    'Call jax.distributed.initialize() even without --coordinator_address (a TPU pod slice '
+    'or a cluster jax detects by itself).',
+)
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'float64'], 'Accumulation dtype.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 50, 'Log progress every this many steps.')
 _WEIGHTING = flags.DEFINE_enum(
@@ -167,6 +264,13 @@ def _log_warnings_once():
       logging.warning('%s', text)
 
   warnings.showwarning = show
+
+
+class _QuietLibraries:
+  """absl log filter: orbax's INFO lines (a dozen per checkpoint) are left out; warnings stay."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or '/orbax/' not in (record.pathname or '')
 
 
 def _setup_compilation():
@@ -246,12 +350,66 @@ def _face_options() -> dict:
   )
 
 
+def _init_distributed():
+  """jax.distributed.initialize with --coordinator_address/--num_processes/--process_id."""
+  if not (_COORDINATOR.value or _DISTRIBUTED.value):
+    return
+  # Cross-process collectives of CPU devices (GPUs and TPUs have their own).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+  )
+  logging.info(
+      'jax.distributed: process %d of %d, %d local / %d global devices',
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
+
+
+# The flags that set the config field of the same name when given.
+_SHORTCUTS = {
+    'models': _MODELS,
+    'dataset': _DATASET,
+    'split': _SPLIT,
+    'data_dir': _DATA_DIR,
+    'dataset_options': _DATASET_OPTIONS,
+    'layers': _LAYERS,
+    'metrics': _METRICS,
+    'batch_size': _BATCH_SIZE,
+    'output_dir': _OUTPUT_DIR,
+    'ground_truth': _GROUND_TRUTH,
+    'checkpoint_every_steps': _CHECKPOINT_EVERY,
+    'rank_by': _RANK_BY,
+    'n_boot': _N_BOOT,
+    'one_read': _ONE_READ,
+}
+
+
+def _job_config():
+  """The config file's fields, with the shortcut flags given on the command line applied."""
+  c = _CONFIG.value.copy_and_resolve_references()
+  for field, flag in _SHORTCUTS.items():
+    if flags.FLAGS[flag.name].present and flag.value is not None:
+      v = flag.value
+      c[field] = ','.join(v) if isinstance(v, list) else v
+  return c
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  _init_distributed()
   t0 = time.perf_counter()
   _setup_compilation()
   _log_warnings_once()
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = _job_config()
+  if config.models or config.dataset:
+    return _job_main(t0, config)
   if not _FEATURES.value and _DEMO.value == 'zoo':
     return _zoo_main(t0)
   metrics = tuple(_METRICS.value) or ('face',)
@@ -269,7 +427,7 @@ def main(argv):
         arrays['labels'],
         metrics=metrics,
         source_probs=arrays.get('source_probs'),
-        batch_size=_BATCH_SIZE.value,
+        batch_size=_BATCH_SIZE.value or 4096,
         dtype=_DTYPE.value,
         engine=engine,
         metric_options={'face': face_opts} if 'face' in metrics else None,
@@ -298,19 +456,57 @@ def main(argv):
       'rank_by': rank_by,
       'face_options': face_opts,
       'dtype': _DTYPE.value,
-      'batch_size': _BATCH_SIZE.value,
+      'batch_size': _BATCH_SIZE.value or 4096,
       'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
       'ranking': rows,
       'results': results,
       'timing': _timing(t0),
   }
+  infos = collection_scoring.metric_infos(metrics)
+  by_layer = {
+      name: {'features': {m: collection_scoring.metric_record(infos[m], v) for m, v in out.items()}}
+      for name, out in results.items()
+  }
+  examples = {name: int(a['features'].shape[0]) for name, a in models.items()}
+  payload.update(_summary(by_layer, payload['timing'], examples))
   written = [
       reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'results.csv'), _score_rows(by_layer)),
       reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
   ]
   if _PLOT.value:
     written.append(reports.plot_ranking(rows, os.path.join(out_dir, 'ranking.png'), metric=rank_by))
   print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
+
+
+def _summary(records: dict, timing: dict, examples: dict) -> dict:
+  """The fields every results.json has: scores, versions, devices, examples, wall time, rate."""
+  from face_jax import jobs
+
+  wall = timing['wall_seconds']
+  streamed = sum(examples.values())
+  return {
+      'scores': {
+          model: {l: {m: jobs.record_score(r) for m, r in recs.items()} for l, recs in by.items()}
+          for model, by in records.items()
+      },
+      'config': {
+          name: flags.FLAGS[name].value
+          for name in ('metrics', 'batch_size', 'dtype', 'output_dir', 'features', 'demo')
+      },
+      'versions': _versions(),
+      'devices_info': _devices(),
+      'examples_seen': examples,
+      'wall_seconds': wall,
+      'examples_per_second': streamed / wall if wall > 0 else None,
+  }
+
+
+def _score_rows(records: dict) -> list[dict]:
+  from face_jax import jobs
+
+  result = jobs.JobResult(records, {}, {}, [], 0.0, 0)
+  return jobs.score_rows(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,8 +682,12 @@ def _zoo_main(t0: float):
       'missing': missing,
       'timing': _timing(t0),
   }
+  layer_of = {m: collection[m].metadata.get('feature_layer', 'default') for m in records}
+  by_layer = {m: {layer_of[m]: recs} for m, recs in records.items()}
+  payload.update(_summary(by_layer, payload['timing'], {m: n for m in records}))
   written = [
       reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'results.csv'), _score_rows(by_layer)),
       reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
       reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table),
   ]
@@ -510,6 +710,324 @@ def _zoo_main(t0: float):
             title=f'{rank_by} vs fine-tuned accuracy ({target})',
         )
     )
+  print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch job: --models / --dataset / --config.
+
+
+def _split(v) -> list[str]:
+  return [x.strip() for x in str(v or '').split(',') if x.strip()]
+
+
+def _option_value(v: str):
+  for conv in (int, float):
+    try:
+      return conv(v)
+    except ValueError:
+      pass
+  return {'true': True, 'false': False}.get(v.lower(), v)
+
+
+def _versions() -> dict:
+  import importlib.metadata as md
+
+  out = {'python': sys.version.split()[0]}
+  for pkg in ('face_jax', 'jax', 'jaxlib', 'flax', 'numpy', 'orbax-checkpoint', 'ml_collections'):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      out[pkg] = None
+  return out
+
+
+def _devices() -> dict:
+  return {
+      'platform': jax.default_backend(),
+      'process_count': jax.process_count(),
+      'process_index': jax.process_index(),
+      'local_devices': jax.local_device_count(),
+      'devices': [str(d) for d in face_jax.default_mesh().devices.flat],
+  }
+
+
+def _load_ground_truth(path: str, models: list[str], dataset: str) -> dict[str, float]:
+  """``{model: accuracy}`` from a CSV (model, accuracy) or JSON file; UsageError when unusable."""
+  import csv
+
+  if not os.path.isfile(path):
+    raise app.UsageError(f'--ground_truth: file not found: {path}')
+  try:
+    if path.lower().endswith('.csv'):
+      with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+      if not rows:
+        raise ValueError('no rows')
+      cols = list(rows[0])
+      name_col = 'model' if 'model' in cols else cols[0]
+      acc_col = next(
+          (c for c in ('accuracy', 'test_accuracy', 'truth') if c in cols),
+          [c for c in cols if c != name_col][0],
+      )
+      truth = {r[name_col]: float(r[acc_col]) for r in rows}
+    else:
+      with open(path) as f:
+        obj = json.load(f)
+      if isinstance(obj, dict) and isinstance(obj.get('results'), dict):
+        res = obj['results']
+        if dataset in res:
+          obj = res[dataset]
+        elif len(res) == 1:
+          obj = next(iter(res.values()))
+        else:
+          raise ValueError(f'"results" has targets {sorted(res)}; none is {dataset!r}')
+      truth = {}
+      for k, v in obj.items():
+        if isinstance(v, dict):
+          v = v.get('test_accuracy', v.get('accuracy'))
+        truth[k] = float(v)
+  except (ValueError, TypeError, KeyError, IndexError, json.JSONDecodeError) as e:
+    raise app.UsageError(
+        f'--ground_truth {path}: not a CSV (model,accuracy) or JSON ({{model: accuracy}}) '
+        f'file: {e}'
+    ) from e
+  missing = [m for m in models if m not in truth]
+  if missing:
+    raise app.UsageError(
+        f'--ground_truth {path} does not name {len(missing)} of the {len(models)} models: '
+        f'{missing[:5]}; it names {sorted(truth)[:5]}...'
+    )
+  return {m: truth[m] for m in models}
+
+
+def _check_output_dir(out_dir: str):
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    probe = os.path.join(out_dir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise app.UsageError(f'--output_dir {out_dir} cannot be written: {e}') from e
+
+
+def _job_main(t0: float, c):
+  from face_jax import evaluation
+  from face_jax import jobs
+
+  metrics = _split(c.metrics) or ['face']
+  try:
+    ds_opts = dict(kv.split('=', 1) for kv in _split(c.dataset_options))
+  except ValueError as e:
+    raise app.UsageError(f'--dataset_options must be key=value items: {c.dataset_options}') from e
+  cfg = jobs.JobConfig(
+      models=tuple(_split(c.models)),
+      dataset=c.dataset,
+      split=c.split,
+      data_dir=c.data_dir,
+      dataset_options={k: _option_value(v) for k, v in ds_opts.items()},
+      layers=tuple(_split(c.layers)),
+      metrics=tuple(metrics),
+      metric_options={'face': _face_options()} if 'face' in metrics else {},
+      batch_size=int(c.batch_size),
+      dtype=_DTYPE.value,
+      checkpoint_every_steps=int(c.checkpoint_every_steps),
+      one_read=bool(c.one_read),
+  )
+  out_dir = c.output_dir
+  writer = jax.process_index() == 0
+  if writer:
+    _check_output_dir(out_dir)
+  ckpt_dir = os.path.join(out_dir, 'checkpoints')
+  try:
+    job = jobs.prepare(
+        cfg,
+        checkpoint_dir=ckpt_dir,
+        restart=_RESTART.value,
+        log=logging.info,
+        log_every_seconds=float(c.log_every_seconds),
+    )
+  except face_jax.InputError as e:
+    raise app.UsageError(str(e)) from e
+  if c.rank_by and c.rank_by not in metrics:
+    raise app.UsageError(f'--rank_by {c.rank_by!r} is not among --metrics {metrics}')
+  rank_by = c.rank_by or metrics[0]
+  truth = _load_ground_truth(c.ground_truth, job.model_names, c.dataset) if c.ground_truth else None
+  logging.info(
+      'job: %d model(s) x dataset %s/%s x metrics %s, batch %d, %d process(es), %d device(s)',
+      len(job.specs),
+      c.dataset or '(features files)',
+      c.split,
+      metrics,
+      cfg.batch_size,
+      jax.process_count(),
+      jax.device_count(),
+  )
+  try:
+    result = job.run()
+  except Exception as e:  # say what to do; the checkpoint is left as it was
+    logging.error(
+        'the job stopped: %s: %s. The last checkpoint in %s is intact: run the same command '
+        'again to resume from it.',
+        type(e).__name__,
+        e,
+        ckpt_dir,
+    )
+    raise
+  infos = collection_scoring.metric_infos(metrics)
+  # Pools: the i-th layer of every model (the models' default layers form one pool).
+  n_pools = max(len(by) for by in result.records.values())
+  rows, evals, errors = [], {}, {}
+  oriented_all = {}
+  for i in range(n_pools):
+    pool = {m: by[list(by)[i]] for m, by in result.records.items() if len(by) > i}
+    layer_of = {m: list(result.records[m])[i] for m in pool}
+    layer_names = sorted(set(layer_of.values()))
+    suffix = '' if n_pools == 1 else f'@{layer_names[0] if len(layer_names) == 1 else i}'
+    names = list(infos) + ([collection_scoring.FACE_POOL] if 'face' in infos else [])
+    oriented = {}
+    for m in names:
+      try:
+        sc, miss = collection_scoring.available_scores(pool, m)
+      except ValueError as e:
+        errors[m + suffix] = str(e)
+        continue
+      if miss:
+        errors[m + suffix] = f'no value for {len(miss)} model(s): ' + '; '.join(
+            f'{k}: {v}' for k, v in sorted(miss.items())[:2]
+        )
+      if sc:
+        oriented[m] = sc
+        oriented_all[m + suffix] = sc
+    for model, recs in pool.items():
+      row = {'model': model, 'layer': layer_of[model]}
+      if truth is not None:
+        row['truth'] = truth[model]
+      for m in names:
+        rec = recs.get(m, {})
+        if m in oriented and (m == collection_scoring.FACE_POOL or rec.get('pool_relative')):
+          row[m] = oriented[m].get(model)
+        else:
+          row[m] = rec.get('value')
+      row['_rank_score'] = oriented.get(rank_by, {}).get(model)  # higher = better
+      rows.append(row)
+  rows.sort(key=lambda r: -math.inf if r['_rank_score'] is None else -r['_rank_score'])
+  for i, r in enumerate(rows, 1):
+    r['rank'] = i
+    del r['_rank_score']
+  if truth is not None:
+    for name, sc in oriented_all.items():
+      try:
+        evals[name] = evaluation.evaluate_ranking(
+            sc, {k: truth[k] for k in sc}, n_boot=int(c.n_boot), seed=0
+        )
+      except (evaluation.EvaluationInputError, evaluation.UndefinedStatisticError) as e:
+        errors[name] = (errors[name] + '; ' if name in errors else '') + str(e)
+  # What a person sees: a compact table (--columns chooses the metrics after rank_by).
+  shown = (
+      [m for m in metrics if m != rank_by]
+      if _COLUMNS.value == ['all']
+      else [m for m in _COLUMNS.value if m in metrics and m != rank_by]
+  )
+  cols = ['rank', 'model', 'layer'] + (['truth'] if truth is not None else []) + [rank_by] + shown
+  if writer:
+    print(
+        f'\n{len(result.records)} model(s) on {c.dataset or "their features"} ranked by '
+        f'{rank_by} (higher = predicted more transferable; (-): lower is better)\n'
+    )
+    header = {m: m + ('(-)' if m in infos and not infos[m].higher_is_better else '') for m in cols}
+    print(
+        reports.format_table(
+            [{header[k]: r.get(k) for k in cols} for r in rows], [header[k] for k in cols]
+        )
+    )
+  table = None
+  if evals:
+    table = evaluation.ranking_table(
+        evals, ('weighted_tau', 'kendall_tau', 'pearson', 'top1_relative_accuracy')
+    )
+    if writer:
+      print('\nHow well each score ranks the models (vs --ground_truth; 95% bootstrap CI):\n')
+      print(
+          reports.format_markdown_table(
+              table, ('weighted_tau', 'kendall_tau', 'pearson', 'top1_relative_accuracy'), digits=3
+          )
+      )
+  if errors and writer:
+    print('\nNo value (details in results.json "errors"):')
+    for m, e in errors.items():
+      print(textwrap.shorten(f'  {m}: {e}', width=118, placeholder=' ...'))
+  timing = _timing(t0)
+  wall = timing['wall_seconds']
+  payload = {
+      'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+      'config': c.to_dict(),
+      'job': cfg.scoring_fields(),
+      'versions': _versions(),
+      'devices': _devices(),
+      'metrics': metrics,
+      'rank_by': rank_by,
+      'scores': result.scores,
+      'models': result.models,
+      'examples_seen': {m: i['examples'] for m, i in result.models.items()},
+      'resumed_models': result.resumed,
+      'wall_seconds': wall,
+      'examples_streamed': result.examples,
+      'examples_per_second': result.examples / wall if wall > 0 else None,
+      'data_passes': result.data_passes,
+      'ranking': rows,
+      'records': result.records,
+      'evaluation': evals,
+      'errors': errors,
+      'ground_truth': c.ground_truth or None,
+      'timing': timing,
+  }
+  if not writer:
+    return
+  written = [
+      reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+      reports.write_csv(os.path.join(out_dir, 'results.csv'), jobs.score_rows(result)),
+      reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+  ]
+  if table is not None:
+    written.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table))
+  if _PLOT.value and any(r.get(rank_by) is not None for r in rows):
+    written.append(
+        reports.plot_ranking(
+            [r for r in rows if r.get(rank_by) is not None],
+            os.path.join(out_dir, 'ranking.png'),
+            metric=rank_by,
+        )
+    )
+    overlaps = {
+        f'{r["model"]} ({r["layer"]})'
+        if n_pools > 1
+        else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
+        for r in rows
+        if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
+    }
+    if overlaps:
+      written.append(
+          reports.plot_class_overlap(
+              overlaps,
+              os.path.join(out_dir, 'face_overlap.png'),
+              class_names=list(job.pipe.class_names) if job.pipe is not None else None,
+              title='FaCe per-class overlap (models in ranking order)',
+          )
+      )
+    if truth is not None and rank_by in oriented_all:
+      sc = oriented_all[rank_by]
+      written.append(
+          reports.plot_scores_vs_truth(
+              sc,
+              {k: truth[k] for k in sc},
+              os.path.join(out_dir, 'score_vs_truth.png'),
+              score_name=f'{rank_by} score',
+              truth_name='ground truth',
+              title=f'{rank_by} vs ground truth',
+          )
+      )
   print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
 
 

@@ -53,6 +53,14 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   assert -1.0 <= wt['low'] <= wt['estimate'] <= wt['high'] <= 1.0
   rows = list(csv.DictReader(open(tmp_path / 'ranking.csv')))
   assert [r['model'] for r in rows] == names
+  # scores: {model: {layer: {metric: number | components | None}}}, as the batch job's.
+  for r in res['ranking']:
+    (layer,) = res['scores'][r['model']]
+    assert layer == manifest[r['model']]['feature_layer']
+    assert res['scores'][r['model']][layer]['face'] == r['face']
+  assert res['examples_seen'][names[0]] == res['labelled_images'] and res['versions']['jax']
+  n_rows = len(list(csv.DictReader(open(tmp_path / 'results.csv'))))
+  assert n_rows == len(names) * len(res['metrics'])
   ev_rows = list(csv.DictReader(open(tmp_path / 'evaluation.csv')))
   assert 'face' in [r['name'] for r in ev_rows]
   assert (tmp_path / 'ranking.png').stat().st_size > 10_000
@@ -135,3 +143,56 @@ def test_missing_file_is_a_usage_error(tmp_path):
       timeout=300,
   )
   assert proc.returncode != 0 and 'features file not found: nope.npz' in proc.stderr
+
+
+def test_batch_job_ground_truth_and_start_up_errors(tmp_path):
+  rng = np.random.default_rng(0)
+  y = np.arange(240) % 4
+  for i, name in enumerate(('a', 'b', 'c')):
+    x = rng.normal(size=(240, 6)) + (1.0 + i) * np.eye(6)[y]
+    np.savez(tmp_path / f'{name}.npz', features=x.astype(np.float32), labels=y)
+  models = ','.join(f'{n}={tmp_path}/{n}.npz' for n in 'abc')
+  (tmp_path / 'gt.csv').write_text('model,accuracy\na,0.5\nb,0.6\nc,0.7\n')
+  (tmp_path / 'gt2.json').write_text(json.dumps({'a': 0.5, 'b': 0.6}))
+
+  def job(*args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / 'scripts' / 'score.py'), f'--models={models}', *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+  bad = job(f'--ground_truth={tmp_path}/gt2.json', f'--output_dir={tmp_path}/x')
+  assert bad.returncode != 0 and 'does not name 1 of the 3 models' in bad.stderr
+  assert not list((tmp_path / 'x' / 'checkpoints').iterdir())  # stopped before any pass
+  (tmp_path / 'file').write_text('')
+  bad = job(f'--output_dir={tmp_path}/file/out')
+  assert bad.returncode != 0 and 'cannot be written' in bad.stderr
+  # Bad data mid-run: the job stops at the batch, the last checkpoint is left intact.
+  x = rng.normal(size=(240, 6)).astype(np.float32)
+  x[200] = np.nan
+  np.savez(tmp_path / 'nan.npz', features=x, labels=y)
+  bad = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'score.py'), f'--models={tmp_path}/nan.npz']
+      + ['--batch_size=40', '--checkpoint_every_steps=2', f'--output_dir={tmp_path}/n'],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert bad.returncode != 0 and 'bad input in batch 5' in bad.stderr
+  assert 'The last checkpoint in' in bad.stderr and 'is intact' in bad.stderr
+  saved = sorted((tmp_path / 'n' / 'checkpoints').iterdir(), key=lambda p: int(p.name))
+  meta = json.loads((saved[-1] / 'meta' / 'metadata').read_text())
+  assert meta['current']['pass']['steps'] == 4  # batch 5 (the 6th) was never checkpointed
+  ok = job(f'--ground_truth={tmp_path}/gt.csv', '--metrics=face,nc1', f'--output_dir={tmp_path}/o')
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  res = json.loads((tmp_path / 'o' / 'results.json').read_text())
+  assert [r['model'] for r in res['ranking']] == ['c', 'b', 'a']  # better separated, higher
+  assert res['evaluation']['face']['kendall_tau']['estimate'] == 1.0
+  assert (tmp_path / 'o' / 'score_vs_truth.png').exists()
+  assert (tmp_path / 'o' / 'face_overlap.png').stat().st_size > 10_000
+  assert set(res['records']['a']['features']['face']['overlap']) == {'0', '1', '2', '3'}
+  assert max(len(line) for line in ok.stdout.splitlines()) <= 120

@@ -151,6 +151,43 @@ class PassProgress:
     return self.examples / self.seconds if self.seconds > 0 else float('nan')
 
 
+@dataclasses.dataclass(frozen=True)
+class PassCheckpoint:
+  """Where a pass stands after ``steps`` steps (``Engine.run_pass``'s ``checkpoint``/``resume``).
+
+  Attributes:
+    pass_index: the pass.
+    steps: steps made (batches read from this process's source, padding included).
+    examples: real rows accumulated by this process.
+    params: the pass's host params (first-batch shifts resolved), a tree or its leaves.
+    states: the per-device accumulator states (leading device axis; a tree of
+      ``jax.Array`` sharded ``P('data')``, or its leaves as arrays).
+  """
+
+  pass_index: int
+  steps: int
+  examples: int
+  params: Any
+  states: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PassTotals:
+  """A finished pass's merged statistics before finalisation (``Engine.run_pass``'s ``on_totals``).
+
+  Attributes:
+    params: the pass's host params, a tree or its leaves.
+    totals: the merged ``(hi, lo)`` states (host numpy), a tree or its leaves.
+    steps: steps made.
+    examples: real rows accumulated by this process.
+  """
+
+  params: Any
+  totals: Any
+  steps: int = 0
+  examples: int = 0
+
+
 def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_lib.Batch]:
   """The featurizer for raw feature arrays: one stream named ``'features'``.
 
@@ -398,6 +435,10 @@ class Engine:
       featurizer=features_featurizer,
       aux=None,
       pass_index: int = 0,
+      resume: PassCheckpoint | None = None,
+      checkpoint: Callable[[PassCheckpoint], None] | None = None,
+      checkpoint_every: int = 0,
+      on_totals: Callable[[PassTotals], None] | None = None,
   ):
     """Streams ``source`` once and returns finalised statistics.
 
@@ -405,11 +446,22 @@ class Engine:
       source: a face_jax source (``ArraySource``, ``IterableSource``, a pipeline
         source): iterating it yields ``(raw, label)`` with ``raw`` a dict of
         per-process numpy arrays of ``source.local_batch_size`` rows (``_mask``
-        marks real rows) and ``label`` naming the batch in error messages.
+        marks real rows) and ``label`` naming the batch in error messages.  A
+        source with ``iter_from(step)`` starts there when a pass is resumed;
+        otherwise the first steps are read and skipped.
       requests: ``{stream: {name: Request}}``.
       featurizer: hashable ``f(aux, raw) -> {stream: Batch}`` run inside the jit.
       aux: pytree passed to the featurizer (e.g. replicated model variables).
       pass_index: for progress reports.
+      resume: a ``PassCheckpoint`` of this pass (same requests, same mesh): the
+        pass continues from its step with its states and params.
+      checkpoint: called with a ``PassCheckpoint`` every ``checkpoint_every``
+        steps, after the health counters of every step so far were checked.  Its
+        ``states`` are donated to the next step: the callback copies them
+        before it returns.
+      checkpoint_every: steps between ``checkpoint`` calls (0: never).
+      on_totals: called with the pass's ``PassTotals`` (host) once every device
+        and process is merged, before finalisation.
 
     Returns:
       ``{stream: {name: finalised statistic}}`` (host, float64).
@@ -417,26 +469,21 @@ class Engine:
     Raises:
       InputError: empty stream, or bad data (naming the batch).
     """
-    # De-duplicate identical requests within each stream; each unique request
-    # gets a slot.
-    layout, slot_of, uniq = [], {}, {}
-    for stream, reqs in requests.items():
-      keys = {}
-      for name, r in reqs.items():
-        slot = keys.setdefault(r.key(), len(keys))
-        slot_of[(stream, name)] = slot
-        uniq.setdefault((stream, slot), r)
-      reqs_s = [uniq[(stream, i)] for i in range(len(keys))]
-      layout.append((stream, _num_classes_of(reqs_s), tuple((r.stat, r.spec) for r in reqs_s)))
-    layout = tuple(layout)
-
+    layout, slot_of, uniq = _pass_layout(requests)
     with self._x64():
       step = self.build_step(layout, featurizer)
-      states = self.init_states(layout)
       params_host, params_dev = None, None
+      steps, examples = 0, 0
+      if resume is None:
+        states = self.init_states(layout)
+      else:
+        states = self._restore_states(layout, resume.states)
+        params_host = self.params_from_leaves(requests, resume.params)
+        params_dev = self.replicate(params_host)
+        steps, examples = int(resume.steps), int(resume.examples)
       pending = collections.deque()
-      steps, examples, t0 = 0, 0, time.perf_counter()
-      for raw, label in _synchronised(source):
+      t0 = time.perf_counter()
+      for raw, label in _synchronised(_from_step(source, steps)):
         if params_dev is None:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
           params_dev = self.replicate(params_host)
@@ -448,6 +495,10 @@ class Engine:
           self._check(*pending.popleft(), layout)
         if self.progress and steps % self.progress_every == 0:
           self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, False))
+        if checkpoint is not None and checkpoint_every > 0 and steps % checkpoint_every == 0:
+          while pending:
+            self._check(*pending.popleft(), layout)
+          checkpoint(PassCheckpoint(pass_index, steps, examples, params_host, states))
       while pending:
         self._check(*pending.popleft(), layout)
       if steps == 0 or params_host is None:
@@ -459,17 +510,65 @@ class Engine:
     self.passes_run += 1
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
+    if on_totals is not None:
+      on_totals(PassTotals(params_host, host, steps, examples))
+    return _finalize(slot_of, uniq, host, params_host)
 
-    out, done = {}, {}
-    for (stream, name), slot in slot_of.items():
-      if (stream, slot) not in done:
-        hi, lo = host[stream][slot]
-        r = uniq[(stream, slot)]
-        done[(stream, slot)] = r.stat.finalize_compensated(
-            r.spec, params_host[stream][slot], hi, lo
+  def finalize_totals(
+      self, requests: Mapping[str, Mapping[Hashable, Request]], totals: PassTotals
+  ) -> dict:
+    """The finalised statistics of a pass made before, from its ``PassTotals`` (no data).
+
+    ``totals.params`` and ``totals.totals`` may be the trees ``run_pass`` gave
+    ``on_totals`` or their leaves (``jax.tree.leaves``), e.g. read back from a
+    checkpoint; the requests must be the pass's.  Finalisation is the same host
+    float64 code as ``run_pass``'s, so the result is bitwise the same.
+    """
+    layout, slot_of, uniq = _pass_layout(requests)
+    params = self.params_from_leaves(requests, totals.params)
+    host = totals.totals
+    if isinstance(host, (list, tuple)) and not isinstance(host, dict):
+      host = jax.tree.unflatten(self._states_treedef(layout), [np.asarray(a) for a in host])
+    return _finalize(slot_of, uniq, host, params)
+
+  def params_from_leaves(self, requests, params):
+    """A pass's host params tree from its leaves (a tree is returned as it is)."""
+    if isinstance(params, dict):
+      return params
+    layout, _, uniq = _pass_layout(requests)
+    skeleton = {
+        stream: tuple({name: 0 for name in uniq[(stream, i)].params} for i in range(len(reqs)))
+        for stream, _, reqs in layout
+    }
+    return jax.tree.unflatten(jax.tree.structure(skeleton), [np.asarray(a) for a in params])
+
+  def _states_treedef(self, layout: Layout):
+    return jax.tree.structure(jax.eval_shape(_build_init(self.mesh, layout, self.compensated)))
+
+  def _restore_states(self, layout: Layout, states):
+    """Device states of ``layout`` from a ``PassCheckpoint``'s states (a tree or its leaves)."""
+    leaves = states if isinstance(states, (list, tuple)) else jax.tree.leaves(states)
+    shapes = jax.eval_shape(_build_init(self.mesh, layout, self.compensated))
+    want = jax.tree.leaves(shapes)
+    if len(leaves) != len(want):
+      raise InputError(
+          f'the checkpointed pass has {len(leaves)} state arrays, this pass {len(want)}'
+      )
+    out = []
+    for a, w in zip(leaves, want):
+      if tuple(a.shape) != tuple(w.shape) or np.dtype(a.dtype) != np.dtype(w.dtype):
+        raise InputError(
+            f'a checkpointed state array is {a.dtype}{tuple(a.shape)}, this pass needs '
+            f'{w.dtype}{tuple(w.shape)} (another mesh or other requests)'
         )
-      out.setdefault(stream, {})[name] = done[(stream, slot)]
-    return out
+      if isinstance(a, jax.Array):  # e.g. restored by orbax with this sharding
+        out.append(jax.device_put(a, self._data_sharding))
+        continue
+      host = np.asarray(a)
+      out.append(
+          jax.make_array_from_callback(host.shape, self._data_sharding, lambda i, h=host: h[i])
+      )
+    return jax.tree.unflatten(jax.tree.structure(shapes), out)
 
   def _resolve_params(self, layout, uniq, raw, featurizer, aux):
     """Host params per stream and slot, cast to the accumulation dtype; FIRST_BATCH_SHIFT resolved."""
@@ -504,6 +603,57 @@ class Engine:
       if bad:
         where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
         raise InputError(f'bad input in {where}: ' + ', '.join(bad))
+
+
+def _pass_layout(requests):
+  """(layout, slot of each (stream, name), unique request of each (stream, slot)).
+
+  Identical requests within a stream share a slot.
+  """
+  layout, slot_of, uniq = [], {}, {}
+  for stream, reqs in requests.items():
+    keys = {}
+    for name, r in reqs.items():
+      slot = keys.setdefault(r.key(), len(keys))
+      slot_of[(stream, name)] = slot
+      uniq.setdefault((stream, slot), r)
+    reqs_s = [uniq[(stream, i)] for i in range(len(keys))]
+    layout.append((stream, _num_classes_of(reqs_s), tuple((r.stat, r.spec) for r in reqs_s)))
+  return tuple(layout), slot_of, uniq
+
+
+def _finalize(slot_of, uniq, host, params_host) -> dict:
+  out, done = {}, {}
+  for (stream, name), slot in slot_of.items():
+    if (stream, slot) not in done:
+      hi, lo = host[stream][slot]
+      r = uniq[(stream, slot)]
+      done[(stream, slot)] = r.stat.finalize_compensated(r.spec, params_host[stream][slot], hi, lo)
+    out.setdefault(stream, {})[name] = done[(stream, slot)]
+  return out
+
+
+class _FromStep:
+  """A source resumed at a step: ``iter_from(step)`` if it has one, else the first steps skipped."""
+
+  def __init__(self, source, start: int):
+    self.source, self.start = source, int(start)
+
+  def __getattr__(self, name):
+    return getattr(self.source, name)
+
+  def __iter__(self):
+    if hasattr(self.source, 'iter_from'):
+      return iter(self.source.iter_from(self.start))
+    it = iter(self.source)
+    for _ in range(self.start):
+      if next(it, None) is None:
+        break
+    return it
+
+
+def _from_step(source, start: int):
+  return source if start == 0 else _FromStep(source, start)
 
 
 def _num_classes_of(reqs) -> int:

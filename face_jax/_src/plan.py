@@ -20,11 +20,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Generator, Mapping
+from typing import Any, Callable, Generator, Mapping, Sequence
 
 import numpy as np
 
-from face_jax._src.engine import Engine, Request
+from face_jax._src.engine import Engine, PassCheckpoint, PassTotals, Request
 from face_jax._src.errors import InputError
 
 Plan = Generator[Mapping[str, Request], Mapping[str, Any], Any]
@@ -44,15 +44,34 @@ class PlanRun:
 
 
 def run_plans(
-    engine: Engine, source, plans: Mapping[str, Mapping[str, Plan]], *, featurizer=None, aux=None
+    engine: Engine,
+    source,
+    plans: Mapping[str, Mapping[str, Plan]],
+    *,
+    featurizer=None,
+    aux=None,
+    history: Sequence[PassTotals] = (),
+    resume: PassCheckpoint | None = None,
+    on_pass: Callable[[int, PassTotals], None] | None = None,
+    checkpoint: Callable[[PassCheckpoint], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> PlanRun:
   """Runs plans in lock step over as few passes of ``source`` as they allow.
+
+  A run can be resumed: plans are deterministic coroutines, so the passes made
+  before are replayed from their ``PassTotals`` (``history``, finalised again on
+  the host: no data is read) and the pass after them continues from its
+  ``PassCheckpoint`` (``resume``).
 
   Args:
     engine: the ``Engine`` that runs each pass.
     source: a re-iterable source (a one-shot source supports one pass).
     plans: ``{stream: {plan_name: generator}}`` (fresh, unstarted generators).
     featurizer, aux: passed to ``Engine.run_pass``.
+    history: the ``PassTotals`` of the first passes, made before.
+    resume: a ``PassCheckpoint`` of pass ``len(history)``, or None (from its start).
+    on_pass: called with ``(pass_index, PassTotals)`` after each pass made here.
+    checkpoint, checkpoint_every: passed to ``Engine.run_pass``.
 
   Returns:
     A ``PlanRun`` with every plan's return value.
@@ -76,7 +95,20 @@ def run_plans(
     for (stream, name), (_, reqs) in active.items():
       for rname, req in reqs.items():
         requests.setdefault(stream, {})[(name, rname)] = req
-    out = engine.run_pass(source, requests, aux=aux, pass_index=passes, **kw)
+    if passes < len(history):
+      out = engine.finalize_totals(requests, history[passes])
+    else:
+      out = engine.run_pass(
+          source,
+          requests,
+          aux=aux,
+          pass_index=passes,
+          resume=resume if passes == len(history) else None,
+          checkpoint=checkpoint,
+          checkpoint_every=checkpoint_every,
+          on_totals=(lambda t, p=passes: on_pass(p, t)) if on_pass is not None else None,
+          **kw,
+      )
     passes += 1
     for (stream, name), (gen, reqs) in list(active.items()):
       got = {rname: out[stream][(name, rname)] for rname in reqs}
@@ -105,6 +137,33 @@ def start(gen: Plan, name: str):
   results, active = {'features': {}}, {}
   _advance(results, active, 'features', name, gen, None)
   return active.get(('features', name), (None, {}))[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanFailure:
+  """The value of an ``isolated`` plan that failed: ``"<ExceptionType>: message"``."""
+
+  error: str
+
+
+def isolated(gen: Plan, name: str) -> Plan:
+  """``gen`` with its failure as its value (a ``PlanFailure``) instead of an exception.
+
+  The failures are those ``run_plans`` would raise for the plan (an
+  ``InputError``, a numerical failure of its host maths, a NaN result) and any
+  other exception of its own code; the other plans of a ``run_plans`` go on.
+  Errors of the data or the engine (bad batches) still stop the run.
+  """
+  got = None
+  while True:
+    results, active = {'features': {}}, {}
+    try:
+      _advance(results, active, 'features', name, gen, got)
+    except Exception as e:  # pylint: disable=broad-except  # one metric must not stop the rest
+      return PlanFailure(f'{type(e).__name__}: {e}')
+    if not active:
+      return results['features'][name]
+    got = yield active[('features', name)][1]
 
 
 def _advance(results, active, stream, name, gen, got):

@@ -433,6 +433,18 @@ class Pipeline:
       return self._iter_grain()
     return self._iter_tf()
 
+  def iter_from(self, start: int) -> Iterator[dict[str, np.ndarray]]:
+    """A pass that starts at batch `start` (a resumed pass; the grain backend reads from there)."""
+    start = int(start)
+    if not 0 <= start <= self.num_batches:
+      raise ValueError(f"start must be in [0, {self.num_batches}], got {start}.")
+    if self.backend == "grain":
+      return self._iter_grain(start)
+    it = self._iter_tf()
+    for _ in range(start):
+      next(it)
+    return it
+
   # -- grain -----------------------------------------------------------------
   def _reader(self) -> _BatchReader:
     start, stop = self.local_range
@@ -440,10 +452,12 @@ class Pipeline:
         self._source, self._fields, start, stop, self.batch_size, self._use_getitems
     )
 
-  def _iter_grain(self) -> Iterator[dict[str, np.ndarray]]:
+  def _iter_grain(self, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     import grain  # pylint: disable=g-import-not-at-top
 
-    ds = grain.MapDataset.range(self.num_batches).map(self._reader())
+    if start >= self.num_batches:
+      return
+    ds = grain.MapDataset.range(start, self.num_batches).map(self._reader())
     if self.num_workers > 0:
       _ensure_absl_flags_parsed()
       it = ds.to_iter_dataset().mp_prefetch(
@@ -466,8 +480,8 @@ class Pipeline:
       close = getattr(iterator, "close", None)
       if close is not None:
         close()  # stops worker processes / prefetch threads, also on early exit
-    if count != self.num_batches:
-      raise RuntimeError(f"grain produced {count} batches, expected {self.num_batches}.")
+    if count != self.num_batches - start:
+      raise RuntimeError(f"grain produced {count} batches, expected {self.num_batches - start}.")
 
   # -- tf.data -----------------------------------------------------------------
   def _iter_tf(self) -> Iterator[dict[str, np.ndarray]]:
