@@ -194,6 +194,14 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Several processes: jax.distributed.initialize(process_id=...).'
 )
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout_seconds',
+    60,
+    'Several processes: a process not heard from for this long (dead or hung) is taken as '
+    'dead and every other process stops with an error '
+    '(jax.distributed.initialize(heartbeat_timeout_seconds=...)).',
+    lower_bound=1,
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed',
     False,
@@ -360,6 +368,7 @@ def _init_distributed():
       coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
+      heartbeat_timeout_seconds=_HEARTBEAT.value,
   )
   logging.info(
       'jax.distributed: process %d of %d, %d local / %d global devices',
@@ -867,11 +876,18 @@ def _job_main(t0: float, c):
   try:
     result = job.run()
   except Exception as e:  # say what to do; the checkpoint is left as it was
+    peers = ''
+    if jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError):
+      peers = (
+          f' A collective between the {jax.process_count()} processes failed: another process '
+          'probably died or lost its connection (see its log); this one stops too.'
+      )
     logging.error(
-        'the job stopped: %s: %s. The last checkpoint in %s is intact: run the same command '
-        'again to resume from it.',
+        'the job stopped: %s: %s.%s The last checkpoint in %s is intact: run the same command '
+        'again (on every process) to resume from it.',
         type(e).__name__,
         e,
+        peers,
         ckpt_dir,
     )
     raise
