@@ -122,6 +122,13 @@ def test_corrupt_checkpoint_is_not_loaded_and_the_one_before_is_used(tmp_path, m
   assert not newest.exists() and len(list((tmp_path / 'ckpt_corrupt').iterdir())) == 1
   assert job.run().scores == ref  # bitwise
 
+  # Killed after orbax wrote a step but before its checksums: that step is not used either.
+  older, newest = _steps(ckpt)
+  (ckpt / str(newest) / jobs.CHECKSUMS).unlink()
+  lines = []
+  job = jobs.prepare(cfg, checkpoint_dir=str(ckpt), log=lambda fmt, *a: lines.append(fmt % a))
+  assert job.ckpt.saves == older and _steps(ckpt) == [older], lines
+
   # Every step corrupt: reported, nothing loaded; --restart (restart=True) starts afresh.
   for s in _steps(ckpt):
     meta = next((ckpt / str(s)).rglob('metadata'))
