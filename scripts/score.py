@@ -1001,49 +1001,60 @@ def _job_main(t0: float, c):
   }
   if not writer:
     return
-  written = [
-      reports.write_json(os.path.join(out_dir, 'results.json'), payload),
-      reports.write_csv(os.path.join(out_dir, 'results.csv'), jobs.score_rows(result)),
-      reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
-  ]
-  if table is not None:
-    written.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table))
-  if _PLOT.value and any(r.get(rank_by) is not None for r in rows):
-    written.append(
-        reports.plot_ranking(
-            [r for r in rows if r.get(rank_by) is not None],
-            os.path.join(out_dir, 'ranking.png'),
-            metric=rank_by,
+  try:
+    written = [
+        reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+        reports.write_csv(os.path.join(out_dir, 'results.csv'), jobs.score_rows(result)),
+        reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+    ]
+    if table is not None:
+      written.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table))
+    if _PLOT.value and any(r.get(rank_by) is not None for r in rows):
+      written.append(
+          reports.plot_ranking(
+              [r for r in rows if r.get(rank_by) is not None],
+              os.path.join(out_dir, 'ranking.png'),
+              metric=rank_by,
+          )
+      )
+      overlaps = {
+          f'{r["model"]} ({r["layer"]})'
+          if n_pools > 1
+          else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
+          for r in rows
+          if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
+      }
+      if overlaps:
+        written.append(
+            reports.plot_class_overlap(
+                overlaps,
+                os.path.join(out_dir, 'face_overlap.png'),
+                class_names=list(job.pipe.class_names) if job.pipe is not None else None,
+                title='FaCe per-class overlap (models in ranking order)',
+            )
         )
+      if truth is not None and rank_by in oriented_all:
+        sc = oriented_all[rank_by]
+        written.append(
+            reports.plot_scores_vs_truth(
+                sc,
+                {k: truth[k] for k in sc},
+                os.path.join(out_dir, 'score_vs_truth.png'),
+                score_name=f'{rank_by} score',
+                truth_name='ground truth',
+                title=f'{rank_by} vs ground truth',
+            )
+        )
+  except OSError as e:  # a full disk, a directory that became read-only
+    logging.error(
+        'the results could not be written to %s: %s. Every model is finished in the checkpoint '
+        '%s: free space or make the directory writable, then run the same command again (nothing '
+        'is recomputed).',
+        out_dir,
+        e,
+        ckpt_dir,
     )
-    overlaps = {
-        f'{r["model"]} ({r["layer"]})'
-        if n_pools > 1
-        else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
-        for r in rows
-        if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
-    }
-    if overlaps:
-      written.append(
-          reports.plot_class_overlap(
-              overlaps,
-              os.path.join(out_dir, 'face_overlap.png'),
-              class_names=list(job.pipe.class_names) if job.pipe is not None else None,
-              title='FaCe per-class overlap (models in ranking order)',
-          )
-      )
-    if truth is not None and rank_by in oriented_all:
-      sc = oriented_all[rank_by]
-      written.append(
-          reports.plot_scores_vs_truth(
-              sc,
-              {k: truth[k] for k in sc},
-              os.path.join(out_dir, 'score_vs_truth.png'),
-              score_name=f'{rank_by} score',
-              truth_name='ground truth',
-              title=f'{rank_by} vs ground truth',
-          )
-      )
+    raise
   print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
 
 
