@@ -835,7 +835,8 @@ class FeaturesDigest:
 
   Every process streams its slice (``face_jax.data.process_range``) from its start,
   ``min(batch_size, rows)`` rows a step; the digest covers every process's streamed
-  rows, so any process computes the same.  Incremental within a run.
+  rows, so any process computes the same.  Incremental within a run; holds each
+  file's arrays once read (as the job's ``ArraySource`` does).
   """
 
   def __init__(self, specs: Sequence[ModelSpec], batch_size: int):
