@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import face_jax
+from face_jax import collection_scoring as cs
 from benchmarks.zoo import analysis
 from benchmarks.zoo import datasets
 from benchmarks.zoo import harness
@@ -114,6 +115,33 @@ def test_oriented_scores_orientation_pool_and_errors():
   assert pool == pytest.approx({'a': 1.0, 'b': 1.0, 'c': 1.0})
 
 
+def test_leave_one_target_out_selects_on_the_other_targets():
+  # Candidate A is best on t1 and t2 but worst on t3; B the reverse on t3 only.
+  ts = ('t1', 't2', 't3')
+  tau = {('A', 'C+F'): (0.9, 0.8, -0.5), ('B', 'pool_zscore'): (0.1, 0.2, 0.7)}
+  point = {k: {t: {k[1]: v} for t, v in zip(ts, vals)} for k, vals in tau.items()}
+  boots = {k: {t: np.full(20, v) for t, v in zip(ts, vals)} for k, vals in tau.items()}
+  base = {
+      'ref': {
+          'per_target': dict(zip(ts, (0.5, 0.5, 0.5))),
+          'boots': {t: np.full(20, 0.5) for t in ts},
+      }
+  }
+  out = analysis.leave_one_target_out(point, boots, ts, base)
+  fam = out['families']['all']
+  # Held out t1: on (t2, t3) A has mean 0.15, B 0.45, so B is selected and scored on t1.
+  assert fam['folds']['t1']['selected'] == {'variant': 'B', 'combine': 'pool_zscore'}
+  assert fam['folds']['t1']['held_out_weighted_tau'] == pytest.approx(0.1)
+  assert fam['folds']['t3']['selected'] == {'variant': 'A', 'combine': 'sum'}
+  assert fam['folds']['t3']['held_out_weighted_tau'] == pytest.approx(-0.5)
+  assert fam['held_out_mean'] == pytest.approx((0.1 + 0.2 - 0.5) / 3)
+  assert fam['held_out_mean_low'] == pytest.approx(fam['held_out_mean'])  # constant resamples
+  assert fam['versus_baselines']['ref']['delta'] == pytest.approx(fam['held_out_mean'] - 0.5)
+  assert fam['selected_on_all_targets']['variant'] == 'A'  # mean 0.4 vs 0.333
+  assert out['families']['sum']['candidates'] == 1
+  assert 'error' in analysis.leave_one_target_out(point, boots, ('t1',))
+
+
 def test_per_class_subset_is_deterministic():
   ds = datasets.Dataset(
       np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1).repeat(32, 1).repeat(32, 2),
@@ -166,7 +194,7 @@ def test_run_quick(tmp_path):
     for m in names:  # every registered metric: a value, pool components or a recorded error
       r = recs[m]
       assert r['error'] is not None or r['value'] is not None or 'components' in r, (model, m)
-    assert len(scores['face_variants']['digits'][model]) == 36
+    assert len(scores['face_variants']['digits'][model]) == len(harness.ablation_variants()) == 60
   ev = json.loads((out / 'evaluation.json').read_text())['targets']['digits']
   assert set(ev['truth']) == set(run.QUICK_MODELS)
   for m in names + [harness.FACE_POOL, analysis.REFERENCE]:
@@ -180,9 +208,14 @@ def test_run_quick(tmp_path):
       <= face['weighted_tau']['high']
   )
   abl = json.loads((out / 'ablation.json').read_text())
-  assert len(abl['variants']) == 36 and abl['default'] == 'balanced/neg/pooled/std'
-  default = next(v for v in abl['variants'] if v['key'] == abl['default'])
+  assert len(abl['variants']) == 60 and abl['default'] == 'balanced/neg/pooled/std'
+  # The 'face' records are face_jax's default variant; their sum ranks as the ablation's C + F.
+  ours = harness.variant_key(analysis.FACE_JAX_DEFAULT)
+  default = next(v for v in abl['variants'] if v['key'] == ours)
   assert default['per_target']['digits']['C+F'] == pytest.approx(face['weighted_tau']['estimate'])
+  pooled = ev['scores'][cs.face_ranking_score()]['weighted_tau']['estimate']
+  assert default['per_target']['digits']['pool_zscore'] == pytest.approx(pooled)
+  assert 'error' in abl['leave_one_target_out']  # one target: nothing to hold out
   nc1 = json.loads((out / 'nc1_pre_vs_post.json').read_text())['targets']['digits']
   assert set(nc1['models']) == set(run.QUICK_MODELS)
   assert 'estimate' in nc1['pre_vs_post']['spearman']

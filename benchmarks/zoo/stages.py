@@ -16,6 +16,7 @@ Synopsis::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -405,7 +406,11 @@ def score(
   The pre-trained models (with their source heads, for metrics that need
   source probabilities) are scored on the target's ``SCORE_SPLIT`` split.
   Writes ``path`` (JSON) after every model.  ``counts`` (optional) receives
-  ``{'computed': n, 'cached': m}``.
+  ``{'computed': n, 'cached': m}``.  A cached (model, target) entry of the same
+  weights and data is completed rather than redone: only the metrics it lacks,
+  FaCe's record when ``FaceOptions()``'s defaults changed (the record keeps the
+  options it was made with), and the FaCe variant terms when the ablation grid
+  gained variants.
   """
   infos = harness.metric_infos(metrics)
   out = read_json(path) or {}
@@ -427,6 +432,8 @@ def score(
   n = len(specs) * len(targets)
   i = 0
   suspects = {t: set() for t in targets}  # metrics that failed on this target: run them alone
+  face_options = dataclasses.asdict(face_jax.FaceOptions())
+  grid = [harness.variant_key(v) for v in harness.ablation_variants()]
   for spec in specs:
     if spec.name not in manifest:
       raise FileNotFoundError(f'{spec.name} is not pre-trained (run the pretrain stage)')
@@ -435,14 +442,16 @@ def score(
     for t in targets:
       i += 1
       old = scores.get(t, {}).get(spec.name)
-      if (
-          not force
-          and old
-          and old.get('weights_sha256') == wsha
-          and all(m in old for m in infos)
-          and old.get('data') == data_key
-          and spec.name in variants.get(t, {})
-      ):
+      valid = (
+          not force and old and old.get('weights_sha256') == wsha and old.get('data') == data_key
+      )
+      todo = {
+          m: info
+          for m, info in infos.items()
+          if not valid or m not in old or (m == 'face' and old[m].get('options') != face_options)
+      }
+      have_terms = valid and set(grid) <= set(variants.get(t, {}).get(spec.name, {}))
+      if not todo and have_terms:
         log.info('[score %d/%d] %s on %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
@@ -451,21 +460,29 @@ def score(
         ex = zoo.load_pretrained(spec, weights_dir)
       split = target_splits(data, t)[SCORE_SPLIT]
       t0 = time.perf_counter()
-      recs = harness.score_extractor(
-          ex,
-          split.images,
-          split.labels,
-          infos,
-          num_classes=len(split.class_names),
-          suspects=suspects[t],
-          log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m),
-      )
+      recs = dict(old) if valid else {}
+      if todo:
+        recs.update(
+            harness.score_extractor(
+                ex,
+                split.images,
+                split.labels,
+                todo,
+                num_classes=len(split.class_names),
+                suspects=suspects[t],
+                log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m),
+            )
+        )
+      if 'face' in todo:
+        recs['face']['options'] = face_options
+      recs = {m: recs[m] for m in (*infos, *(k for k in recs if k not in infos))}
       recs['weights_sha256'] = wsha
       recs['data'] = data_key
-      feats = ex.embed(split.images, batch_size=512)[ex.default_layer]
-      variants.setdefault(t, {})[spec.name] = harness.face_variant_terms(
-          feats, split.labels, len(split.class_names)
-      )
+      if not have_terms:
+        feats = ex.embed(split.images, batch_size=512)[ex.default_layer]
+        variants.setdefault(t, {})[spec.name] = harness.face_variant_terms(
+            feats, split.labels, len(split.class_names)
+        )
       scores.setdefault(t, {})[spec.name] = recs
       errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
       log.info(
@@ -474,7 +491,7 @@ def score(
           n,
           spec.name,
           t,
-          len(infos),
+          len(todo),
           f', errors: {errors}' if errors else '',
           time.perf_counter() - t0,
       )
