@@ -90,7 +90,14 @@ def test_writes_its_outputs_and_shows_the_published_rows(harness_run):
   # The comparison table: the published rows first, then face_jax's own metrics.
   methods = [r['method'] for r in data['comparison']]
   assert methods[:5] == ['LEEP', 'LogME', 'NLEEP', 'PARC', 'SFDA']
-  assert set(methods[5:]) == {'face', 'H-score', 'nc1', 'etran', 'face_pool_minmax'}
+  assert set(methods[5:]) == {
+      'face',
+      'H-score',
+      'nc1',
+      'etran',
+      'face_pool_zscore',
+      'face_pool_minmax',
+  }
   by_method = {r['method']: r for r in data['comparison']}
   assert by_method['LogME']['face_jax_metric'] == 'logme'
   assert by_method['NLEEP']['face_jax_metric'] is None
