@@ -27,15 +27,15 @@ def face_oracle(
     y,
     *,
     weighting='sample',
-    vc_transform='neglog',
-    bc_cov='spherical',
-    fairness='range',
+    vc_transform='neg',
+    bc_cov='diagonal',
+    fairness='std',
     temperature=0.1,
     fairness_weight=1.0,
     ridge=1e-3,
     num_classes=None,
 ):
-  # Defaults: face_jax's (the ablation's choice), so partial option sets compare alike.
+  # Defaults: face_jax's (FaceOptions()), so partial option sets compare alike.
   x = np.asarray(x, np.float64)
   # Every FaCe quantity is shift-invariant; centring first keeps a large common
   # offset's rounding out of the class means (which would otherwise add a

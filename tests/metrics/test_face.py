@@ -64,21 +64,23 @@ def test_options_temperature_weight_ridge():
     _compare(res, face_oracle(x, y, **opts), rtol=1e-8)
 
 
-def test_defaults_are_the_ablation_choice():
+def test_defaults_are_the_leave_one_target_out_choice():
   assert face_jax.FaceOptions() == face_jax.FaceOptions(
       weighting='sample',
-      vc_transform='neglog',
-      bc_cov='spherical',
-      fairness='range',
+      vc_transform='neg',
+      bc_cov='diagonal',
+      fairness='std',
       temperature=0.1,
       fairness_weight=1.0,
       ridge=1e-3,
-      combine='sum',
+      combine='pool_zscore',
   )
   x, y = cases.make('imbalanced')
   r = face_jax.face_score(x, y)
   assert r.options == face_jax.FaceOptions()
-  assert r.variance_collapse == pytest.approx(-np.log(r.nc1))
+  assert r.variance_collapse == pytest.approx(-r.nc1)
+  # One model: the score is the sum, and the result says so.
+  assert r.combination == 'sum' and r.score == pytest.approx(r.variance_collapse + r.class_fairness)
   assert 'cond_sigma_reg' not in r.diagnostics  # only for bc_cov='pooled'
 
 
