@@ -128,7 +128,7 @@ def test_weighted_tau_is_recomputed_from_the_written_scores(harness_run):
     assert row['weighted_tau'] == report['weighted_tau']['estimate']
     assert row['weighted_tau_low'] <= row['weighted_tau_high']
     checked += 1
-  assert checked == len(METRICS) + 1  # every metric and FaCe's pool score
+  assert checked == len(METRICS) + 2  # every metric and FaCe's two pool scores
 
 
 def test_a_failing_metric_costs_only_its_own_record(harness_run):
