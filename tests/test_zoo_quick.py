@@ -142,6 +142,38 @@ def test_leave_one_target_out_selects_on_the_other_targets():
   assert 'error' in analysis.leave_one_target_out(point, boots, ('t1',))
 
 
+def test_replicate_weighted_tau():
+  def entry(quality, noise):
+    # Two LRs, four seeds; the better LR (by validation) is 0.01 for every half.
+    runs = []
+    for lr, shift in ((1e-3, -0.1), (1e-2, 0.0)):
+      seeds = [
+          {
+              'seed': s,
+              'val_accuracy': quality + shift + noise[s],
+              'val_loss': 1.0,
+              'test_accuracy': quality + shift + noise[s],
+          }
+          for s in range(4)
+      ]
+      runs.append({'lr': lr, 'seeds': seeds})
+    return {'runs': runs}
+
+  rng = np.random.default_rng(0)
+  exact = {f'm{i}': entry(0.1 * i, [0.0] * 4) for i in range(6)}
+  out = analysis.replicate_weighted_tau(exact, n_boot=20)
+  assert out['estimate'] == pytest.approx(1.0) and out['seeds'] == [0, 1, 2, 3]
+  assert [p['halves'] for p in out['per_split']] == [
+      [[0, 1], [2, 3]],
+      [[0, 2], [1, 3]],
+      [[0, 3], [1, 2]],
+  ]
+  noisy = {f'm{i}': entry(0.01 * i, list(rng.normal(0, 0.2, 4))) for i in range(6)}
+  assert analysis.replicate_weighted_tau(noisy, n_boot=20)['estimate'] < 0.9
+  two = {m: {'runs': [{**r, 'seeds': r['seeds'][:2]} for r in e['runs']]} for m, e in exact.items()}
+  assert 'error' in analysis.replicate_weighted_tau(two)
+
+
 def test_per_class_subset_is_deterministic():
   ds = datasets.Dataset(
       np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1).repeat(32, 1).repeat(32, 2),

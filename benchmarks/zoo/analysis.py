@@ -617,6 +617,92 @@ def loto_markdown(loto: Mapping) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Replicate ceiling of the ground truth.
+
+
+def _half_truth(entry: Mapping, half: Sequence[int]) -> float:
+  """Ground truth from a subset of the seeds: the LR chosen on their mean val accuracy (ties:
+  lower mean val cross-entropy, then the smaller LR), its mean test accuracy over them."""
+  rows = []
+  for r in entry['runs']:
+    per = [s for s in r['seeds'] if s['seed'] in half]
+    if len(per) != len(half):
+      raise KeyError(f"LR {r['lr']} lacks seeds {sorted(set(half) - {s['seed'] for s in per})}")
+    val = float(np.mean([s['val_accuracy'] for s in per]))
+    loss = float(np.mean([s['val_loss'] for s in per]))
+    rows.append((-val, loss, r['lr'], float(np.mean([s['test_accuracy'] for s in per]))))
+  return min(rows)[3]
+
+
+def replicate_weighted_tau(
+    results: Mapping[str, Mapping], *, n_boot: int = 1000, seed: int = 0
+) -> dict:
+  """How well the ground truth agrees with itself: weighted τ between two disjoint halves of seeds.
+
+  For every split of the fine-tuning seeds into two halves of equal size, each
+  half gives a ground truth per model (``_half_truth``: the LR chosen on that
+  half's validation accuracy, its mean test accuracy), and the weighted τ
+  between the two halves' ground truths is computed over the models.  The
+  estimate is the mean over the splits; its interval a percentile bootstrap over
+  models (the same draw for every split).  It is the ceiling a score can be
+  expected to reach against a ground truth made from half the seeds (the full
+  ground truth, from all seeds, is somewhat less noisy).
+
+  Args:
+    results: ``{model: ground-truth entry}`` of one target.
+
+  Returns:
+    ``{'estimate', 'low', 'high', 'per_split': [{'halves', 'weighted_tau'}], 'seeds',
+    'n_models', 'n_boot', 'seed'}``, or ``{'error': ...}`` with fewer than 4 common seeds.
+  """
+  import itertools
+
+  models = sorted(results)
+  common = None
+  for m in models:
+    got = {s['seed'] for r in results[m]['runs'] for s in r['seeds']}
+    common = got if common is None else common & got
+  seeds = sorted(common or ())
+  if len(seeds) < 4:
+    return {'error': f'needs at least 4 seeds per model, have {seeds}'}
+  half = len(seeds) // 2
+  splits = [
+      (list(a), [x for x in seeds[: 2 * half] if x not in a])
+      for a in itertools.combinations(seeds[: 2 * half], half)
+      if seeds[0] in a
+  ]
+  pairs = [
+      (
+          np.array([_half_truth(results[m], a) for m in models]),
+          np.array([_half_truth(results[m], b) for m in models]),
+      )
+      for a, b in splits
+  ]
+  per_split = [
+      {'halves': [a, b], 'weighted_tau': _wtau(x, y)} for (a, b), (x, y) in zip(splits, pairs)
+  ]
+  est = [p['weighted_tau'] for p in per_split]
+  rng = np.random.default_rng(seed)
+  boots = []
+  for _ in range(n_boot):
+    idx = rng.integers(0, len(models), size=len(models))
+    vals = [_wtau(x[idx], y[idx]) for x, y in pairs]
+    if all(v is not None for v in vals):
+      boots.append(float(np.mean(vals)))
+  lo, hi = _quantiles(np.array(boots)) if boots else (None, None)
+  return {
+      'estimate': None if any(v is None for v in est) else float(np.mean(est)),
+      'low': lo,
+      'high': hi,
+      'per_split': per_split,
+      'seeds': seeds,
+      'n_models': len(models),
+      'n_boot': n_boot,
+      'seed': seed,
+  }
+
+
+# ---------------------------------------------------------------------------------------------
 # NC1 before / after fine-tuning.
 
 _CORR_FNS = {

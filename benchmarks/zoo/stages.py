@@ -32,6 +32,7 @@ from face_jax import models
 from face_jax import reports
 from face_jax.data import targets
 
+from benchmarks.zoo import analysis
 from benchmarks.zoo import datasets
 from benchmarks.zoo import harness
 from benchmarks.zoo import training
@@ -234,6 +235,7 @@ def finetune_one(
     epochs: int = zoo.FINETUNE_EPOCHS,
     seeds: Sequence[int] = zoo.FINETUNE_SEEDS,
     label: str = '',
+    previous: Mapping | None = None,
 ) -> dict:
   """Full fine-tuning of one model on one target over the learning-rate grid.
 
@@ -243,7 +245,8 @@ def finetune_one(
   the lower validation cross-entropy, then the smaller LR); its test accuracy
   (mean over seeds) is the ground truth.  NC1 of the fine-tuned default-layer
   features is measured on the target's train subset and test split (geometric
-  mean over seeds).
+  mean over seeds).  ``previous``: an entry of the same weights and protocol made
+  with fewer seeds; its (LR, seed) runs are kept and only the missing seeds run.
 
   Returns:
     ``{'runs': [per LR: {..., 'seeds': [per seed]}], 'chosen_lr', 'val_accuracy',
@@ -252,9 +255,13 @@ def finetune_one(
   tr, va, te = target['train'], target['val'], target['test']
   k = len(tr.class_names)
   runs = []
+  done = {(r['lr'], s['seed']): s for r in (previous or {}).get('runs', []) for s in r['seeds']}
   for lr in lrs:
     per_seed = []
     for seed in seeds:
+      if (lr, seed) in done:
+        per_seed.append(done[(lr, seed)])
+        continue
       ft = zoo.for_finetuning(spec, weights_dir, k, seed)
       c0, t0 = time.process_time(), time.perf_counter()
       res = training.train(ft, tr.images, tr.labels, zoo.finetune_config(lr, epochs, seed))
@@ -346,6 +353,7 @@ def finetune(
   }
   results = gt.setdefault('results', {})
   proto = fingerprint(gt['protocol'])
+  seeds = list(zoo.FINETUNE_SEEDS)
   manifest = read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
   n = len(specs) * len(targets)
   i = 0
@@ -365,9 +373,33 @@ def finetune(
         log.info('[finetune %d/%d] %s -> %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
-      log.info('[finetune %d/%d] %s -> %s', i, n, spec.name, t)
+      # An entry of the same protocol with a subset of the seeds keeps its runs.
+      old_seeds = sorted({s['seed'] for r in (entry or {}).get('runs', []) for s in r['seeds']})
+      previous = (
+          entry
+          if not force
+          and entry
+          and entry.get('weights_sha256') == wsha
+          and set(old_seeds) < set(seeds)
+          and entry.get('protocol') == fingerprint({**gt['protocol'], 'seeds': old_seeds})
+          else None
+      )
+      log.info(
+          '[finetune %d/%d] %s -> %s%s',
+          i,
+          n,
+          spec.name,
+          t,
+          f' (seeds {old_seeds} kept)' if previous else '',
+      )
       _count(counts, 'computed')
-      entry = finetune_one(spec, target_splits(data, t), weights_dir, label=f'{spec.name} -> {t}')
+      entry = finetune_one(
+          spec,
+          target_splits(data, t),
+          weights_dir,
+          label=f'{spec.name} -> {t}',
+          previous=previous,
+      )
       entry['weights_sha256'] = wsha
       entry['protocol'] = proto
       results.setdefault(t, {})[spec.name] = entry
@@ -382,6 +414,14 @@ def finetune(
           entry['seconds'],
       )
       reports.write_json(path, gt)
+  # The seeds behind every entry, and the replicate ceiling of every target
+  # (analysis.replicate_weighted_tau).
+  for res in gt['results'].values():
+    for entry in res.values():
+      entry['seeds'] = sorted({s['seed'] for r in entry['runs'] for s in r['seeds']})
+  gt['replicate_weighted_tau'] = {
+      t: analysis.replicate_weighted_tau(res) for t, res in gt['results'].items()
+  }
   reports.write_json(path, gt)
   return gt
 
