@@ -72,7 +72,7 @@ def test_variant_terms_match_face_score():
   x, y = _blobs()
   x = x.astype(np.float32).astype(np.float64)  # the harness accumulates float32 features in float64
   terms = harness.face_variant_terms(x.astype(np.float32), y)
-  assert len(terms) == 36 and next(iter(terms)) == harness.variant_key(harness.DEFAULT_VARIANT)
+  assert len(terms) == 60 and next(iter(terms)) == harness.variant_key(harness.DEFAULT_VARIANT)
   for key, t in terms.items():
     opts = dict(zip(harness.ABLATION_AXES, key.split('/')))
     r = face_jax.face_score(x, y, **opts)
