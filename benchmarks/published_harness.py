@@ -319,8 +319,14 @@ def score_files(
 
 
 def score_rows(metrics: Sequence[str]) -> list[str]:
-  """The rows evaluated: the metrics, then FaCe's pool score when FaCe is among them."""
-  return list(metrics) + ([cs.FACE_POOL] if 'face' in metrics else [])
+  """The rows evaluated: the metrics, then FaCe's pool scores when FaCe is among them.
+
+  FaCe's default pool ranking (``cs.face_ranking_score()``, pool z-score) and its pool
+  min–max score.
+  """
+  if 'face' not in metrics:
+    return list(metrics)
+  return list(metrics) + list(dict.fromkeys([cs.face_ranking_score(), cs.FACE_POOL]))
 
 
 def evaluate(

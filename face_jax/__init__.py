@@ -42,6 +42,7 @@ from face_jax._src.metrics.subsample import NleepOptions
 from face_jax._src.metrics.subsample import ParcOptions
 from face_jax._src.metrics.subsample import SubsampleResult
 from face_jax._src.metrics.transrate import TransrateOptions
+from face_jax._src.pool import pool_combine
 from face_jax._src.pool import pool_minmax
 from face_jax._src.registry import names as metric_names
 from face_jax.scoring import score_model
@@ -79,6 +80,7 @@ __all__ = (
     'face_score',
     'metric_names',
     'ncti_pool',
+    'pool_combine',
     'pool_minmax',
     'score',
     'score_model',

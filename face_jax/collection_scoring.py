@@ -22,13 +22,16 @@ A *record* is the JSON-ready outcome of one metric on one model:
   (the error is recorded and scoring goes on);
 - ``higher_is_better``, ``pool_relative``: from the metric registry;
 - ``components``: the per-model components of a pool-relative metric;
-- ``terms``: FaCe's ``variance_collapse``, ``class_fairness``, ``nc1``.
+- ``terms``: FaCe's ``variance_collapse``, ``class_fairness``, ``nc1``,
+  ``fairness_share``.
 
 Pool-relative scores (combined over the models scored on the same data) are
 formed by ``available_scores``: the metric's ``<name>_pool`` function
 (``face_jax.ncti_pool``, ``face_jax.etran_pool``), and for FaCe the extra
-score ``FACE_POOL`` = ``face_jax.pool_minmax`` of (C, F) with λ = 1, which is
-exactly ``face_jax.face_pool``.
+scores ``FACE_POOLS`` (``face_pool_minmax``, ``face_pool_zscore``,
+``face_pool_rank``): (C, F) of the 'face' records normalised over the pool and
+summed with λ = 1, exactly ``face_jax.face_pool(..., combine=...)``.
+``face_ranking_score()`` names the one that FaCe's default ranks a pool by.
 
 ``face_variant_terms`` gives FaCe's terms under many variants from one pass of
 statistics (the zoo benchmark's ablation).
@@ -44,12 +47,24 @@ import jax
 import numpy as np
 
 from face_jax import engine as engine_lib
-from face_jax._src import pool as pool_lib
 from face_jax._src.metrics import face as face_lib
 from face_jax._src import api
 from face_jax.scoring import score_model
 
 FACE_POOL = 'face_pool_minmax'
+# FaCe's pool scores by name: ``face_<combination>`` for every pool combination of
+# ``face_jax.FaceOptions.combine`` (the terms of the 'face' records, λ = 1).
+FACE_POOLS: dict[str, str] = {f'face_{c}': c for c in face_lib.COMBINES if c != 'sum'}
+
+
+def face_ranking_score(options: face_lib.FaceOptions | None = None) -> str:
+  """The score that ranks a pool by FaCe under ``options`` (default: ``FaceOptions()``).
+
+  ``face_<combine>`` (e.g. ``face_pool_zscore``) for a pool combination, else ``face``.
+  """
+  combine = (options or face_lib.FaceOptions()).combine
+  return 'face' if combine == 'sum' else f'face_{combine}'
+
 
 # The values of FaCe's variant options (``face_jax.FaceOptions``).
 FACE_VARIANT_CHOICES: dict[str, tuple[str, ...]] = {
@@ -112,6 +127,7 @@ def metric_record(info: MetricInfo, value: Any = None, error: str | None = None)
           'variance_collapse': float(value.variance_collapse),
           'class_fairness': float(value.class_fairness),
           'nc1': float(value.nc1),
+          'fairness_share': float(value.fairness_share),
       }
   except Exception as e:  # pylint: disable=broad-except  # a value we cannot read is its error
     rec['error'] = error_text(e)
@@ -389,7 +405,7 @@ def available_scores(
 
   Args:
     records: ``{model: {metric: record}}`` for the models scored on one dataset.
-    metric: a metric name, or ``FACE_POOL``.
+    metric: a metric name, or one of ``FACE_POOLS`` (``FACE_POOL``: min–max).
 
   Returns:
     ``(scores, missing)``: ``{model: score}`` of the models with a value
@@ -400,7 +416,7 @@ def available_scores(
     ValueError: a pool-relative metric without a pool function.
   """
   missing: dict[str, str] = {}
-  if metric == FACE_POOL:
+  if metric in FACE_POOLS:
     comps = {}
     for m, recs in records.items():
       rec = recs.get('face') or {}
@@ -414,11 +430,7 @@ def available_scores(
             'variance_collapse': t['variance_collapse'],
             'class_fairness': t['class_fairness'],
         }
-    scores = (
-        pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': 1.0})
-        if comps
-        else {}
-    )
+    scores = face_lib.combine_terms(comps, FACE_POOLS[metric]) if comps else {}
     return scores, missing
   good = {}
   for m, recs in records.items():

@@ -539,8 +539,10 @@ def _zoo_main(t0: float):
     gt = json.load(f)
   target = _TARGET.value
   infos = collection_scoring.metric_infos(_METRICS.value or None)
-  rank_by = _RANK_BY.value or ('face' if 'face' in infos else next(iter(infos)))
   face_opts = _face_options()
+  # FaCe ranks a pool by its default pool combination (FaceOptions.combine, e.g. face_pool_zscore).
+  face_rank = collection_scoring.face_ranking_score(face_jax.FaceOptions(**face_opts))
+  rank_by = _RANK_BY.value or (face_rank if 'face' in infos else next(iter(infos)))
   split = targets.digits_target()['train']
   n, k = split.images.shape[0], len(split.class_names)
   logging.info(
@@ -590,7 +592,8 @@ def _zoo_main(t0: float):
     raise app.UsageError(f'no ground truth for {no_truth} on {target} in {gt_path}')
   truth = {m: float(truth_of[m]['test_accuracy']) for m in records}
   # Every score over the zoo, oriented (higher = predicted better) and as displayed.
-  names = list(infos) + ([collection_scoring.FACE_POOL] if 'face' in infos else [])
+  pools = dict.fromkeys([face_rank, collection_scoring.FACE_POOL]) if 'face' in infos else {}
+  names = list(infos) + [p for p in pools if p in collection_scoring.FACE_POOLS]
   oriented, errors, missing = {}, {}, {}
   for m in names:
     try:
@@ -614,7 +617,7 @@ def _zoo_main(t0: float):
     row = {'model': model, 'arch': e['arch'], 'source': e['source'], 'loss': e['loss']}
     for m in names:
       rec = records[model].get(m, {})
-      if m in oriented and (m == collection_scoring.FACE_POOL or rec.get('pool_relative')):
+      if m in oriented and (m in collection_scoring.FACE_POOLS or rec.get('pool_relative')):
         row[m] = oriented[m].get(model)
       else:
         row[m] = rec.get('value')

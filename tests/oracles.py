@@ -27,15 +27,15 @@ def face_oracle(
     y,
     *,
     weighting='sample',
-    vc_transform='neglog',
-    bc_cov='spherical',
-    fairness='range',
+    vc_transform='neg',
+    bc_cov='diagonal',
+    fairness='std',
     temperature=0.1,
     fairness_weight=1.0,
     ridge=1e-3,
     num_classes=None,
 ):
-  # Defaults: face_jax's (the ablation's choice), so partial option sets compare alike.
+  # Defaults: face_jax's (FaceOptions()), so partial option sets compare alike.
   x = np.asarray(x, np.float64)
   # Every FaCe quantity is shift-invariant; centring first keeps a large common
   # offset's rounding out of the class means (which would otherwise add a
@@ -94,10 +94,19 @@ def face_oracle(
               math.log(sb_) - (math.log(si) + math.log(sj)) / 2
           )
   o = np.array([sum(math.exp(-dist[i, j]) for j in range(k) if j != i) / (k - 1) for i in range(k)])
+  # ln o_k without underflow: log-add the pairwise −D_B.
+  lo = np.array(
+      [np.logaddexp.reduce([-dist[i, j] for j in range(k) if j != i]) for i in range(k)]
+  ) - math.log(k - 1)
   if fairness == 'std':
     f = -math.sqrt(np.mean((o - o.mean()) ** 2))
   elif fairness == 'range':
     f = -(o.max() - o.min())
+  elif fairness == 'cv':
+    r = np.exp(lo - lo.max())  # o_k / max o: the ratio std/mean is unchanged
+    f = -np.std(r) / np.mean(r)
+  elif fairness == 'log_std':
+    f = -np.std(lo)
   else:
     p = np.exp(o / temperature)
     p = p / p.sum()
@@ -109,6 +118,7 @@ def face_oracle(
       'class_fairness': f,
       'nc1': nc1,
       'overlap': o,
+      'log_overlap': lo,
       'mean_overlap': o.mean(),
       'classes': np.array(classes),
   }

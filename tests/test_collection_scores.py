@@ -4,8 +4,8 @@ committed benchmark scores (benchmarks/zoo/results/scores.json) on the digits ta
 Which entries are compared, and why:
 - scores.json holds, per target and model, one record per registered metric, made with each
   metric's default options (the score stage passes none).  Its metric summaries equal today's
-  registry and FaCe's record has the terms of today's default variant (sample / neglog /
-  spherical / range: its C and F equal that variant's entry in scores.json's face_variants), so
+  registry and FaCe's record has the terms of today's default variant (sample / neg /
+  diagonal / std: its C and F equal that variant's entry in scores.json's face_variants), so
   every metric's record is comparable with a fresh default-options run.
 - Only the digits target: the other targets need the benchmark's procedural generators.
 - A subset, to stay fast: three models (a plain CNN, a ResNet and a ViT; both sources, all three
@@ -87,8 +87,10 @@ def test_committed_scores_use_todays_defaults(committed):
         and v['F'] == pytest.approx(t['class_fairness'], rel=1e-5, abs=1e-6)
     }
     common = close if common is None else common & close
-  assert common == {'sample/neglog/spherical/range'}
-  assert dataclasses.asdict(face_jax.FaceOptions())['bc_cov'] == 'spherical'
+  assert common == {'sample/neg/diagonal/std'}
+  assert dataclasses.asdict(face_jax.FaceOptions())['bc_cov'] == 'diagonal'
+  for recs in committed['scores']['digits'].values():
+    assert recs['face']['options'] == dataclasses.asdict(face_jax.FaceOptions())
 
 
 def test_fresh_scores_match_the_committed_ones(committed, fresh):
@@ -123,7 +125,7 @@ def test_fresh_scores_match_the_committed_ones(committed, fresh):
 
 def test_pool_scores_and_face_variants_match(committed, fresh):
   old = {m: committed['scores']['digits'][m] for m in MODELS}
-  for metric in ('ncti', cs.FACE_POOL, 'face', 'nc1'):
+  for metric in ('ncti', *cs.FACE_POOLS, 'face', 'nc1'):
     new_scores = cs.oriented_scores(fresh, metric)
     ref_scores = cs.oriented_scores(old, metric)
     for model in MODELS:

@@ -90,7 +90,14 @@ def test_writes_its_outputs_and_shows_the_published_rows(harness_run):
   # The comparison table: the published rows first, then face_jax's own metrics.
   methods = [r['method'] for r in data['comparison']]
   assert methods[:5] == ['LEEP', 'LogME', 'NLEEP', 'PARC', 'SFDA']
-  assert set(methods[5:]) == {'face', 'H-score', 'nc1', 'etran', 'face_pool_minmax'}
+  assert set(methods[5:]) == {
+      'face',
+      'H-score',
+      'nc1',
+      'etran',
+      'face_pool_zscore',
+      'face_pool_minmax',
+  }
   by_method = {r['method']: r for r in data['comparison']}
   assert by_method['LogME']['face_jax_metric'] == 'logme'
   assert by_method['NLEEP']['face_jax_metric'] is None
@@ -121,7 +128,7 @@ def test_weighted_tau_is_recomputed_from_the_written_scores(harness_run):
     assert row['weighted_tau'] == report['weighted_tau']['estimate']
     assert row['weighted_tau_low'] <= row['weighted_tau_high']
     checked += 1
-  assert checked == len(METRICS) + 1  # every metric and FaCe's pool score
+  assert checked == len(METRICS) + 2  # every metric and FaCe's two pool scores
 
 
 def test_a_failing_metric_costs_only_its_own_record(harness_run):

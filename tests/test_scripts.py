@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,12 +33,20 @@ def test_default_ranks_the_bundled_zoo_on_digits(tmp_path):
   gt = json.loads((ROOT / 'benchmarks/zoo/results/ground_truth.json').read_text())['results']
   names = [r['model'] for r in res['ranking']]
   assert sorted(names) == sorted(manifest) and len(names) >= 12
-  # Ranked by FaCe, every registered metric scored (a value or a recorded error), truth alongside.
-  assert res['rank_by'] == 'face' and res['target'] == 'digits'
-  scores = [r['face'] for r in res['ranking']]
+  # Ranked by FaCe's default pool combination (C and F z-scored over the zoo), every registered
+  # metric scored (a value or a recorded error), truth alongside.
+  assert res['rank_by'] == 'face_pool_zscore' and res['target'] == 'digits'
+  scores = [r['face_pool_zscore'] for r in res['ranking']]
   assert scores == sorted(scores, reverse=True)
   import face_jax
 
+  terms = {r['model']: res['records'][r['model']]['face']['terms'] for r in res['ranking']}
+  pooled = face_jax.pool_combine(
+      {m: {'C': t['variance_collapse'], 'F': t['class_fairness']} for m, t in terms.items()},
+      {'C': 1.0, 'F': 1.0},
+      'zscore',
+  )
+  assert scores == pytest.approx([pooled[r['model']] for r in res['ranking']])
   assert res['metrics'] == face_jax.metric_names()
   for r in res['ranking']:
     assert r['finetuned_test_acc'] == gt['digits'][r['model']]['test_accuracy']

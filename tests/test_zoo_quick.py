@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import face_jax
+from face_jax import collection_scoring as cs
 from benchmarks.zoo import analysis
 from benchmarks.zoo import datasets
 from benchmarks.zoo import harness
@@ -71,7 +72,7 @@ def test_variant_terms_match_face_score():
   x, y = _blobs()
   x = x.astype(np.float32).astype(np.float64)  # the harness accumulates float32 features in float64
   terms = harness.face_variant_terms(x.astype(np.float32), y)
-  assert len(terms) == 36 and next(iter(terms)) == harness.variant_key(harness.DEFAULT_VARIANT)
+  assert len(terms) == 60 and next(iter(terms)) == harness.variant_key(harness.DEFAULT_VARIANT)
   for key, t in terms.items():
     opts = dict(zip(harness.ABLATION_AXES, key.split('/')))
     r = face_jax.face_score(x, y, **opts)
@@ -112,6 +113,65 @@ def test_oriented_scores_orientation_pool_and_errors():
       harness.FACE_POOL,
   )
   assert pool == pytest.approx({'a': 1.0, 'b': 1.0, 'c': 1.0})
+
+
+def test_leave_one_target_out_selects_on_the_other_targets():
+  # Candidate A is best on t1 and t2 but worst on t3; B the reverse on t3 only.
+  ts = ('t1', 't2', 't3')
+  tau = {('A', 'C+F'): (0.9, 0.8, -0.5), ('B', 'pool_zscore'): (0.1, 0.2, 0.7)}
+  point = {k: {t: {k[1]: v} for t, v in zip(ts, vals)} for k, vals in tau.items()}
+  boots = {k: {t: np.full(20, v) for t, v in zip(ts, vals)} for k, vals in tau.items()}
+  base = {
+      'ref': {
+          'per_target': dict(zip(ts, (0.5, 0.5, 0.5))),
+          'boots': {t: np.full(20, 0.5) for t in ts},
+      }
+  }
+  out = analysis.leave_one_target_out(point, boots, ts, base)
+  fam = out['families']['all']
+  # Held out t1: on (t2, t3) A has mean 0.15, B 0.45, so B is selected and scored on t1.
+  assert fam['folds']['t1']['selected'] == {'variant': 'B', 'combine': 'pool_zscore'}
+  assert fam['folds']['t1']['held_out_weighted_tau'] == pytest.approx(0.1)
+  assert fam['folds']['t3']['selected'] == {'variant': 'A', 'combine': 'sum'}
+  assert fam['folds']['t3']['held_out_weighted_tau'] == pytest.approx(-0.5)
+  assert fam['held_out_mean'] == pytest.approx((0.1 + 0.2 - 0.5) / 3)
+  assert fam['held_out_mean_low'] == pytest.approx(fam['held_out_mean'])  # constant resamples
+  assert fam['versus_baselines']['ref']['delta'] == pytest.approx(fam['held_out_mean'] - 0.5)
+  assert fam['selected_on_all_targets']['variant'] == 'A'  # mean 0.4 vs 0.333
+  assert out['families']['sum']['candidates'] == 1
+  assert 'error' in analysis.leave_one_target_out(point, boots, ('t1',))
+
+
+def test_replicate_weighted_tau():
+  def entry(quality, noise):
+    # Two LRs, four seeds; the better LR (by validation) is 0.01 for every half.
+    runs = []
+    for lr, shift in ((1e-3, -0.1), (1e-2, 0.0)):
+      seeds = [
+          {
+              'seed': s,
+              'val_accuracy': quality + shift + noise[s],
+              'val_loss': 1.0,
+              'test_accuracy': quality + shift + noise[s],
+          }
+          for s in range(4)
+      ]
+      runs.append({'lr': lr, 'seeds': seeds})
+    return {'runs': runs}
+
+  rng = np.random.default_rng(0)
+  exact = {f'm{i}': entry(0.1 * i, [0.0] * 4) for i in range(6)}
+  out = analysis.replicate_weighted_tau(exact, n_boot=20)
+  assert out['estimate'] == pytest.approx(1.0) and out['seeds'] == [0, 1, 2, 3]
+  assert [p['halves'] for p in out['per_split']] == [
+      [[0, 1], [2, 3]],
+      [[0, 2], [1, 3]],
+      [[0, 3], [1, 2]],
+  ]
+  noisy = {f'm{i}': entry(0.01 * i, list(rng.normal(0, 0.2, 4))) for i in range(6)}
+  assert analysis.replicate_weighted_tau(noisy, n_boot=20)['estimate'] < 0.9
+  two = {m: {'runs': [{**r, 'seeds': r['seeds'][:2]} for r in e['runs']]} for m, e in exact.items()}
+  assert 'error' in analysis.replicate_weighted_tau(two)
 
 
 def test_per_class_subset_is_deterministic():
@@ -166,7 +226,7 @@ def test_run_quick(tmp_path):
     for m in names:  # every registered metric: a value, pool components or a recorded error
       r = recs[m]
       assert r['error'] is not None or r['value'] is not None or 'components' in r, (model, m)
-    assert len(scores['face_variants']['digits'][model]) == 36
+    assert len(scores['face_variants']['digits'][model]) == len(harness.ablation_variants()) == 60
   ev = json.loads((out / 'evaluation.json').read_text())['targets']['digits']
   assert set(ev['truth']) == set(run.QUICK_MODELS)
   for m in names + [harness.FACE_POOL, analysis.REFERENCE]:
@@ -180,9 +240,14 @@ def test_run_quick(tmp_path):
       <= face['weighted_tau']['high']
   )
   abl = json.loads((out / 'ablation.json').read_text())
-  assert len(abl['variants']) == 36 and abl['default'] == 'balanced/neg/pooled/std'
-  default = next(v for v in abl['variants'] if v['key'] == abl['default'])
+  assert len(abl['variants']) == 60 and abl['default'] == 'balanced/neg/pooled/std'
+  # The 'face' records are face_jax's default variant; their sum ranks as the ablation's C + F.
+  ours = harness.variant_key(analysis.FACE_JAX_DEFAULT)
+  default = next(v for v in abl['variants'] if v['key'] == ours)
   assert default['per_target']['digits']['C+F'] == pytest.approx(face['weighted_tau']['estimate'])
+  pooled = ev['scores'][cs.face_ranking_score()]['weighted_tau']['estimate']
+  assert default['per_target']['digits']['pool_zscore'] == pytest.approx(pooled)
+  assert 'error' in abl['leave_one_target_out']  # one target: nothing to hold out
   nc1 = json.loads((out / 'nc1_pre_vs_post.json').read_text())['targets']['digits']
   assert set(nc1['models']) == set(run.QUICK_MODELS)
   assert 'estimate' in nc1['pre_vs_post']['spearman']

@@ -30,6 +30,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import scipy.stats
 
 import face_jax
 from face_jax import evaluation as ev
@@ -41,18 +42,30 @@ log = logging.getLogger('zoo')
 
 REFERENCE = 'source_val_accuracy'  # a naive reference predictor, not a transferability metric
 STATS = ev.METRICS
-COMBOS = ('C', 'F', 'C+F', 'pool')
+COMBOS = ('C', 'F', 'C+F', 'pool', 'pool_zscore', 'pool_rank')
 COMBO_NAMES = {
     'C': 'C alone',
     'F': 'F alone',
     'C+F': 'C + F (λ=1)',
     'pool': 'C̃ + F̃ (pool min–max)',
+    'pool_zscore': 'C̃ + F̃ (pool z-score)',
+    'pool_rank': 'C̃ + F̃ (pool rank)',
 }
+# The ablation's combinations that are FaCe scores, by their ``FaceOptions.combine`` name: the
+# candidates of the leave-one-target-out selection (C alone and F alone are diagnostics).
+COMBO_OPTION = {
+    'C+F': 'sum',
+    'pool': 'pool_minmax',
+    'pool_zscore': 'pool_zscore',
+    'pool_rank': 'pool_rank',
+}
+_NORMALISE = {'pool': 'minmax', 'pool_zscore': 'zscore', 'pool_rank': 'rank'}
 DEFAULT_KEY = harness.variant_key(harness.DEFAULT_VARIANT)
 FACE_JAX_DEFAULT = {
     f: getattr(face_jax.FaceOptions(), f)
     for f in ('weighting', 'vc_transform', 'bc_cov', 'fairness')
 }
+FACE_JAX_DEFAULT_COMBO = {v: k for k, v in COMBO_OPTION.items()}[face_jax.FaceOptions().combine]
 # A score is evaluated on the models that have a value for it when some do not (marked
 # "partial"), as long as at least MIN_MODELS remain.
 MIN_MODELS = 5
@@ -71,7 +84,8 @@ def score_names(scores: Mapping) -> list[str]:
   """The scores evaluated: every scored metric, FaCe's pool min–max score, the reference."""
   names = list(scores['metrics'])
   if 'face' in names:
-    names.insert(names.index('face') + 1, harness.FACE_POOL)
+    i = names.index('face') + 1
+    names[i:i] = list(harness.FACE_POOLS)
   return names + [REFERENCE]
 
 
@@ -173,10 +187,10 @@ def _combo_values(terms: Mapping[str, Mapping[str, float]], combo: str) -> dict[
     return {m: v['F'] for m, v in terms.items()}
   if combo == 'C+F':
     return {m: v['C'] + v['F'] for m, v in terms.items()}
-  from face_jax import pool_minmax
-
-  return pool_minmax(
-      {m: {'C': v['C'], 'F': v['F']} for m, v in terms.items()}, {'C': 1.0, 'F': 1.0}
+  return face_jax.pool_combine(
+      {m: {'C': v['C'], 'F': v['F']} for m, v in terms.items()},
+      {'C': 1.0, 'F': 1.0},
+      _NORMALISE[combo],
   )
 
 
@@ -187,7 +201,44 @@ def _wtau(x: np.ndarray, y: np.ndarray) -> float | None:
     return None
 
 
-def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0) -> dict:
+def _boot_taus(
+    x: np.ndarray, y: np.ndarray, idx: np.ndarray, cache: dict | None = None
+) -> np.ndarray:
+  """Weighted τ of (x, y) on every bootstrap draw (rows of ``idx``); NaN where undefined.
+
+  Weighted τ depends on x only through its ranks, so ``cache`` (per target and
+  draws) keys the result by x's ranks: variants that rank the models alike are
+  resampled once.
+  """
+  key = tuple(scipy.stats.rankdata(x)) if cache is not None else None
+  if key is not None and key in cache:
+    return cache[key]
+  out = np.full(idx.shape[0], np.nan)
+  for b in range(idx.shape[0]):
+    v = _wtau(x[idx[b]], y[idx[b]])
+    if v is not None:
+      out[b] = v
+  if key is not None:
+    cache[key] = out
+  return out
+
+
+def _quantiles(a: np.ndarray) -> tuple[float | None, float | None]:
+  a = a[np.isfinite(a)]
+  if a.size < 2:
+    return None, None
+  lo, hi = np.quantile(a, [0.025, 0.975])
+  return float(lo), float(hi)
+
+
+def ablation(
+    variants: Mapping,
+    gt: Mapping,
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+    baselines: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> dict:
   """Weighted τ of every FaCe variant × combination, per target and averaged over targets.
 
   The interval of the mean over targets is a paired percentile bootstrap: each
@@ -200,25 +251,31 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
     gt: the ground truth document.
     n_boot: resamples (0: no intervals).
     seed: resampling seed.
+    baselines: ``{score: {target: {model: oriented score}}}``: other scores to
+      compare the leave-one-target-out selection with, on the same draws.
 
   Every variant × combination is also compared with the default score (the
   default variant as C + F): ``delta_vs_default`` (difference of the means),
   its paired bootstrap interval and ``p_better_than_default`` (the fraction of
-  resamples in which it is higher).
+  resamples in which it is higher).  ``leave_one_target_out`` holds the
+  selection of ``leave_one_target_out``.
 
   Returns:
     ``{'targets': [...], 'variants': [{'key', axes..., 'per_target': {t: {combo: τ}},
     'mean': {combo: τ}, 'mean_low', 'mean_high', 'delta_vs_default', 'delta_low',
-    'delta_high', 'p_better_than_default': {combo: ...}}], 'n_boot', 'seed'}``.
+    'delta_high', 'p_better_than_default': {combo: ...}}], 'leave_one_target_out': {...},
+    'n_boot', 'seed'}``.
   """
   targets = list(variants)
   rng = np.random.default_rng(seed)
   models = {t: sorted(variants[t]) for t in targets}
   truth = {t: truth_of(gt, t, models[t]) for t in targets}
   idx = {t: rng.integers(0, len(models[t]), size=(n_boot, len(models[t]))) for t in targets}
+  caches: dict[str, dict] = {t: {} for t in targets}
   keys = list(next(iter(next(iter(variants.values())).values())))
   out = []
-  store = {}
+  # {key: {combo: {target: [n_boot] weighted τ}}} on the shared draws (NaN: undefined).
+  per_target_boots: dict[str, dict[str, dict[str, np.ndarray]]] = {}
   for key in keys:
     axes = dict(zip(harness.ABLATION_AXES, key.split('/')))
     entry: dict[str, Any] = {
@@ -229,8 +286,7 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
         'mean_low': {},
         'mean_high': {},
     }
-    boots = {c: np.zeros(n_boot) for c in COMBOS}
-    valid = {c: np.ones(n_boot, bool) for c in COMBOS}
+    per_target_boots[key] = {c: {} for c in COMBOS}
     for t in targets:
       terms = {m: variants[t][m][key] for m in models[t]}
       y = np.array([truth[t][m] for m in models[t]])
@@ -243,45 +299,63 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
         x = None if vals is None else np.array([vals[m] for m in models[t]], np.float64)
         if x is None or not np.all(np.isfinite(x)):
           entry['per_target'][t][c] = None
-          valid[c][:] = False
+          per_target_boots[key][c][t] = np.full(n_boot, np.nan)
           continue
         entry['per_target'][t][c] = _wtau(x, y)
-        for b in range(n_boot):
-          if valid[c][b]:
-            v = _wtau(x[idx[t][b]], y[idx[t][b]])
-            if v is None:
-              valid[c][b] = False
-            else:
-              boots[c][b] += v / len(targets)
+        per_target_boots[key][c][t] = _boot_taus(x, y, idx[t], caches[t])
     for c in COMBOS:
       per = [entry['per_target'][t][c] for t in targets]
       ok = all(v is not None for v in per)
       entry['mean'][c] = float(np.mean(per)) if ok else None
-      if ok and n_boot and valid[c].sum() >= 2:
-        lo, hi = np.quantile(boots[c][valid[c]], [0.025, 0.975])
-        entry['mean_low'][c], entry['mean_high'][c] = float(lo), float(hi)
+      boot = np.mean([per_target_boots[key][c][t] for t in targets], axis=0)
+      if ok and n_boot:
+        entry['mean_low'][c], entry['mean_high'][c] = _quantiles(boot)
       else:
         entry['mean_low'][c] = entry['mean_high'][c] = None
     out.append(entry)
-    store[key] = (boots, valid)
   # Paired differences to the default variant's C + F (the same resamples for every variant).
-  ref_boot, ref_valid = store[DEFAULT_KEY][0]['C+F'], store[DEFAULT_KEY][1]['C+F']
+  mean_boot = lambda key, c: np.mean([per_target_boots[key][c][t] for t in targets], axis=0)
+  ref_boot = mean_boot(DEFAULT_KEY, 'C+F')
   ref_mean = next(e for e in out if e['key'] == DEFAULT_KEY)['mean']['C+F']
   for entry in out:
     entry['delta_vs_default'], entry['delta_low'], entry['delta_high'] = {}, {}, {}
     entry['p_better_than_default'] = {}
     for c in COMBOS:
-      boots, valid = store[entry['key']][0][c], store[entry['key']][1][c]
-      both = valid & ref_valid
       ok = entry['mean'][c] is not None and ref_mean is not None
       entry['delta_vs_default'][c] = entry['mean'][c] - ref_mean if ok else None
-      if ok and both.sum() >= 2:
-        d = boots[both] - ref_boot[both]
-        lo, hi = np.quantile(d, [0.025, 0.975])
-        entry['delta_low'][c], entry['delta_high'][c] = float(lo), float(hi)
+      d = mean_boot(entry['key'], c) - ref_boot
+      d = d[np.isfinite(d)]
+      if ok and d.size >= 2:
+        entry['delta_low'][c], entry['delta_high'][c] = _quantiles(d)
         entry['p_better_than_default'][c] = float(np.mean(d > 0))
       else:
         entry['delta_low'][c] = entry['delta_high'][c] = entry['p_better_than_default'][c] = None
+  base_boots = {}
+  for name, per_t in (baselines or {}).items():
+    if not all(t in per_t for t in targets):
+      continue
+    base_boots[name] = {
+        'per_target': {},
+        'boots': {},
+    }
+    for t in targets:
+      x = np.array([per_t[t].get(m, np.nan) for m in models[t]], np.float64)
+      y = np.array([truth[t][m] for m in models[t]])
+      have = np.isfinite(x)
+      base_boots[name]['per_target'][t] = _wtau(x[have], y[have])
+      boots = np.full(n_boot, np.nan)
+      for b in range(n_boot):
+        sel = idx[t][b][have[idx[t][b]]]  # the draw, restricted to the models with a value
+        v = _wtau(x[sel], y[sel])
+        if v is not None:
+          boots[b] = v
+      base_boots[name]['boots'][t] = boots
+  loto = leave_one_target_out(
+      {(e['key'], c): e['per_target'] for e in out for c in COMBO_OPTION},
+      {(k, c): per_target_boots[k][c] for k in keys for c in COMBO_OPTION},
+      targets,
+      base_boots,
+  )
   return {
       'targets': targets,
       'n_models': {t: len(models[t]) for t in targets},
@@ -290,7 +364,135 @@ def ablation(variants: Mapping, gt: Mapping, *, n_boot: int = 500, seed: int = 0
       'default': DEFAULT_KEY,
       'reference_for_deltas': f"{DEFAULT_KEY} as C + F (the specification's default FaCe score)",
       'variants': out,
+      'leave_one_target_out': loto,
   }
+
+
+def _select(train_taus: np.ndarray) -> np.ndarray:
+  """Index of the best candidate by mean τ over the training targets (first on ties).
+
+  ``train_taus``: [candidates, training targets, ...]; a candidate undefined
+  (NaN) on a training target is not eligible.
+  """
+  m = np.mean(train_taus, axis=1)
+  m = np.where(np.isfinite(m), m, -np.inf)
+  return np.argmax(m, axis=0)
+
+
+def leave_one_target_out(
+    point: Mapping[tuple, Mapping[str, Mapping[str, float | None]]],
+    boots: Mapping[tuple, Mapping[str, np.ndarray]],
+    targets: Sequence[str],
+    baselines: Mapping[str, Mapping[str, Mapping]] | None = None,
+) -> dict:
+  """Leave-one-target-out selection of FaCe's variant and combination, with nested bootstrap.
+
+  For each target t, the candidate (variant key, combination) with the best mean
+  weighted τ over the *other* targets is selected (ties: the first in grid
+  order, the specification's default first, sum before the pool combinations)
+  and evaluated on t.  ``held_out_mean`` is the mean of those held-out τ.  The
+  nested bootstrap redoes the selection inside every resample (the same model
+  draws per target for every candidate and baseline), so its interval includes
+  the variability of the choice.  The selection is run over every candidate
+  (``all``) and within each combination (a single model's score can only be
+  the sum).  Baselines are compared on the same draws: paired difference of the
+  held-out mean to each baseline's mean over targets.
+
+  Args:
+    point: ``{(key, combo): {target: {combo: τ}}}``, the ablation's per-target τ.
+    boots: ``{(key, combo): {target: [n_boot] τ}}`` on shared draws.
+    targets: the targets.
+    baselines: ``{score: {'per_target': {t: τ}, 'boots': {t: [n_boot]}}}``.
+
+  Returns:
+    A JSON-ready dict (see ``docs/face_ablation.md``).
+  """
+  if len(targets) < 2:
+    return {'error': f'needs at least 2 targets, got {list(targets)}'}
+  cands = list(point)
+  families = {'all': cands}
+  for c in COMBO_OPTION:
+    if any(k[1] == c for k in cands):
+      families[COMBO_OPTION[c]] = [k for k in cands if k[1] == c]
+  tau = {
+      k: np.array(
+          [np.nan if point[k][t][k[1]] is None else point[k][t][k[1]] for t in targets], np.float64
+      )
+      for k in cands
+  }
+  n_boot = len(next(iter(boots[cands[0]].values())))
+  result: dict[str, Any] = {
+      'rule': 'for each held-out target, the candidate (variant, combination) with the best '
+      'mean weighted tau over the other targets (ties: the first in grid order); '
+      'evaluated on the held-out target',
+      'n_boot': n_boot,
+      'families': {},
+  }
+  for fam, ks in families.items():
+    pt = np.stack([tau[k] for k in ks])  # [C, T]
+    bt = np.stack([np.stack([boots[k][t] for t in targets]) for k in ks])  # [C, T, B]
+    folds = {}
+    held_boot = np.zeros((len(targets), n_boot))
+    for j, t in enumerate(targets):
+      others = [i for i in range(len(targets)) if i != j]
+      sel = int(_select(pt[:, others]))
+      sel_b = _select(bt[:, others, :])  # [B]
+      held_boot[j] = bt[sel_b, j, np.arange(n_boot)]
+      lo, hi = _quantiles(held_boot[j])
+      picks = [ks[i] for i in sel_b]
+      top = max(set(picks), key=picks.count)
+      folds[t] = {
+          'selected': {
+              'variant': ks[sel][0],
+              'combine': COMBO_OPTION[ks[sel][1]],
+          },
+          'train_mean_weighted_tau': float(np.mean(pt[sel, others])),
+          'held_out_weighted_tau': None if np.isnan(pt[sel, j]) else float(pt[sel, j]),
+          'held_out_low': lo,
+          'held_out_high': hi,
+          'bootstrap_selection_stability': float(picks.count(ks[sel]) / n_boot),
+          'bootstrap_most_selected': {
+              'variant': top[0],
+              'combine': COMBO_OPTION[top[1]],
+              'fraction': float(picks.count(top) / n_boot),
+          },
+      }
+    held = [folds[t]['held_out_weighted_tau'] for t in targets]
+    mean_boot = np.mean(held_boot, axis=0)
+    lo, hi = _quantiles(mean_boot)
+    # Selected on every target (the choice this rule makes for the library's default).
+    sel_all = ks[int(_select(pt[:, :, None])[0])]
+    entry = {
+        'candidates': len(ks),
+        'folds': folds,
+        'held_out_mean': None if any(v is None for v in held) else float(np.mean(held)),
+        'held_out_mean_low': lo,
+        'held_out_mean_high': hi,
+        'selected_on_all_targets': {
+            'variant': sel_all[0],
+            'combine': COMBO_OPTION[sel_all[1]],
+            'in_sample_mean_weighted_tau': float(np.mean(pt[ks.index(sel_all)])),
+        },
+        'versus_baselines': {},
+    }
+    for name, b in (baselines or {}).items():
+      per = [b['per_target'][t] for t in targets]
+      base_mean = None if any(v is None for v in per) else float(np.mean(per))
+      d = mean_boot - np.mean([b['boots'][t] for t in targets], axis=0)
+      d = d[np.isfinite(d)]
+      dlo, dhi = _quantiles(d)
+      entry['versus_baselines'][name] = {
+          'baseline_mean_weighted_tau': base_mean,
+          'baseline_per_target': per,
+          'delta': None
+          if base_mean is None or entry['held_out_mean'] is None
+          else entry['held_out_mean'] - base_mean,
+          'delta_low': dlo,
+          'delta_high': dhi,
+          'p_face_better': float(np.mean(d > 0)) if d.size else None,
+      }
+    result['families'][fam] = entry
+  return result
 
 
 def ablation_rows(abl: Mapping) -> list[dict]:
@@ -326,8 +528,10 @@ def ablation_markdown(abl: Mapping) -> str:
           'C+F − spec default [95% CI]',
           'C alone mean',
           'F alone mean',
-          'pool mean',
-          'pool − spec default [95% CI]',
+          'pool min–max mean',
+          'pool min–max − spec default [95% CI]',
+          'pool z-score mean',
+          'pool rank mean',
       ]
   )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -336,7 +540,11 @@ def ablation_markdown(abl: Mapping) -> str:
     name = (
         v['key']
         + (' (spec default)' if v['key'] == abl['default'] else '')
-        + (' (face_jax default)' if v['key'] == harness.variant_key(FACE_JAX_DEFAULT) else '')
+        + (
+            f' (face_jax default, {COMBO_NAMES[FACE_JAX_DEFAULT_COMBO]})'
+            if v['key'] == harness.variant_key(FACE_JAX_DEFAULT)
+            else ''
+        )
     )
     ci = f"{_f(v['mean']['C+F'])} [{_f(v['mean_low']['C+F'])}, {_f(v['mean_high']['C+F'])}]"
     delta = lambda c: (
@@ -352,10 +560,146 @@ def ablation_markdown(abl: Mapping) -> str:
             _f(v['mean']['F']),
             _f(v['mean']['pool']),
             delta('pool'),
+            _f(v['mean']['pool_zscore']),
+            _f(v['mean']['pool_rank']),
         ]
     )
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def loto_markdown(loto: Mapping) -> str:
+  """Markdown: per selection family, the held-out τ of each fold and the comparison to baselines."""
+  if 'error' in loto:
+    return f"Leave-one-target-out selection: not run ({loto['error']})."
+  lines = [
+      '| candidates | held-out target | selected on the other targets (variant, combine) | '
+      'their mean τ | held-out τ [95% nested CI] | selection stability |',
+      '|---|---|---|---|---|---|',
+  ]
+  for fam, e in loto['families'].items():
+    for t, f in e['folds'].items():
+      sel = f['selected']
+      ci = f"[{_f(f['held_out_low'])}, {_f(f['held_out_high'])}]"
+      lines.append(
+          f"| {fam} ({e['candidates']}) | {t} | {sel['variant']}, {sel['combine']} | "
+          f"{_f(f['train_mean_weighted_tau'])} | {_f(f['held_out_weighted_tau'])} {ci} | "
+          f"{f['bootstrap_selection_stability']:.2f} |"
+      )
+    ci = f"[{_f(e['held_out_mean_low'])}, {_f(e['held_out_mean_high'])}]"
+    sel = e['selected_on_all_targets']
+    lines.append(
+        f"| {fam} | **mean over held-out targets** | (on all targets: {sel['variant']}, "
+        f"{sel['combine']}; in-sample {_f(sel['in_sample_mean_weighted_tau'])}) | | "
+        f"**{_f(e['held_out_mean'])}** {ci} | |"
+    )
+  fams = list(loto['families'])
+  lines += [
+      '',
+      'Held-out FaCe (each selection rule: the mean over its held-out targets) minus each '
+      "score's mean weighted τ, paired on the same model draws [95% nested bootstrap "
+      "interval]; the face* rows are FaCe at the library's default (chosen on these targets, "
+      'so in-sample).',
+      '',
+      '| score | mean weighted τ | ' + ' | '.join(f'Δ {fam}' for fam in fams) + ' |',
+      '|---|---|' + '---|' * len(fams),
+  ]
+  rows = loto['families']['all']['versus_baselines']
+  order = sorted(rows, key=lambda n: -(rows[n]['baseline_mean_weighted_tau'] or -math.inf))
+  for n in order:
+    cells = []
+    for fam in fams:
+      r = loto['families'][fam]['versus_baselines'][n]
+      cells.append(f"{_f(r['delta'])} [{_f(r['delta_low'])}, {_f(r['delta_high'])}]")
+    mean = rows[n]['baseline_mean_weighted_tau']
+    lines.append(f'| {n} | {_f(mean)} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicate ceiling of the ground truth.
+
+
+def _half_truth(entry: Mapping, half: Sequence[int]) -> float:
+  """Ground truth from a subset of the seeds: the LR chosen on their mean val accuracy (ties:
+  lower mean val cross-entropy, then the smaller LR), its mean test accuracy over them."""
+  rows = []
+  for r in entry['runs']:
+    per = [s for s in r['seeds'] if s['seed'] in half]
+    if len(per) != len(half):
+      raise KeyError(f"LR {r['lr']} lacks seeds {sorted(set(half) - {s['seed'] for s in per})}")
+    val = float(np.mean([s['val_accuracy'] for s in per]))
+    loss = float(np.mean([s['val_loss'] for s in per]))
+    rows.append((-val, loss, r['lr'], float(np.mean([s['test_accuracy'] for s in per]))))
+  return min(rows)[3]
+
+
+def replicate_weighted_tau(
+    results: Mapping[str, Mapping], *, n_boot: int = 1000, seed: int = 0
+) -> dict:
+  """How well the ground truth agrees with itself: weighted τ between two disjoint halves of seeds.
+
+  For every split of the fine-tuning seeds into two halves of equal size, each
+  half gives a ground truth per model (``_half_truth``: the LR chosen on that
+  half's validation accuracy, its mean test accuracy), and the weighted τ
+  between the two halves' ground truths is computed over the models.  The
+  estimate is the mean over the splits; its interval a percentile bootstrap over
+  models (the same draw for every split).  It is the ceiling a score can be
+  expected to reach against a ground truth made from half the seeds (the full
+  ground truth, from all seeds, is somewhat less noisy).
+
+  Args:
+    results: ``{model: ground-truth entry}`` of one target.
+
+  Returns:
+    ``{'estimate', 'low', 'high', 'per_split': [{'halves', 'weighted_tau'}], 'seeds',
+    'n_models', 'n_boot', 'seed'}``, or ``{'error': ...}`` with fewer than 4 common seeds.
+  """
+  import itertools
+
+  models = sorted(results)
+  common = None
+  for m in models:
+    got = {s['seed'] for r in results[m]['runs'] for s in r['seeds']}
+    common = got if common is None else common & got
+  seeds = sorted(common or ())
+  if len(seeds) < 4:
+    return {'error': f'needs at least 4 seeds per model, have {seeds}'}
+  half = len(seeds) // 2
+  splits = [
+      (list(a), [x for x in seeds[: 2 * half] if x not in a])
+      for a in itertools.combinations(seeds[: 2 * half], half)
+      if seeds[0] in a
+  ]
+  pairs = [
+      (
+          np.array([_half_truth(results[m], a) for m in models]),
+          np.array([_half_truth(results[m], b) for m in models]),
+      )
+      for a, b in splits
+  ]
+  per_split = [
+      {'halves': [a, b], 'weighted_tau': _wtau(x, y)} for (a, b), (x, y) in zip(splits, pairs)
+  ]
+  est = [p['weighted_tau'] for p in per_split]
+  rng = np.random.default_rng(seed)
+  boots = []
+  for _ in range(n_boot):
+    idx = rng.integers(0, len(models), size=len(models))
+    vals = [_wtau(x[idx], y[idx]) for x, y in pairs]
+    if all(v is not None for v in vals):
+      boots.append(float(np.mean(vals)))
+  lo, hi = _quantiles(np.array(boots)) if boots else (None, None)
+  return {
+      'estimate': None if any(v is None for v in est) else float(np.mean(est)),
+      'low': lo,
+      'high': hi,
+      'per_split': per_split,
+      'seeds': seeds,
+      'n_models': len(models),
+      'n_boot': n_boot,
+      'seed': seed,
+  }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,11 +1064,16 @@ def evaluate(
       )
   )
   files.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), evaluation_rows(evals)))
-  abl = ablation(scores['face_variants'], gt, n_boot=ablation_boot, seed=seed)
+  baselines = {
+      name: {t: e['scores'][name]['scores'] for t, e in evals.items()}
+      for name in score_names(scores)
+      if all('scores' in e['scores'].get(name, {}) for e in evals.values())
+  }
+  abl = ablation(scores['face_variants'], gt, n_boot=ablation_boot, seed=seed, baselines=baselines)
   files.append(reports.write_json(os.path.join(out_dir, 'ablation.json'), abl))
   files.append(reports.write_csv(os.path.join(out_dir, 'ablation.csv'), ablation_rows(abl)))
   with open(os.path.join(out_dir, 'ablation.md'), 'w') as f:
-    f.write(ablation_markdown(abl) + '\n')
+    f.write(loto_markdown(abl['leave_one_target_out']) + '\n\n' + ablation_markdown(abl) + '\n')
   files.append(os.path.join(out_dir, 'ablation.md'))
   nc1 = nc1_pre_vs_post(scores['face_variants'], gt, n_boot=n_boot, seed=seed)
   files.append(reports.write_json(os.path.join(out_dir, 'nc1_pre_vs_post.json'), nc1))
@@ -754,6 +1103,10 @@ def evaluate(
       '## Weighted τ per target',
       '',
       weighted_tau_table(evals),
+      '',
+      '## FaCe: leave-one-target-out selection (held-out weighted τ)',
+      '',
+      loto_markdown(abl['leave_one_target_out']),
       '',
       '## FaCe ablation (weighted τ)',
       '',

@@ -24,6 +24,7 @@ import numpy as np
 from face_jax import collection_scoring as cs
 
 FACE_POOL = cs.FACE_POOL
+FACE_POOLS = cs.FACE_POOLS
 metric_infos = cs.metric_infos
 score_extractor = cs.score_extractor
 available_scores = cs.available_scores

@@ -16,6 +16,7 @@ Synopsis::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from face_jax import models
 from face_jax import reports
 from face_jax.data import targets
 
+from benchmarks.zoo import analysis
 from benchmarks.zoo import datasets
 from benchmarks.zoo import harness
 from benchmarks.zoo import training
@@ -233,6 +235,7 @@ def finetune_one(
     epochs: int = zoo.FINETUNE_EPOCHS,
     seeds: Sequence[int] = zoo.FINETUNE_SEEDS,
     label: str = '',
+    previous: Mapping | None = None,
 ) -> dict:
   """Full fine-tuning of one model on one target over the learning-rate grid.
 
@@ -242,7 +245,8 @@ def finetune_one(
   the lower validation cross-entropy, then the smaller LR); its test accuracy
   (mean over seeds) is the ground truth.  NC1 of the fine-tuned default-layer
   features is measured on the target's train subset and test split (geometric
-  mean over seeds).
+  mean over seeds).  ``previous``: an entry of the same weights and protocol made
+  with fewer seeds; its (LR, seed) runs are kept and only the missing seeds run.
 
   Returns:
     ``{'runs': [per LR: {..., 'seeds': [per seed]}], 'chosen_lr', 'val_accuracy',
@@ -251,9 +255,13 @@ def finetune_one(
   tr, va, te = target['train'], target['val'], target['test']
   k = len(tr.class_names)
   runs = []
+  done = {(r['lr'], s['seed']): s for r in (previous or {}).get('runs', []) for s in r['seeds']}
   for lr in lrs:
     per_seed = []
     for seed in seeds:
+      if (lr, seed) in done:
+        per_seed.append(done[(lr, seed)])
+        continue
       ft = zoo.for_finetuning(spec, weights_dir, k, seed)
       c0, t0 = time.process_time(), time.perf_counter()
       res = training.train(ft, tr.images, tr.labels, zoo.finetune_config(lr, epochs, seed))
@@ -345,6 +353,7 @@ def finetune(
   }
   results = gt.setdefault('results', {})
   proto = fingerprint(gt['protocol'])
+  seeds = list(zoo.FINETUNE_SEEDS)
   manifest = read_json(os.path.join(weights_dir, 'manifest.json')).get('models', {})
   n = len(specs) * len(targets)
   i = 0
@@ -364,9 +373,33 @@ def finetune(
         log.info('[finetune %d/%d] %s -> %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
-      log.info('[finetune %d/%d] %s -> %s', i, n, spec.name, t)
+      # An entry of the same protocol with a subset of the seeds keeps its runs.
+      old_seeds = sorted({s['seed'] for r in (entry or {}).get('runs', []) for s in r['seeds']})
+      previous = (
+          entry
+          if not force
+          and entry
+          and entry.get('weights_sha256') == wsha
+          and set(old_seeds) < set(seeds)
+          and entry.get('protocol') == fingerprint({**gt['protocol'], 'seeds': old_seeds})
+          else None
+      )
+      log.info(
+          '[finetune %d/%d] %s -> %s%s',
+          i,
+          n,
+          spec.name,
+          t,
+          f' (seeds {old_seeds} kept)' if previous else '',
+      )
       _count(counts, 'computed')
-      entry = finetune_one(spec, target_splits(data, t), weights_dir, label=f'{spec.name} -> {t}')
+      entry = finetune_one(
+          spec,
+          target_splits(data, t),
+          weights_dir,
+          label=f'{spec.name} -> {t}',
+          previous=previous,
+      )
       entry['weights_sha256'] = wsha
       entry['protocol'] = proto
       results.setdefault(t, {})[spec.name] = entry
@@ -381,6 +414,14 @@ def finetune(
           entry['seconds'],
       )
       reports.write_json(path, gt)
+  # The seeds behind every entry, and the replicate ceiling of every target
+  # (analysis.replicate_weighted_tau).
+  for res in gt['results'].values():
+    for entry in res.values():
+      entry['seeds'] = sorted({s['seed'] for r in entry['runs'] for s in r['seeds']})
+  gt['replicate_weighted_tau'] = {
+      t: analysis.replicate_weighted_tau(res) for t, res in gt['results'].items()
+  }
   reports.write_json(path, gt)
   return gt
 
@@ -405,7 +446,11 @@ def score(
   The pre-trained models (with their source heads, for metrics that need
   source probabilities) are scored on the target's ``SCORE_SPLIT`` split.
   Writes ``path`` (JSON) after every model.  ``counts`` (optional) receives
-  ``{'computed': n, 'cached': m}``.
+  ``{'computed': n, 'cached': m}``.  A cached (model, target) entry of the same
+  weights and data is completed rather than redone: only the metrics it lacks,
+  FaCe's record when ``FaceOptions()``'s defaults changed (the record keeps the
+  options it was made with), and the FaCe variant terms when the ablation grid
+  gained variants.
   """
   infos = harness.metric_infos(metrics)
   out = read_json(path) or {}
@@ -427,6 +472,8 @@ def score(
   n = len(specs) * len(targets)
   i = 0
   suspects = {t: set() for t in targets}  # metrics that failed on this target: run them alone
+  face_options = dataclasses.asdict(face_jax.FaceOptions())
+  grid = [harness.variant_key(v) for v in harness.ablation_variants()]
   for spec in specs:
     if spec.name not in manifest:
       raise FileNotFoundError(f'{spec.name} is not pre-trained (run the pretrain stage)')
@@ -435,14 +482,16 @@ def score(
     for t in targets:
       i += 1
       old = scores.get(t, {}).get(spec.name)
-      if (
-          not force
-          and old
-          and old.get('weights_sha256') == wsha
-          and all(m in old for m in infos)
-          and old.get('data') == data_key
-          and spec.name in variants.get(t, {})
-      ):
+      valid = (
+          not force and old and old.get('weights_sha256') == wsha and old.get('data') == data_key
+      )
+      todo = {
+          m: info
+          for m, info in infos.items()
+          if not valid or m not in old or (m == 'face' and old[m].get('options') != face_options)
+      }
+      have_terms = valid and set(grid) <= set(variants.get(t, {}).get(spec.name, {}))
+      if not todo and have_terms:
         log.info('[score %d/%d] %s on %s: cached', i, n, spec.name, t)
         _count(counts, 'cached')
         continue
@@ -451,21 +500,29 @@ def score(
         ex = zoo.load_pretrained(spec, weights_dir)
       split = target_splits(data, t)[SCORE_SPLIT]
       t0 = time.perf_counter()
-      recs = harness.score_extractor(
-          ex,
-          split.images,
-          split.labels,
-          infos,
-          num_classes=len(split.class_names),
-          suspects=suspects[t],
-          log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m),
-      )
+      recs = dict(old) if valid else {}
+      if todo:
+        recs.update(
+            harness.score_extractor(
+                ex,
+                split.images,
+                split.labels,
+                todo,
+                num_classes=len(split.class_names),
+                suspects=suspects[t],
+                log=lambda m: log.warning('  %s on %s: %s', spec.name, t, m),
+            )
+        )
+      if 'face' in todo:
+        recs['face']['options'] = face_options
+      recs = {m: recs[m] for m in (*infos, *(k for k in recs if k not in infos))}
       recs['weights_sha256'] = wsha
       recs['data'] = data_key
-      feats = ex.embed(split.images, batch_size=512)[ex.default_layer]
-      variants.setdefault(t, {})[spec.name] = harness.face_variant_terms(
-          feats, split.labels, len(split.class_names)
-      )
+      if not have_terms:
+        feats = ex.embed(split.images, batch_size=512)[ex.default_layer]
+        variants.setdefault(t, {})[spec.name] = harness.face_variant_terms(
+            feats, split.labels, len(split.class_names)
+        )
       scores.setdefault(t, {})[spec.name] = recs
       errors = {m: r['error'] for m, r in recs.items() if isinstance(r, dict) and r.get('error')}
       log.info(
@@ -474,7 +531,7 @@ def score(
           n,
           spec.name,
           t,
-          len(infos),
+          len(todo),
           f', errors: {errors}' if errors else '',
           time.perf_counter() - t0,
       )

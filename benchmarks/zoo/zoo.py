@@ -77,7 +77,7 @@ FINETUNE_LRS = (1e-3, 3e-3, 1e-2)
 FINETUNE_EPOCHS = 40
 FINETUNE_BATCH = 32
 FINETUNE_WEIGHT_DECAY = 1e-4
-FINETUNE_SEEDS = (0, 1)
+FINETUNE_SEEDS = (0, 1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """FaCe (``metrics/face.py``): every variant of docs/face.md against the float64 oracle."""
 
+import dataclasses
 import itertools
 import warnings
 
@@ -15,7 +16,7 @@ VARIANTS = list(
         ('balanced', 'sample'),
         ('neg', 'neglog'),
         ('pooled', 'diagonal', 'spherical'),
-        ('std', 'range', 'entropy'),
+        ('std', 'range', 'entropy', 'cv', 'log_std'),
     )
 )
 FIELDS = ('score', 'variance_collapse', 'class_fairness', 'nc1', 'mean_overlap')
@@ -25,6 +26,10 @@ def _compare(res, ref, rtol, atol=1e-12):
   for f in FIELDS:
     np.testing.assert_allclose(getattr(res, f), ref[f], rtol=rtol, atol=atol, err_msg=f)
   np.testing.assert_allclose(res.overlap, ref['overlap'], rtol=rtol, atol=atol)
+  np.testing.assert_allclose(res.log_overlap, ref['log_overlap'], rtol=rtol, atol=atol)
+  a, b = abs(res.variance_collapse), abs(res.options.fairness_weight * res.class_fairness)
+  assert res.fairness_share == pytest.approx(b / (a + b) if a + b else 0.0, rel=1e-12)
+  assert res.combination == 'sum'
   np.testing.assert_array_equal(res.classes, ref['classes'])
 
 
@@ -59,21 +64,23 @@ def test_options_temperature_weight_ridge():
     _compare(res, face_oracle(x, y, **opts), rtol=1e-8)
 
 
-def test_defaults_are_the_ablation_choice():
+def test_defaults_are_the_leave_one_target_out_choice():
   assert face_jax.FaceOptions() == face_jax.FaceOptions(
       weighting='sample',
-      vc_transform='neglog',
-      bc_cov='spherical',
-      fairness='range',
+      vc_transform='neg',
+      bc_cov='diagonal',
+      fairness='std',
       temperature=0.1,
       fairness_weight=1.0,
       ridge=1e-3,
-      combine='sum',
+      combine='pool_zscore',
   )
   x, y = cases.make('imbalanced')
   r = face_jax.face_score(x, y)
   assert r.options == face_jax.FaceOptions()
-  assert r.variance_collapse == pytest.approx(-np.log(r.nc1))
+  assert r.variance_collapse == pytest.approx(-r.nc1)
+  # One model: the score is the sum, and the result says so.
+  assert r.combination == 'sum' and r.score == pytest.approx(r.variance_collapse + r.class_fairness)
   assert 'cond_sigma_reg' not in r.diagnostics  # only for bc_cov='pooled'
 
 
@@ -120,7 +127,7 @@ def test_face_pool_minmax():
   for i, sep in enumerate((0.3, 1.0, 3.0)):
     x, y = cases.gaussian_classes(400, 10, 4, seed=i, sep=sep)
     pool[f'm{i}'] = face_jax.face_score(x, y)
-  s = face_jax.face_pool(pool)
+  s = face_jax.face_pool(pool, combine='pool_minmax')
   c = {m: r.variance_collapse for m, r in pool.items()}
   f = {m: r.class_fairness for m, r in pool.items()}
   norm = lambda v: {
@@ -129,11 +136,49 @@ def test_face_pool_minmax():
   cn, fn = norm(c), norm(f)
   for m in pool:
     assert s[m] == pytest.approx(cn[m] + fn[m], rel=1e-12)
-  assert face_jax.face_pool(pool, fairness_weight=0.0) == pytest.approx(cn)
+  assert face_jax.face_pool(pool, fairness_weight=0.0, combine='pool_minmax') == pytest.approx(cn)
   # A single model has no pool score beyond 0 for constant terms.
-  assert face_jax.face_pool({'a': pool['m0']}) == {'a': 0.0}
+  assert face_jax.face_pool({'a': pool['m0']}, combine='pool_minmax') == {'a': 0.0}
+  # A single model's score under a pool combination is the sum, and says so.
   r = face_jax.face_score(*cases.make('basic'), combine='pool_minmax')
-  assert r.score is None and np.isfinite(r.variance_collapse)
+  assert r.score == pytest.approx(r.variance_collapse + r.class_fairness, rel=1e-12)
+  assert r.combination == 'sum' and r.options.combine == 'pool_minmax'
+
+
+def test_face_pool_zscore_rank_and_sum():
+  pool = {}
+  for i, sep in enumerate((0.3, 1.0, 3.0, 0.6)):
+    x, y = cases.gaussian_classes(300, 8, 4, seed=i, sep=sep)
+    pool[f'm{i}'] = face_jax.face_score(x, y, combine='pool_zscore')
+  c = np.array([r.variance_collapse for r in pool.values()])
+  f = np.array([r.class_fairness for r in pool.values()])
+  z = lambda v: (v - v.mean()) / v.std()
+  got = face_jax.face_pool(pool)  # the results' own combine: pool_zscore
+  np.testing.assert_allclose(list(got.values()), z(c) + z(f), rtol=1e-12)
+  got = face_jax.face_pool(pool, combine='pool_rank', fairness_weight=2.0)
+  rank = lambda v: (np.argsort(np.argsort(v)) / (len(v) - 1))
+  np.testing.assert_allclose(list(got.values()), rank(c) + 2.0 * rank(f), rtol=1e-12)
+  got = face_jax.face_pool(pool, combine='sum')
+  np.testing.assert_allclose(list(got.values()), c + f, rtol=1e-12)
+  with pytest.raises(face_jax.InputError, match='different combinations'):
+    face_jax.face_pool(
+        {**pool, 'x': dataclasses.replace(pool['m0'], options=face_jax.FaceOptions(combine='sum'))}
+    )
+  with pytest.raises(face_jax.InputError, match='combine must be one of'):
+    face_jax.face_pool(pool, combine='pool_median')
+
+
+def test_scale_free_fairness_sees_tiny_overlaps():
+  # Well separated classes: every overlap underflows to ~0, so std/range see nothing, while
+  # the scale-free fairness still measures how unequal the overlaps are.
+  x, y = cases.gaussian_classes(400, 6, 5, seed=3, sep=40.0)
+  x[y == 0] *= 3.0  # one class wider than the others: unequal overlaps
+  std = face_jax.face_score(x, y, fairness='std')
+  cv = face_jax.face_score(x, y, fairness='cv')
+  logstd = face_jax.face_score(x, y, fairness='log_std')
+  assert abs(std.class_fairness) < 1e-12 and std.fairness_share < 1e-12
+  assert cv.class_fairness < -0.1 and logstd.class_fairness < -1.0
+  assert np.all(np.isfinite(logstd.log_overlap)) and logstd.fairness_share > 0.1
 
 
 def test_options_instance_and_keywords():

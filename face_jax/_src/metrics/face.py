@@ -9,7 +9,12 @@ with every named variant, and reports each term separately.
     S = C + λ·F
     C = −NC1 ("neg") or −ln NC1 ("neglog"),   NC1 = Tr(Σ_W Σ_B^†)/K
     F = −std_k(o_k) ("std") | −(max − min) ("range") | normalised entropy ("entropy")
+        | −std_k(o_k)/ō ("cv") | −std_k(ln o_k) ("log_std")
     o_k = mean_{j≠k} exp(−D_B(k, j))   (Bhattacharyya coefficients between class Gaussians)
+
+or, over a pool of models scored on the same data, S = C̃ + λ·F̃ with each term
+normalised over the pool (``combine`` = "pool_minmax", "pool_zscore", "pool_rank";
+``face_pool``).
 
 Everything here is host-side float64 numpy on finalised statistics; the plan
 asks for one pass of ``Moments`` (two for balanced weighting on a stream whose
@@ -26,6 +31,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 
 from face_jax._src import engine as engine_lib
 from face_jax._src import pool as pool_lib
@@ -40,17 +46,20 @@ VAR_FLOOR = 1e-4  # per-class variance floor (the floor GBC uses)
 WEIGHTINGS = ('balanced', 'sample')
 VC_TRANSFORMS = ('neg', 'neglog')
 BC_COVS = ('pooled', 'diagonal', 'spherical')
-FAIRNESSES = ('std', 'range', 'entropy')
-COMBINES = ('sum', 'pool_minmax')
+FAIRNESSES = ('std', 'range', 'entropy', 'cv', 'log_std')
+COMBINES = ('sum', 'pool_minmax', 'pool_zscore', 'pool_rank')
+# The pool normalisation of each pool combination (``pool.pool_combine``).
+POOL_NORMALISATIONS = {'pool_minmax': 'minmax', 'pool_zscore': 'zscore', 'pool_rank': 'rank'}
 
 
 @dataclasses.dataclass(frozen=True)
 class FaceOptions:
   """The FaCe variant (hashable).
 
-  The defaults (sample / neglog / spherical / range) are the variant that ranked
-  the model zoo of benchmarks/zoo best (docs/face_ablation.md); the defaults
-  of the definition in docs/face.md are balanced / neg / pooled / std.
+  The defaults (sample / neg / diagonal / std, combined over a pool by
+  "pool_zscore") are the choice of the leave-one-target-out selection on the
+  model zoo of benchmarks/zoo (docs/face_ablation.md); the specification's
+  defaults (docs/face.md) are balanced / neg / pooled / std with "sum".
   ``FaceOptions.CHOICES`` lists the allowed values of the named variants.
 
   Attributes:
@@ -59,11 +68,15 @@ class FaceOptions:
     vc_transform: "neg" (C = −NC1) or "neglog" (C = −ln NC1).
     bc_cov: class Gaussians for the Bhattacharyya distance: "pooled" (shared
       ridge-regularised Σ_W), "diagonal" or "spherical" (per-class variances).
-    fairness: "std", "range" or "entropy" of the per-class overlaps.
+    fairness: "std", "range" or "entropy" of the per-class overlaps, or the
+      scale-free "cv" (std / mean) or "log_std" (std of the log overlaps).
     temperature: t of the "entropy" fairness softmax (> 0).
     fairness_weight: λ in S = C + λ·F.
     ridge: ρ in Σ_reg = Σ_W + ρ·(Tr Σ_W / D)·I ("pooled" only; ≥ 0).
-    combine: "sum" or "pool_minmax" (pool-relative: see ``face_pool``).
+    combine: "sum", or the pool combination that ``face_pool`` applies by
+      default: "pool_minmax", "pool_zscore" or "pool_rank" (each term
+      normalised over the pool).  A single model's ``score`` is always the sum
+      C + λ·F (``FaCeResult.combination`` says so): a pool score needs the pool.
   """
 
   CHOICES: ClassVar[Mapping[str, tuple]] = {
@@ -75,13 +88,13 @@ class FaceOptions:
   }
 
   weighting: str = 'sample'
-  vc_transform: str = 'neglog'
-  bc_cov: str = 'spherical'
-  fairness: str = 'range'
+  vc_transform: str = 'neg'
+  bc_cov: str = 'diagonal'
+  fairness: str = 'std'
   temperature: float = 0.1
   fairness_weight: float = 1.0
   ridge: float = 1e-3
-  combine: str = 'sum'
+  combine: str = 'pool_zscore'
 
   def __post_init__(self):
     for name, allowed in self.CHOICES.items():
@@ -100,13 +113,20 @@ class FaCeResult:
   """A FaCe score with its terms and diagnostics.
 
   Attributes:
-    score: S = C + λ·F (higher = predicted more transferable); None for
-      ``combine="pool_minmax"``, which only exists for a pool (``face_pool``).
+    score: S = C + λ·F of this model alone (higher = predicted more
+      transferable); see ``combination``.  A pool combination
+      (``options.combine`` "pool_*") only exists over a pool: ``face_pool``.
     variance_collapse: C.
     class_fairness: F (0 = every class overlaps the others equally).
     nc1: Tr(Σ_W Σ_B^†)/K (+inf when all class means coincide).
     overlap: [K] o_k for every populated class, in label order (see ``classes``).
+    log_overlap: [K] ln o_k, computed from the distances (finite where o_k
+      underflows to 0; −inf only for an infinite distance to every other class).
     mean_overlap: ō.
+    fairness_share: |λ·F| / (|C| + |λ·F|), F's share of the score's magnitude
+      (0: fairness does nothing to the score; 0 when both terms are 0, 0 for an
+      infinite C).
+    combination: how ``score`` was formed: "sum" (C + λ·F).
     classes: [K] the populated class labels.
     class_counts: [num_classes] samples per label (zeros for left-out classes).
     options: the ``FaceOptions`` used.
@@ -124,6 +144,9 @@ class FaCeResult:
   class_counts: np.ndarray
   options: FaceOptions
   diagnostics: Mapping[str, Any]
+  log_overlap: np.ndarray | None = None
+  fairness_share: float = 0.0
+  combination: str = 'sum'
 
   def to_dict(self) -> dict:
     """A JSON-friendly dict (arrays as lists)."""
@@ -133,7 +156,10 @@ class FaCeResult:
         'class_fairness': self.class_fairness,
         'nc1': self.nc1,
         'overlap': [float(v) for v in self.overlap],
+        'log_overlap': None if self.log_overlap is None else [float(v) for v in self.log_overlap],
         'mean_overlap': self.mean_overlap,
+        'fairness_share': self.fairness_share,
+        'combination': self.combination,
         'classes': [int(c) for c in self.classes],
         'class_counts': [int(c) for c in self.class_counts],
         'options': dataclasses.asdict(self.options),
@@ -251,15 +277,14 @@ def face_from_moments(
   bc = np.exp(-dist)
   np.fill_diagonal(bc, 0.0)
   overlap = bc.sum(1) / (k - 1)
+  log_overlap = _log_overlap(dist)
   mean_overlap = float(overlap.mean())
-  f_term = _fairness(overlap, options)
+  f_term = _fairness(overlap, log_overlap, options)
   if passes is not None:
     diag['passes'] = int(passes)
-  score = (
-      None if options.combine == 'pool_minmax' else float(c_term + options.fairness_weight * f_term)
-  )
+  weighted_f = options.fairness_weight * f_term
   return FaCeResult(
-      score=score,
+      score=float(c_term + weighted_f),
       variance_collapse=float(c_term),
       class_fairness=float(f_term),
       nc1=float(nc1),
@@ -269,7 +294,35 @@ def face_from_moments(
       class_counts=counts.astype(np.int64),
       options=options,
       diagnostics=diag,
+      log_overlap=log_overlap,
+      fairness_share=fairness_share(c_term, weighted_f),
+      combination='sum',
   )
+
+
+def fairness_share(c_term: float, weighted_f: float) -> float:
+  """|λF| / (|C| + |λF|): F's share of the magnitude of S = C + λF.
+
+  0 when both terms are 0 or C is infinite; 1 when λF is infinite and C is not.
+  """
+  a, b = abs(float(c_term)), abs(float(weighted_f))
+  if math.isinf(a):
+    return 0.0
+  if math.isinf(b):
+    return 1.0
+  return 0.0 if a + b == 0.0 else b / (a + b)
+
+
+def _log_overlap(dist: np.ndarray) -> np.ndarray:
+  """[K] ln o_k = logsumexp_{j≠k}(−D_B(k, j)) − ln(K − 1), finite where exp underflows."""
+  k = dist.shape[0]
+  neg = -np.asarray(dist, np.float64).copy()
+  np.fill_diagonal(neg, -np.inf)
+  out = np.full(k, -np.inf)
+  finite = np.isfinite(neg).any(1)  # a row of +inf distances has ln o_k = −inf
+  if finite.any():
+    out[finite] = scipy.special.logsumexp(neg[finite], axis=1) - math.log(k - 1)
+  return out
 
 
 def _pairwise_sq_dists(u: np.ndarray) -> np.ndarray:
@@ -338,12 +391,23 @@ def _bhattacharyya_spherical(mu: np.ndarray, v: np.ndarray, d: int) -> np.ndarra
   )
 
 
-def _fairness(overlap: np.ndarray, options: FaceOptions) -> float:
+def _fairness(overlap: np.ndarray, log_overlap: np.ndarray, options: FaceOptions) -> float:
   k = overlap.shape[0]
   if options.fairness == 'std':
     return -float(np.sqrt(np.mean((overlap - overlap.mean()) ** 2)))
   if options.fairness == 'range':
     return -float(overlap.max() - overlap.min())
+  if options.fairness in ('cv', 'log_std'):
+    top = float(log_overlap.max())
+    if top == -math.inf:  # every overlap is exactly 0: every class equally (un)overlapped
+      return 0.0
+    if options.fairness == 'cv':
+      # std/mean is scale-free: computed on o_k / max_k o_k, which cannot underflow to all-zero.
+      r = np.exp(log_overlap - top)
+      return -float(np.sqrt(np.mean((r - r.mean()) ** 2)) / r.mean())
+    if not np.all(np.isfinite(log_overlap)):
+      return -math.inf  # some classes have o_k = 0 exactly, others not: infinitely unfair
+    return -float(np.sqrt(np.mean((log_overlap - log_overlap.mean()) ** 2)))
   z = overlap / options.temperature
   z = z - z.max()
   p = np.exp(z)
@@ -357,23 +421,31 @@ def _fairness(overlap: np.ndarray, options: FaceOptions) -> float:
 
 
 def face_pool(
-    results: Mapping[str, FaCeResult], *, fairness_weight: float | None = None
+    results: Mapping[str, FaCeResult],
+    *,
+    fairness_weight: float | None = None,
+    combine: str | None = None,
 ) -> dict[str, float]:
-  """FaCe ``combine="pool_minmax"``: S = C̃ + λ·F̃ over a pool of models on the same target data.
+  """FaCe over a pool of models on the same target data: S = C̃ + λ·F̃ (or C + λ·F).
 
-  C and F are each min–max normalised over the pool to [0, 1] (a term that is
-  constant over the pool becomes 0).
+  With a pool combination, C and F are each normalised over the pool
+  ("pool_minmax": to [0, 1]; "pool_zscore": mean 0, std 1; "pool_rank": ranks
+  scaled to [0, 1]; a term that is constant over the pool becomes 0) and
+  summed; with "sum" the scores are the models' own C + λ·F.
 
   Args:
-    results: ``{model: FaCeResult}`` (any ``combine``).
+    results: ``{model: FaCeResult}``.
     fairness_weight: λ (default: the results' own ``options.fairness_weight``,
       which must then agree).
+    combine: one of ``COMBINES`` (default: the results' own
+      ``options.combine``, which must then agree).
 
   Returns:
     ``{model: pool score}`` (higher = predicted more transferable).
 
   Raises:
-    InputError: empty pool, disagreeing λ, or a non-finite term.
+    InputError: empty pool, disagreeing λ or combinations, an unknown
+      combination, or a non-finite term.
   """
   if not results:
     raise InputError('face_pool needs at least one model')
@@ -385,11 +457,40 @@ def face_pool(
           'pass fairness_weight explicitly'
       )
     fairness_weight = lams.pop()
+  if combine is None:
+    combines = {r.options.combine for r in results.values()}
+    if len(combines) != 1:
+      raise InputError(
+          f'the results use different combinations {sorted(combines)}; pass combine explicitly'
+      )
+    combine = combines.pop()
+  if combine not in COMBINES:
+    raise InputError(f'combine must be one of {COMBINES}, got {combine!r}')
   comps = {
       m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
       for m, r in results.items()
   }
-  return pool_lib.pool_minmax(comps, {'variance_collapse': 1.0, 'class_fairness': fairness_weight})
+  return combine_terms(comps, combine, fairness_weight)
+
+
+def combine_terms(
+    terms: Mapping[str, Mapping[str, float]], combine: str, fairness_weight: float = 1.0
+) -> dict[str, float]:
+  """FaCe scores of a pool from its terms ``{model: {'variance_collapse', 'class_fairness'}}``.
+
+  "sum": C + λ·F per model; a pool combination: ``pool.pool_combine`` of the two
+  terms with weights (1, λ).  Non-finite terms raise for pool combinations.
+  """
+  if combine == 'sum':
+    return {
+        m: float(t['variance_collapse'] + fairness_weight * t['class_fairness'])
+        for m, t in terms.items()
+    }
+  return pool_lib.pool_combine(
+      terms,
+      {'variance_collapse': 1.0, 'class_fairness': fairness_weight},
+      POOL_NORMALISATIONS[combine],
+  )
 
 
 registry.register(
