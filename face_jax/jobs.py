@@ -40,7 +40,15 @@ versions).  Running the same job again resumes from the last checkpoint: the
 finished models are not recomputed, the plans replay the passes made from
 their totals, and the current pass continues from its step, so the scores are
 bitwise those of an uninterrupted run.  A checkpoint with another fingerprint
-raises ``CheckpointMismatch`` naming what differs (``restart=True`` discards it).
+raises ``CheckpointMismatch`` naming what differs (``restart=True`` discards it);
+a features file changed only in rows the checkpoint has not streamed (a bad batch
+fixed) is not a difference: the checkpoint records the sha256 of the rows streamed.
+
+After each save, the sha256 of every file of the checkpoint is recorded beside it;
+a checkpoint whose files do not match is reported, never read, and set aside, and
+the one before it is used (two are kept); with none intact, ``CheckpointCorrupt``.
+A save that fails (full disk, lost permission) raises ``CheckpointWriteError``:
+the checkpoint before it is intact.  docs/failure_modes.md lists the faults.
 """
 
 from __future__ import annotations
@@ -68,6 +76,14 @@ FEATURES_LAYER = 'features'
 
 class CheckpointMismatch(InputError):
   """A checkpoint that another job wrote (its fingerprint differs)."""
+
+
+class CheckpointCorrupt(InputError):
+  """No checkpoint of the directory is intact (each fails its checksum or cannot be read)."""
+
+
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (full disk, lost permission); the last one is intact."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,7 +479,16 @@ class JobCheckpoints:
   shards of the accumulator states (orbax's multi-process save).
   """
 
-  def __init__(self, directory: str, fp: dict, mesh, *, restart: bool = False):
+  def __init__(
+      self,
+      directory: str,
+      fp: dict,
+      mesh,
+      *,
+      restart: bool = False,
+      prefix_digest: Callable[[str, int], str | None] | None = None,
+      log: Callable[..., None] = logging.info,
+  ):
     import orbax.checkpoint as ocp  # edge import: only resumable jobs need orbax
 
     self.ocp = ocp
@@ -474,34 +499,132 @@ class JobCheckpoints:
       if jax.process_index() == 0:
         shutil.rmtree(self.directory)
       _barrier('face_jax_job_restart')
-    self.manager = ocp.CheckpointManager(
+    self.manager = self._manager()
+    self.meta: dict = {'fingerprint': fp, 'finished': {}, 'current': None}
+    self.arrays: dict = {}
+    self.saves = 0
+    self.prefix_digest = prefix_digest
+    self.log = log
+
+  def _manager(self):
+    ocp = self.ocp
+    return ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=2, enable_async_checkpointing=False, create=True
+            # Two kept: when the newest is found corrupt, the one before it is used.
+            max_to_keep=2,
+            enable_async_checkpointing=False,
+            create=True,
+            cleanup_tmp_directories=True,  # a save that failed half-way left one
         ),
         item_handlers={
             'meta': ocp.JsonCheckpointHandler(),
             'arrays': ocp.PyTreeCheckpointHandler(),
         },
     )
-    self.meta: dict = {'fingerprint': fp, 'finished': {}, 'current': None}
-    self.arrays: dict = {}
-    self.saves = 0
+
+  # -- integrity ------------------------------------------------------------------------------
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _write_checksums(self, step: int):
+    """Process 0 records the sha256 of every file of the saved step (``CHECKSUMS``)."""
+    _barrier(f'face_jax_ckpt_saved_{step}')  # every process's shards are written
+    if jax.process_index() == 0:
+      root = self._step_dir(step)
+      sums = _tree_sha256(root)
+      tmp = os.path.join(root, CHECKSUMS + '.tmp')
+      with open(tmp, 'w') as f:
+        json.dump({'files': sums}, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, os.path.join(root, CHECKSUMS))
+    _barrier(f'face_jax_ckpt_checked_{step}')
+
+  def verify(self, step: int) -> str | None:
+    """What is wrong with the saved step (None: every file has its recorded sha256)."""
+    root = self._step_dir(step)
+    try:
+      with open(os.path.join(root, CHECKSUMS)) as f:
+        want = json.load(f)['files']
+    except FileNotFoundError:
+      return f'it has no {CHECKSUMS} (the job stopped while writing it)'
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      return f'its {CHECKSUMS} cannot be read: {e}'
+    try:
+      got = _tree_sha256(root)
+    except OSError as e:
+      return f'its files cannot be read: {e}'
+    missing = sorted(set(want) - set(got))
+    if missing:
+      return f'{len(missing)} file(s) are missing, e.g. {missing[0]}'
+    bad = sorted(k for k in want if got[k] != want[k])
+    if bad:
+      return f'{len(bad)} file(s) differ from their sha256 at save time, e.g. {bad[0]}'
+    return None
 
   def load(self) -> bool:
-    """Reads the latest checkpoint (True if there was one); a fingerprint mismatch raises."""
-    step = self.manager.latest_step()
-    if step is None:
+    """Reads the newest intact checkpoint (True if there was one).
+
+    A step whose files do not match the sha256 recorded at save time (truncated,
+    corrupted, or stopped before its checksums were written) is reported and never
+    read; the step before it is used, and the bad ones are moved to
+    ``<directory>_corrupt/``.
+
+    Raises:
+      CheckpointMismatch: the checkpoint was written by another job.
+      CheckpointCorrupt: there are checkpoints but none is intact.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
       return False
     ocp = self.ocp
-    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    bad, step, meta = [], None, None
+    for s in steps:
+      why = self.verify(s)
+      if why is None:
+        try:
+          meta = self.manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+          meta = meta['meta']
+        except Exception as e:  # noqa: BLE001 -- unreadable: never used, reported below
+          why = f'it cannot be read: {type(e).__name__}: {e}'
+      if why is None:
+        step = s
+        break
+      bad.append((s, why))
+      logging.warning('checkpoint %s is not used: %s', self._step_dir(s), why)
+    if step is None:
+      raise CheckpointCorrupt(
+          f'no checkpoint in {self.directory} is intact; none is loaded:\n  '
+          + '\n  '.join(f'step {s}: {why}' for s, why in bad)
+          + '\nPass --restart to discard them and start from scratch (or choose another '
+          '--output_dir).'
+      )
     diff = _differences(meta.get('fingerprint'), self.fp)
-    if diff:
+    fixed = self._fixed_data(meta) if diff else []
+    if fixed is None:
       raise CheckpointMismatch(
           f'the checkpoint in {self.directory} was written by another job; it is not used. '
           'What differs:\n  ' + '\n  '.join(diff) + '\nRun the same job as before to resume '
           'it, or pass --restart to discard it (or choose another --output_dir).'
       )
+    for name in fixed:
+      self.log(
+          'the features of %s changed since the checkpoint, in rows it has not streamed '
+          '(fixed data): resuming',
+          name,
+      )
+    if bad:
+      self._set_aside([s for s, _ in bad])
+      self.log(
+          'resuming from the intact checkpoint %s; %d newer one(s) that failed their checksum '
+          'moved to %s_corrupt',
+          self._step_dir(step),
+          len(bad),
+          self.directory,
+      )
+    meta['fingerprint'] = self.fp
     self.meta = meta
     self.saves = step
     cur = meta.get('current')
@@ -524,18 +647,74 @@ class JobCheckpoints:
       )['arrays']
     return True
 
+  def _fixed_data(self, meta) -> list | None:
+    """The features models whose file changed only in rows the checkpoint never streamed.
+
+    None when anything else differs (another job): the fingerprint stands.  A
+    features file may change (the rows of a bad batch fixed) when its model is
+    not finished and its first pass was checkpointed before the changed rows:
+    the sha256 of the rows streamed (``data_digest``) is the same.
+    """
+    old = meta.get('fingerprint') or {}
+    if self.prefix_digest is None or _differences(
+        {**old, 'models': None}, {**self.fp, 'models': None}
+    ):
+      return None
+    before, now = old.get('models') or {}, self.fp['models']
+    if list(before) != list(now):
+      return None
+    cur = meta.get('current') or {}
+    changed = [n for n in now if before[n] != now[n]]
+    for name in changed:
+      if name in meta['finished'] or (cur.get('model') == name and cur.get('passes')):
+        return None  # its statistics hold every row of the old file
+      p = cur.get('pass') if cur.get('model') == name else None
+      if p is None:
+        if self.prefix_digest(name, 0) is None:
+          return None  # weights, not features: the fingerprint stands
+        continue
+      if p.get('data_digest') is None or self.prefix_digest(name, p['steps']) != p['data_digest']:
+        return None
+    return changed
+
+  def _set_aside(self, steps):
+    _barrier('face_jax_ckpt_verified')  # every process has read the steps
+    if jax.process_index() == 0:
+      dest = self.directory + '_corrupt'
+      os.makedirs(dest, exist_ok=True)
+      for s in steps:
+        os.replace(self._step_dir(s), os.path.join(dest, f'{s}.{time.time_ns()}'))
+    _barrier('face_jax_ckpt_set_aside')
+    self.manager.close()
+    self.manager = self._manager()
+
   def save(self):
+    """Saves the state (orbax), then its checksums; a failure raises ``CheckpointWriteError``."""
     ocp = self.ocp
+    last = self.saves
     self.saves += 1
-    items = {'meta': ocp.args.JsonSave(self.meta)}
     if self.arrays:
       self.meta['current']['has_arrays'] = True
-      items['arrays'] = ocp.args.PyTreeSave(self.arrays)
     elif self.meta.get('current'):
       self.meta['current']['has_arrays'] = False
-    items['meta'] = ocp.args.JsonSave(self.meta)
-    self.manager.save(self.saves, args=ocp.args.Composite(**items), force=True)
-    self.manager.wait_until_finished()
+    items = {'meta': ocp.args.JsonSave(self.meta)}
+    if self.arrays:
+      items['arrays'] = ocp.args.PyTreeSave(self.arrays)
+    try:
+      self.manager.save(self.saves, args=ocp.args.Composite(**items), force=True)
+      self.manager.wait_until_finished()
+      self._write_checksums(self.saves)
+    except Exception as e:
+      intact = (
+          f'The last checkpoint, {self._step_dir(last)}, is intact'
+          if last
+          else 'No checkpoint was written before'
+      )
+      raise CheckpointWriteError(
+          f'cannot write checkpoint {self.saves} to {self.directory}: {type(e).__name__}: {e}. '
+          f'{intact}: free space or make the directory writable, then run the same command '
+          'again to resume.'
+      ) from e
 
   # -- the state of the current model ---------------------------------------------------------
 
@@ -570,11 +749,10 @@ class JobCheckpoints:
     )
 
   def on_step(self, cp: engine_lib.PassCheckpoint):
-    self.meta['current']['pass'] = {
-        'index': cp.pass_index,
-        'steps': cp.steps,
-        'examples': cp.examples,
-    }
+    cur = self.meta['current']
+    cur['pass'] = {'index': cp.pass_index, 'steps': cp.steps, 'examples': cp.examples}
+    if self.prefix_digest is not None and cp.pass_index == 0:
+      cur['pass']['data_digest'] = self.prefix_digest(cur['model'], cp.steps)
     self.arrays['params'] = _flat([np.asarray(a) for a in jax.tree.leaves(cp.params)])
     self.arrays['states'] = _flat(jax.tree.leaves(cp.states))
     self.save()
@@ -597,6 +775,70 @@ class JobCheckpoints:
     self.meta['current'] = None
     self.arrays = {}
     self.save()
+
+
+CHECKSUMS = 'face_jax_sha256.json'
+
+
+def _tree_sha256(root: str) -> dict:
+  """``{relative path: sha256}`` of every file under ``root`` but ``CHECKSUMS``."""
+  import hashlib
+
+  out = {}
+  for d, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(d, name)
+      rel = os.path.relpath(path, root)
+      if rel in (CHECKSUMS, CHECKSUMS + '.tmp'):
+        continue
+      h = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+          h.update(chunk)
+      out[rel] = h.hexdigest()
+  return out
+
+
+class FeaturesDigest:
+  """sha256 of the rows of a job's features files streamed after ``steps`` steps of a pass.
+
+  Every process streams its slice (``face_jax.data.process_range``) from its start,
+  ``min(batch_size, rows)`` rows a step; the digest covers every process's streamed
+  rows, so any process computes the same.  Incremental within a run; holds each
+  file's arrays once read (as the job's ``ArraySource`` does).
+  """
+
+  def __init__(self, specs: Sequence[ModelSpec], batch_size: int):
+    self.files = {m.name: m.features for m in specs if m.kind == 'features'}
+    self.batch_size = int(batch_size)
+    self._arrays: dict = {}
+    self._hashers: dict = {}
+
+  def __call__(self, name: str, steps: int) -> str | None:
+    import hashlib
+
+    if name not in self.files:
+      return None
+    if name not in self._arrays:
+      with np.load(self.files[name], allow_pickle=False) as z:
+        self._arrays[name] = {k: np.ascontiguousarray(z[k]) for k in sorted(z.files)}
+    z = self._arrays[name]
+    n = len(z['labels'])
+    bs = min(self.batch_size, n)
+    from face_jax.data import process_range  # edge import
+
+    parts = []
+    for q in range(jax.process_count()):
+      lo, hi = process_range(n, q, jax.process_count())
+      upto = lo + min(int(steps) * bs, hi - lo)
+      for k, a in z.items():
+        pos, h = self._hashers.get((name, q, k), (lo, None))
+        if h is None or pos > upto:
+          pos, h = lo, hashlib.sha256(f'{k}{a.dtype}{a.shape[1:]}'.encode())
+        h.update(a[pos:upto].tobytes())
+        self._hashers[(name, q, k)] = (upto, h)
+        parts.append(h.hexdigest())
+    return hashlib.sha256(''.join(parts).encode()).hexdigest()
 
 
 def _barrier(name: str):
@@ -1007,7 +1249,12 @@ def prepare(
   ckpt = None
   if checkpoint_dir:
     ckpt = JobCheckpoints(
-        checkpoint_dir, fingerprint(cfg, specs, pipe, mesh), mesh, restart=restart
+        checkpoint_dir,
+        fingerprint(cfg, specs, pipe, mesh),
+        mesh,
+        restart=restart,
+        prefix_digest=FeaturesDigest(specs, cfg.batch_size),
+        log=log,
     )
     if ckpt.load():
       cur = ckpt.meta.get('current')

@@ -194,6 +194,14 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Several processes: jax.distributed.initialize(process_id=...).'
 )
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout_seconds',
+    60,
+    'Several processes: a process not heard from for this long (dead or hung) is taken as '
+    'dead and every other process stops with an error '
+    '(jax.distributed.initialize(heartbeat_timeout_seconds=...)).',
+    lower_bound=1,
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed',
     False,
@@ -360,6 +368,7 @@ def _init_distributed():
       coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
+      heartbeat_timeout_seconds=_HEARTBEAT.value,
   )
   logging.info(
       'jax.distributed: process %d of %d, %d local / %d global devices',
@@ -867,11 +876,18 @@ def _job_main(t0: float, c):
   try:
     result = job.run()
   except Exception as e:  # say what to do; the checkpoint is left as it was
+    peers = ''
+    if jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError):
+      peers = (
+          f' A collective between the {jax.process_count()} processes failed: another process '
+          'probably died or lost its connection (see its log); this one stops too.'
+      )
     logging.error(
-        'the job stopped: %s: %s. The last checkpoint in %s is intact: run the same command '
-        'again to resume from it.',
+        'the job stopped: %s: %s.%s The last checkpoint in %s is intact: run the same command '
+        'again (on every process) to resume from it.',
         type(e).__name__,
         e,
+        peers,
         ckpt_dir,
     )
     raise
@@ -985,49 +1001,60 @@ def _job_main(t0: float, c):
   }
   if not writer:
     return
-  written = [
-      reports.write_json(os.path.join(out_dir, 'results.json'), payload),
-      reports.write_csv(os.path.join(out_dir, 'results.csv'), jobs.score_rows(result)),
-      reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
-  ]
-  if table is not None:
-    written.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table))
-  if _PLOT.value and any(r.get(rank_by) is not None for r in rows):
-    written.append(
-        reports.plot_ranking(
-            [r for r in rows if r.get(rank_by) is not None],
-            os.path.join(out_dir, 'ranking.png'),
-            metric=rank_by,
+  try:
+    written = [
+        reports.write_json(os.path.join(out_dir, 'results.json'), payload),
+        reports.write_csv(os.path.join(out_dir, 'results.csv'), jobs.score_rows(result)),
+        reports.write_csv(os.path.join(out_dir, 'ranking.csv'), rows),
+    ]
+    if table is not None:
+      written.append(reports.write_csv(os.path.join(out_dir, 'evaluation.csv'), table))
+    if _PLOT.value and any(r.get(rank_by) is not None for r in rows):
+      written.append(
+          reports.plot_ranking(
+              [r for r in rows if r.get(rank_by) is not None],
+              os.path.join(out_dir, 'ranking.png'),
+              metric=rank_by,
+          )
+      )
+      overlaps = {
+          f'{r["model"]} ({r["layer"]})'
+          if n_pools > 1
+          else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
+          for r in rows
+          if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
+      }
+      if overlaps:
+        written.append(
+            reports.plot_class_overlap(
+                overlaps,
+                os.path.join(out_dir, 'face_overlap.png'),
+                class_names=list(job.pipe.class_names) if job.pipe is not None else None,
+                title='FaCe per-class overlap (models in ranking order)',
+            )
         )
+      if truth is not None and rank_by in oriented_all:
+        sc = oriented_all[rank_by]
+        written.append(
+            reports.plot_scores_vs_truth(
+                sc,
+                {k: truth[k] for k in sc},
+                os.path.join(out_dir, 'score_vs_truth.png'),
+                score_name=f'{rank_by} score',
+                truth_name='ground truth',
+                title=f'{rank_by} vs ground truth',
+            )
+        )
+  except OSError as e:  # a full disk, a directory that became read-only
+    logging.error(
+        'the results could not be written to %s: %s. Every model is finished in the checkpoint '
+        '%s: free space or make the directory writable, then run the same command again (nothing '
+        'is recomputed).',
+        out_dir,
+        e,
+        ckpt_dir,
     )
-    overlaps = {
-        f'{r["model"]} ({r["layer"]})'
-        if n_pools > 1
-        else r['model']: result.records[r['model']][r['layer']]['face']['overlap']
-        for r in rows
-        if result.records[r['model']][r['layer']].get('face', {}).get('overlap')
-    }
-    if overlaps:
-      written.append(
-          reports.plot_class_overlap(
-              overlaps,
-              os.path.join(out_dir, 'face_overlap.png'),
-              class_names=list(job.pipe.class_names) if job.pipe is not None else None,
-              title='FaCe per-class overlap (models in ranking order)',
-          )
-      )
-    if truth is not None and rank_by in oriented_all:
-      sc = oriented_all[rank_by]
-      written.append(
-          reports.plot_scores_vs_truth(
-              sc,
-              {k: truth[k] for k in sc},
-              os.path.join(out_dir, 'score_vs_truth.png'),
-              score_name=f'{rank_by} score',
-              truth_name='ground truth',
-              title=f'{rank_by} vs ground truth',
-          )
-      )
+    raise
   print('\nwrote:\n' + '\n'.join(f'  {w}' for w in written))
 
 

@@ -48,6 +48,26 @@ def test_health_counts_every_non_finite_value_exactly(dtype):
   np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [0, 1, 0])
 
 
+def test_health_counts_bad_source_probability_rows():
+  import jax
+  from face_jax._src import engine, stats
+
+  p = np.full((7, 4), 0.25, np.float32)
+  p[0, 0] = np.nan
+  p[1, 0] = np.inf
+  p[2, :2] = [-1e-30, 0.5 + 1e-30]  # a negative entry, however small (the row sums to 1)
+  p[3, 0] = 0.5  # sums to 1.25
+  p[4, :] = [1.0, 0.0, 0.0, 0.0]  # one-hot: fine
+  p[5, 0] = np.nan  # padding row: not counted
+  p[6, :] = [0.25 + 5e-5, 0.25, 0.25, 0.25]  # within PROBS_SUM_ATOL: fine
+  x = np.zeros((7, 3), np.float32)
+  y = np.zeros(7, np.int32)
+  mask = np.array([1, 1, 1, 1, 1, 0, 1], bool)
+  health = jax.jit(engine.health_counts, static_argnums=1)
+  batch = stats.Batch(x, y, mask, {'source_probs': p})
+  np.testing.assert_array_equal(np.asarray(health(batch, 2)), [0, 0, 4])
+
+
 def test_labels_out_of_range():
   x, y = _data()
   y = y.copy()

@@ -224,11 +224,13 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
   bad_probs = jnp.zeros((), jnp.int32)
   if 'source_probs' in batch.extras:
     p = batch.extras['source_probs'].astype(jnp.float32)
-    ok = (
-        jnp.all(jnp.isfinite(p), axis=-1)
-        & jnp.all(p >= 0, axis=-1)
-        & (jnp.abs(jnp.sum(p, axis=-1) - 1.0) <= PROBS_SUM_ATOL)
-    )
+    # Two fused sums per row instead of boolean all() reductions (slower on XLA:CPU):
+    # the row sum is finite iff every entry is (entries of a valid row are at most 1,
+    # so a finite row cannot overflow), and the sum of min(p, 0) is 0 iff no entry is
+    # negative (its terms cannot cancel).
+    total = jnp.sum(p, axis=-1)
+    negative = jnp.sum(jnp.minimum(p, 0.0), axis=-1)
+    ok = jnp.isfinite(total) & (negative == 0) & (jnp.abs(total - 1.0) <= PROBS_SUM_ATOL)
     bad_probs = jnp.sum(m & ~ok, dtype=jnp.int32)
   return jnp.stack([nonfinite, bad_labels, bad_probs])
 

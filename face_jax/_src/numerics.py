@@ -34,15 +34,21 @@ def sym_eig_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pinv_trace(
-    a: np.ndarray, b: np.ndarray, rtol: float, max_rank: int | None = None
+    a: np.ndarray | None,
+    b: np.ndarray,
+    rtol: float,
+    max_rank: int | None = None,
+    *,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, int]:
   """(trace(pinv(a) @ b), rank kept) for symmetric ``a``, ``b`` [D, D].
 
   Eigenpairs of ``a`` with |λ| > rtol·max|λ| are kept (numpy/torch ``pinv``
   with that ``rcond``/``rtol``: for a symmetric matrix the singular values are
   the |λ|); at most ``max_rank`` of them, the largest (a known rank bound).
+  ``eig``: a's eigenpairs (w descending, v) when already known (``a`` unused).
   """
-  w, v = sym_eig_desc(a)
+  w, v = sym_eig_desc(a) if eig is None else eig
   aw = np.abs(w)
   if aw.max() == 0.0:
     return 0.0, 0

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg.blas
 from flax import struct
 
 from face_jax._src import cpu_moments
@@ -347,6 +348,21 @@ class ClassMoments:
     """[D, D] Σ_i (x_i − μ)(x_i − μ)ᵀ (needs unit class weights)."""
     self._need_unit_scatter('total_scatter')
     return self.within_scatter + self.between_scatter()
+
+  @functools.cached_property
+  def total_scatter_eig(self) -> tuple[np.ndarray, np.ndarray]:
+    """(w [D] descending, v [D, D]) eigenpairs of ``total_scatter`` (computed once).
+
+    Metrics finalised from the same statistics share it: H-score's and the
+    regularised H-score's pseudo-inverses and NCTI's PCA (the regularised
+    covariance (1 − a) T/N + c I has the same eigenvectors).  Read-only arrays.
+    """
+    t = self.total_scatter()
+    w, v = np.linalg.eigh(0.5 * (t + t.T))
+    w, v = w[::-1].copy(), v[:, ::-1].copy()
+    w.flags.writeable = False
+    v.flags.writeable = False
+    return w, v
 
   def second_moment(self) -> np.ndarray:
     """[D, D] raw Σ_i x_i x_iᵀ (uncentred; needs unit class weights)."""
@@ -742,6 +758,27 @@ class ClassCovariances:
     """[D, D] Σ_{i∈k} (x_i − a)(x_i − a)ᵀ about a common point ``a`` [D]."""
     dm = self.means[k] - np.asarray(center, np.float64)
     return self.class_scatter(k) + self.counts[k] * np.outer(dm, dm)
+
+  def class_scatter_about_upper(self, k: int, center: np.ndarray) -> np.ndarray:
+    """[D, D] float64 whose upper triangle is ``class_scatter_about(k, center)``'s.
+
+    The lower triangle is left unspecified: for a consumer that reads one triangle
+    (a Cholesky factorisation).  One conversion pass and one in-place rank-2 update
+    (BLAS ``dsyr2``), with no symmetrisation: a fraction of
+    ``class_scatter_about``'s full-matrix passes.
+    """
+    u = np.array(self.raw[k], np.float64)
+    if self.raw_lo is not None:
+      u += self.raw_lo[k]
+    n = float(self.counts[k])
+    if n > 0:
+      # About the shift c: raw; about a: raw + n (δ δᵀ − α αᵀ) with α = mean − c
+      # (= zsum / n) and δ = mean − a, i.e. the rank-2 update (n/2)[(δ − α)(δ + α)ᵀ + ...].
+      alpha = self.zsum[k] / n
+      delta = self.means[k] - np.asarray(center, np.float64)
+      # Row-major upper triangle = the Fortran-order lower triangle of u.T (no copy).
+      scipy.linalg.blas.dsyr2(0.5 * n, delta - alpha, delta + alpha, a=u.T, lower=1, overwrite_a=1)
+    return u
 
   @property
   def scatter(self) -> np.ndarray:

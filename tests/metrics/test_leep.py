@@ -90,15 +90,17 @@ def test_leep_zero_mass_source_class_and_zero_expected_prediction():
   assert leep_lib.leep_from_sums(joint, leep_lib.LeepSums(60.0, -50.0, 0.0)) == -50.0 / 60.0
 
 
-def test_first_argmax_is_argmax_with_the_first_index_on_ties():
+@pytest.mark.parametrize('ks', [1000, 997, 64, 48])  # blocked (125, 16 wide), unblocked
+def test_first_argmax_is_argmax_with_the_first_index_on_ties(ks):
   import jax.numpy as jnp
   from face_jax._src.metrics import leep as leep_lib
 
   rng = np.random.default_rng(0)
-  p = rng.random((257, 1000)).astype(np.float32)
-  p[:, 7] = p[:, 500] = 2.0  # a tie in every row: the first index wins
+  p = rng.random((257, ks)).astype(np.float32)
+  p[:, 7] = p[:, ks // 2] = 2.0  # a tie in every row: the first index wins
   p[3] = 0.0  # all equal
-  p[4, 999] = 5.0  # the last column
+  p[4, ks - 1] = 5.0  # the last column
+  p[5, 20:40] = 3.0  # a tie across a block boundary (blocks of 16 at ks = 48)
   got = np.asarray(leep_lib.first_argmax(jnp.asarray(p)))
   np.testing.assert_array_equal(got, np.argmax(p, axis=-1))
-  assert got[0] == 7 and got[3] == 0 and got[4] == 999
+  assert got[0] == 7 and got[3] == 0 and got[4] == ks - 1 and got[5] == 20

@@ -201,8 +201,9 @@ def hscore_from_moments(moments: stats_lib.ClassMoments) -> float:
   present = common.populated_classes(counts, 'hscore')
   n = counts.sum()
   _, between = centered_between(moments, present)
-  cov_f = moments.total_scatter() / (n - 1)
-  return pinv_trace(cov_f, between / (n - 1), HSCORE_PINV_RTOL, max_rank=int(n) - 1)[0]
+  w, v = moments.total_scatter_eig  # cov_f = total scatter / (N − 1)
+  eig = (w / (n - 1), v)
+  return pinv_trace(None, between / (n - 1), HSCORE_PINV_RTOL, max_rank=int(n) - 1, eig=eig)[0]
 
 
 def ledoit_wolf_shrinkage(moments: stats_lib.ClassMoments, norms: NormSums) -> float:
@@ -249,10 +250,11 @@ def reg_hscore_from_moments(moments: stats_lib.ClassMoments, norms: NormSums) ->
   present = common.populated_classes(counts, 'reg_hscore')
   n, d = counts.sum(), moments.dim
   a = ledoit_wolf_shrinkage(moments, norms)
-  s = moments.total_scatter() / n
-  s_a = (1.0 - a) * s + (a * float(np.trace(s)) / d) * np.eye(d)
+  # S_a = (1 − a) T/N + (a tr(S)/D) I: T's eigenvectors, eigenvalues moved affinely.
+  w, v = moments.total_scatter_eig
+  eig = ((1.0 - a) * (w / n) + a * float(np.sum(w)) / (n * d), v)
   _, between = centered_between(moments, present)
-  return pinv_trace(s_a, (1.0 - a) * between / (n - 1), HSCORE_PINV_RTOL)[0]
+  return pinv_trace(None, (1.0 - a) * between / (n - 1), HSCORE_PINV_RTOL, eig=eig)[0]
 
 
 # -- plans ----------------------------------------------------------------------------

@@ -208,10 +208,9 @@ def ncti_plan(info: engine_lib.StreamInfo, options: NctiOptions, dtype: str = 'f
   p = common.resolve_pca_dim(options.pca_dim, n, info.dim, options.pca_dim_policy, 'ncti')
   g = fin.global_mean()
   s_t = fin.total_scatter()
-  evals, vecs = np.linalg.eigh(0.5 * (s_t + s_t.T))
-  order = np.argsort(evals)[::-1][:p]
-  v = vecs[:, order]  # [D, p]
-  lam = evals[order]
+  evals, vecs = fin.total_scatter_eig  # descending; shared with H-score's pseudo-inverse
+  v = vecs[:, :p].copy()  # [D, p]
+  lam = evals[:p]
   # Components whose variance is rounding noise (rank(S_T) < p) are exactly
   # zero columns of F in exact arithmetic; make them so (see null_components).
   null = lam <= null_variance_tol(lam[0], info.dim, dtype)

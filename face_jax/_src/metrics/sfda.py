@@ -46,6 +46,11 @@ from face_jax._src.numerics import power_largest_eig, solve_spd
 
 SFDA_POWER_ITERS = 3  # power-iteration steps for the largest eigenvalue of Sw
 SFDA_SHRINK_FLOOR = 1e-10  # shrinkage = max(exp(-5 lambda), 1e-10)
+# A direction is dead (constant features) when its total scatter is at most this fraction of
+# sqrt(D)·eps(dtype)·λ_max (``constant_directions``): measured on the bundled zoo, a dead
+# direction's float32 total scatter is at most 7e-3 of that bound (the compensated sums leave
+# only the per-batch products' rounding), a live one at least 0.14 of it or exactly 0.
+SFDA_DEAD_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +98,39 @@ def denoise_scatter(within: np.ndarray, dtype: str) -> np.ndarray:
   return (v * w) @ v.T
 
 
+def constant_directions(moments: stats_lib.ClassMoments, dtype: str) -> np.ndarray | None:
+  """[D, D] projector onto the directions in which the features vary, or None if all do.
+
+  A direction whose total scatter is at the accumulation dtype's rounding noise
+  (eigenvalue ≤ ``SFDA_DEAD_FRACTION · sqrt(D) · eps(dtype) · λ_max`` of the total
+  scatter) is one in which every sample has the same value: a constant or dead
+  feature.  In exact arithmetic it contributes nothing to SFDA
+  (the class means agree in it, so 0 times the inverse of its shrunk variance).
+  In float32 the class means differ in it by rounding noise, which the shrinkage
+  (down to 1e-10) amplifies into the logits: the score then depends on the
+  summation order (measured on a zoo model with one dead feature, D = 64,
+  N = 111: 0.59 to 0.90 over batch sizes, 0.918 in float64).  Such directions
+  are projected out of the means and scatters (float32 accumulation only; in
+  float64 nothing changes, exactly as ``face_jax.dense``).
+  """
+  if np.dtype(dtype) == np.float64:
+    return None
+  w, v = moments.total_scatter_eig
+  tol = SFDA_DEAD_FRACTION * math.sqrt(w.shape[0]) * float(np.finfo(np.dtype(dtype)).eps)
+  dead = w <= tol * max(float(w[0]), 0.0)
+  if not dead.any():
+    return None
+  v0 = v[:, dead]
+  return np.eye(w.shape[0]) - v0 @ v0.T
+
+
+def _project(p: np.ndarray | None, mu: np.ndarray, within: np.ndarray):
+  """(mu P, P within P) with the projector P (unchanged when P is None)."""
+  if p is None:
+    return mu, within
+  return mu @ p, p @ within @ p
+
+
 def shrunk_lda(
     mu: np.ndarray, within: np.ndarray, counts: np.ndarray, shrinkage: float | None
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -130,7 +168,9 @@ def sfda_plan(info: engine_lib.StreamInfo, options: SfdaOptions, dtype: str = 'f
   n = counts.sum()
   g = fin.global_mean()
   mu = fin.means[present] - g  # [C, D] centred
-  coef, bias, shrink = shrunk_lda(mu, denoise_scatter(fin.within_scatter, dtype), counts, None)
+  keep = constant_directions(fin, dtype)
+  mu, within = _project(keep, mu, denoise_scatter(fin.within_scatter, dtype))
+  coef, bias, shrink = shrunk_lda(mu, within, counts, None)
   c = mu.shape[0]
   mbar = (mu.sum(0)[None, :] - mu) / (c - 1)
   mix = {
@@ -144,9 +184,8 @@ def sfda_plan(info: engine_lib.StreamInfo, options: SfdaOptions, dtype: str = 'f
   spec2 = ConfMixSpec(num_classes=k, dim=info.dim, dtype=dtype)
   params2 = dict(mix, shift=common.embed_classes(mu, present, 0), weight=np.ones((k,)))
   fin2 = (yield {'confmix': engine_lib.Request(ConfMixMoments, spec2, params2)})['confmix']
-  coef2, bias2, _ = shrunk_lda(
-      fin2.means[present], denoise_scatter(fin2.within_scatter, dtype), counts, shrink
-  )
+  mu2, within2 = _project(keep, fin2.means[present], denoise_scatter(fin2.within_scatter, dtype))
+  coef2, bias2, _ = shrunk_lda(mu2, within2, counts, shrink)
 
   spec3 = posterior.PosteriorSpec(num_classes=k, dim=info.dim, dtype=dtype, confmix=True)
   params3 = dict(
