@@ -233,7 +233,7 @@ def resolve_models(items: Sequence[str]) -> list[ModelSpec]:
             )
         )
       continue
-    if spec.endswith('.npz'):
+    if spec.endswith('.npz') and spec.partition(':')[0] not in models.list_presets():
       if not os.path.isfile(spec):
         raise InputError(f'--models {item!r}: features file {spec} not found')
       with np.load(spec, allow_pickle=False) as z:
@@ -770,9 +770,6 @@ class JobCheckpoints:
     }
     self.save()
 
-  def finish_model(self, name: str, record: dict):
-    self.finish_models({name: record})
-
   def finish_models(self, records: Mapping[str, dict]):
     self.meta['finished'].update(records)
     self.meta['current'] = None
@@ -1016,101 +1013,57 @@ class Job:
 
   def run(self) -> JobResult:
     """Scores every model (the finished ones of the checkpoint are taken as they are)."""
-    cfg, pipe, infos, ckpt, log = self.cfg, self.pipe, self.infos, self.ckpt, self.log
+    cfg, infos, log = self.cfg, self.infos, self.log
     specs = self.specs
     records, model_info, resumed = {}, {}, []
     streamed = 0
-    group = []
-    if cfg.one_read:
-      group = [m for m in specs if m.kind in ('collection', 'preset')]
+    group = [m for m in specs if m.kind in ('collection', 'preset')] if cfg.one_read else []
     self.data_passes = 0
     for i, spec in enumerate(specs):
-      position = f'({i + 1}/{len(specs)})'
       if spec in group:
         if spec is group[0]:
           streamed += self._run_one_read(group, records, model_info, resumed)
         continue
-      if ckpt is not None and spec.name in ckpt.meta['finished']:
-        fin = ckpt.meta['finished'][spec.name]
-        records[spec.name] = fin['records']
-        model_info[spec.name] = {**fin['info'], 'resumed': True}
-        resumed.append(spec.name)
-        log('%s %s: finished in an earlier run (checkpoint)', spec.name, position)
+      label = f'{spec.name} ({i + 1}/{len(specs)})'
+      if self._take_finished([spec.name], records, model_info, resumed, label):
         continue
       t0 = time.perf_counter()
-      eng = engine_lib.Engine(
-          self.mesh,
-          dtype=cfg.dtype,
-          progress=Progress(spec.name, position, None, self.log_every_seconds, log),
-          progress_every=1,
-      )
+      eng = self._engine(label, None)
       recs, plans, source, featurizer, aux, total = _model_plans(
-          cfg, spec, pipe, self.layers_of[spec.name], infos, eng
+          self.cfg, spec, self.pipe, self.layers_of[spec.name], infos, eng
       )
       eng.progress.total = total
-      kw = {}
-      if ckpt is not None:
-        ckpt.start_model(spec.name)
-        resume = ckpt.resume()
-        if resume is not None:
-          eng.progress.resumed[resume.pass_index] = resume.examples
-        kw = dict(
-            history=ckpt.history(),
-            resume=resume,
-            on_pass=ckpt.on_pass,
-            checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
-            checkpoint_every=cfg.checkpoint_every_steps,
-        )
-      last = {'examples': 0}
-
-      def count(index, totals, last=last, inner=kw.get('on_pass')):
-        last['examples'] = totals.examples
-        if inner is not None:
-          inner(index, totals)
-
-      done_before = len(kw.get('history', ()))
-      kw['on_pass'] = count
-      passes = 0
-      if plans:
-        run_ = engine_lib.run_plans(eng, source, plans, featurizer=featurizer, aux=aux, **kw)
-        passes = run_.passes
-        self.data_passes += passes - done_before
-        for layer, vals in run_.results.items():
-          for m, v in vals.items():
-            if isinstance(v, engine_lib.PlanFailure):
-              recs[layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
-            else:
-              recs[layer][m] = value_record(infos[m], v)
-      examples = _global_sum(last['examples'])
-      if not examples and kw.get('history'):
-        examples = _global_sum(kw['history'][-1].examples)
+      passes, this_run, examples = self._stream(
+          spec.name, eng, source, plans, featurizer, aux, recs
+      )
       seconds = time.perf_counter() - t0
       records[spec.name] = {l: {m: recs[l][m] for m in infos} for l in recs}
       model_info[spec.name] = {
-          'examples': int(examples),
-          'passes': int(passes),
-          'passes_this_run': int(passes - done_before),
+          'examples': examples,
+          'passes': passes,
+          'passes_this_run': this_run,
           'seconds_this_run': seconds,
           'layers': list(recs),
           'resumed': False,
       }
-      streamed += int(examples) * int(passes - done_before)
+      streamed += examples * this_run
       failed = sorted({m for l in recs for m, r in recs[l].items() if r.get('error')})
       log(
-          '%s %s: %d metric(s) x %d layer(s) on %d examples in %.1fs, %d pass(es), %.0f '
+          '%s: %d metric(s) x %d layer(s) on %d examples in %.1fs, %d pass(es), %.0f '
           'examples/s%s',
-          spec.name,
-          position,
+          label,
           len(infos),
           len(recs),
           examples,
           seconds,
           passes,
-          examples * max(passes - done_before, 0) / max(seconds, 1e-9),
+          examples * this_run / max(seconds, 1e-9),
           f'; no value: {", ".join(failed)}' if failed else '',
       )
-      if ckpt is not None:
-        ckpt.finish_model(spec.name, {'records': records[spec.name], 'info': model_info[spec.name]})
+      if self.ckpt is not None:
+        self.ckpt.finish_models(
+            {spec.name: {'records': records[spec.name], 'info': model_info[spec.name]}}
+        )
     scores = {
         model: {layer: {m: record_score(r) for m, r in recs.items()} for layer, recs in by.items()}
         for model, by in records.items()
@@ -1125,25 +1078,82 @@ class Job:
         data_passes=self.data_passes,
     )
 
-  def _run_one_read(self, group, records, model_info, resumed) -> int:
-    """The network models together (``one_read``); returns the examples streamed."""
-    cfg, pipe, infos, ckpt, log = self.cfg, self.pipe, self.infos, self.ckpt, self.log
-    names = [m.name for m in group]
-    label = f'one read of {len(group)} models'
-    if ckpt is not None and all(n in ckpt.meta['finished'] for n in names):
-      for n in names:
-        records[n] = ckpt.meta['finished'][n]['records']
-        model_info[n] = {**ckpt.meta['finished'][n]['info'], 'resumed': True}
-        resumed.append(n)
-      log('%s: finished in an earlier run (checkpoint)', label)
-      return 0
-    t0 = time.perf_counter()
-    eng = engine_lib.Engine(
+  def _take_finished(self, names, records, model_info, resumed, label) -> bool:
+    """Takes the models' records from the checkpoint if all of them finished there."""
+    ckpt = self.ckpt
+    if ckpt is None or not all(n in ckpt.meta['finished'] for n in names):
+      return False
+    for n in names:
+      records[n] = ckpt.meta['finished'][n]['records']
+      model_info[n] = {**ckpt.meta['finished'][n]['info'], 'resumed': True}
+      resumed.append(n)
+    self.log('%s: finished in an earlier run (checkpoint)', label)
+    return True
+
+  def _engine(self, label: str, total: int | None) -> engine_lib.Engine:
+    return engine_lib.Engine(
         self.mesh,
-        dtype=cfg.dtype,
-        progress=Progress(label, '', pipe.num_local_examples, self.log_every_seconds, log),
+        dtype=self.cfg.dtype,
+        progress=Progress(label, '', total, self.log_every_seconds, self.log),
         progress_every=1,
     )
+
+  def _stream(self, unit, eng, source, plans, featurizer, aux, recs) -> tuple[int, int, int]:
+    """Runs ``plans`` (resumed from the checkpoint of ``unit``); their records go into ``recs``.
+
+    ``recs`` is ``{stream: {metric: record}}``; a stream named ``model/layer`` (one
+    read) goes into ``recs[model][layer]``.
+
+    Returns:
+      (passes, passes made by this run, examples per pass over every process).
+    """
+    cfg, ckpt = self.cfg, self.ckpt
+    kw, last = {}, {'examples': 0}
+    if ckpt is not None:
+      ckpt.start_model(unit)
+      resume = ckpt.resume()
+      if resume is not None:
+        eng.progress.resumed[resume.pass_index] = resume.examples
+      kw = dict(
+          history=ckpt.history(),
+          resume=resume,
+          checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
+          checkpoint_every=cfg.checkpoint_every_steps,
+      )
+      if kw['history']:
+        last['examples'] = kw['history'][-1].examples
+    done_before = len(kw.get('history', ()))
+
+    def on_pass(index, totals):
+      last['examples'] = totals.examples
+      if ckpt is not None:
+        ckpt.on_pass(index, totals)
+
+    if not plans:
+      return 0, 0, 0
+    run_ = engine_lib.run_plans(
+        eng, source, plans, featurizer=featurizer, aux=aux, on_pass=on_pass, **kw
+    )
+    self.data_passes += run_.passes - done_before
+    for stream, vals in run_.results.items():
+      name, _, layer = stream.rpartition('/')
+      into = recs[name][layer] if name else recs[stream]
+      for m, v in vals.items():
+        if isinstance(v, engine_lib.PlanFailure):
+          into[m] = collection_scoring.metric_record(self.infos[m], error=v.error)
+        else:
+          into[m] = value_record(self.infos[m], v)
+    return run_.passes, run_.passes - done_before, _global_sum(last['examples'])
+
+  def _run_one_read(self, group, records, model_info, resumed) -> int:
+    """The network models together (``one_read``); returns the examples streamed."""
+    cfg, pipe, infos = self.cfg, self.pipe, self.infos
+    names = [m.name for m in group]
+    label = f'one read of {len(group)} models'
+    if self._take_finished(names, records, model_info, resumed, label):
+      return 0
+    t0 = time.perf_counter()
+    eng = self._engine(label, pipe.num_local_examples)
     recs_of, extractors, feats, run_names, plans = {}, [], [], [], {}
     for spec in group:
       layers = self.layers_of[spec.name]
@@ -1164,74 +1174,41 @@ class Job:
       run_names.append(spec.name)
       for layer, ps in prepared.plans(eng.dtype, wrap=engine_lib.isolated).items():
         plans[f'{spec.name}/{layer}'] = ps
-    kw, done_before, last = {}, 0, {'examples': 0}
-    if ckpt is not None:
-      ckpt.start_model(label)
-      resume = ckpt.resume()
-      if resume is not None:
-        eng.progress.resumed[resume.pass_index] = resume.examples
-      kw = dict(
-          history=ckpt.history(),
-          resume=resume,
-          checkpoint=ckpt.on_step if cfg.checkpoint_every_steps > 0 else None,
-          checkpoint_every=cfg.checkpoint_every_steps,
-      )
-      done_before = len(kw['history'])
-      if kw['history']:
-        last['examples'] = kw['history'][-1].examples
-
-    def on_pass(index, totals):
-      last['examples'] = totals.examples
-      if ckpt is not None:
-        ckpt.on_pass(index, totals)
-
-    passes = 0
-    if plans:
-      run_ = engine_lib.run_plans(
-          eng,
-          OneReadSource(pipe, extractors),
-          plans,
-          featurizer=OneReadFeaturizer(tuple(run_names), tuple(feats)),
-          aux=tuple(eng.replicate(ex.params) for ex in extractors),
-          on_pass=on_pass,
-          **kw,
-      )
-      passes = run_.passes
-      self.data_passes += passes - done_before
-      for stream, vals in run_.results.items():
-        name, _, layer = stream.rpartition('/')
-        for m, v in vals.items():
-          if isinstance(v, engine_lib.PlanFailure):
-            recs_of[name][layer][m] = collection_scoring.metric_record(infos[m], error=v.error)
-          else:
-            recs_of[name][layer][m] = value_record(infos[m], v)
-    examples = _global_sum(last['examples'])
+    passes, this_run, examples = self._stream(
+        label,
+        eng,
+        OneReadSource(pipe, extractors),
+        plans,
+        OneReadFeaturizer(tuple(run_names), tuple(feats)),
+        tuple(eng.replicate(ex.params) for ex in extractors),
+        recs_of,
+    )
     seconds = time.perf_counter() - t0
     finished = {}
     for n in names:
       records[n] = {l: {m: recs_of[n][l][m] for m in infos} for l in recs_of[n]}
       model_info[n] = {
-          'examples': int(examples),
-          'passes': int(passes),
-          'passes_this_run': int(passes - done_before),
+          'examples': examples,
+          'passes': passes,
+          'passes_this_run': this_run,
           'seconds_this_run': seconds,
           'layers': list(recs_of[n]),
           'resumed': False,
           'one_read': True,
       }
       finished[n] = {'records': records[n], 'info': model_info[n]}
-    log(
+    self.log(
         '%s: %d metric(s) on %d examples in %.1fs, %d pass(es) over the data, %.0f examples/s',
         label,
         len(infos),
         examples,
         seconds,
         passes,
-        examples * max(passes - done_before, 0) / max(seconds, 1e-9),
+        examples * this_run / max(seconds, 1e-9),
     )
-    if ckpt is not None:
-      ckpt.finish_models(finished)
-    return int(examples) * int(passes - done_before)
+    if self.ckpt is not None:
+      self.ckpt.finish_models(finished)
+    return examples * this_run
 
 
 def prepare(

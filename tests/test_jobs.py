@@ -135,11 +135,12 @@ def test_models_on_a_dataset_one_forward_pass_for_every_layer(tmp_path):
         np.testing.assert_allclose(v, each.scores[model][layer][metric], rtol=1e-6)
   # Inputs that do not fit the dataset are refused at start-up.
   np.savez(tmp_path / 'k12.npz', features=np.ones((12, 3), np.float32), labels=np.arange(12))
+  (tmp_path / 'garbage.msgpack').write_bytes(b'not a checkpoint')
   for change, message in [
       (dict(layers=('block9',)), "has no layer(s) ['block9']"),
       (dict(models=(f'{tmp_path}/k12.npz',), layers=()), 'beyond the 10 classes of digits'),
       (dict(dataset='no_such_dataset'), 'no_such_dataset'),
-      (dict(models=(f'cnn_tiny:{tmp_path}/k12.npz',)), 'cannot be built'),
+      (dict(models=(f'cnn_tiny:{tmp_path}/garbage.msgpack',)), 'cannot be built'),
   ]:
     with pytest.raises(face_jax.InputError) as e:
       jobs.prepare(dataclasses.replace(cfg, **change))
