@@ -43,9 +43,13 @@ def test_health_counts_every_non_finite_value_exactly(dtype):
   mask = np.array([1, 1, 1, 1, 1, 0, 1], bool)
   y = np.array([0, 1, 0, 1, 0, 7, 2], np.int32)
   health = jax.jit(engine.health_counts, static_argnums=1)
-  np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [4, 1, 0])
+  h = np.asarray(health(stats.Batch(x, y, mask), 2))
+  np.testing.assert_array_equal(h[: engine.HEALTH_DROPPED + 1], [4, 1, 0, 0])
+  # The largest finite |value| of the unmasked rows, as float32 bits.
+  assert h[engine.HEALTH_AMAX].view(np.float32) == np.float32(big)
   x[1:4] = 1  # only the false alarm left
-  np.testing.assert_array_equal(np.asarray(health(stats.Batch(x, y, mask), 2)), [0, 1, 0])
+  h = np.asarray(health(stats.Batch(x, y, mask), 2))
+  np.testing.assert_array_equal(h[: engine.HEALTH_DROPPED + 1], [0, 1, 0, 0])
 
 
 def test_health_counts_bad_source_probability_rows():

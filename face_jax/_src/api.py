@@ -37,7 +37,7 @@ def make_source(
     if labels is None:
       raise InputError('labels are required with an array of features')
     feats = jax.device_get(features) if isinstance(features, jax.Array) else features
-    if not np.issubdtype(np.asarray(feats).dtype, np.floating):
+    if not sources.is_floating(np.asarray(feats).dtype):
       raise InputError(f'features must be floating point, got dtype {np.asarray(feats).dtype}')
     acc = dtype or ('float64' if np.asarray(feats).dtype == np.float64 else 'float32')
     extras = {}

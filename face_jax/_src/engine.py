@@ -27,7 +27,11 @@ How a pass runs:
 Bad data is caught on device: every step also returns per-device health
 counters (non-finite features, labels out of range, invalid probabilities)
 that the host reads a few steps late (so the device queue never stalls) and
-turns into an ``InputError`` naming the batch.
+turns into an ``InputError`` naming the batch; with ``nonfinite='skip'`` the
+rows holding non-finite features are masked out instead, and counted.  The
+same counters carry the largest |feature|, from which the engine refuses
+features too small for the accumulation dtype's squares; statistics that
+overflow it are refused at the end of the pass (see ``Engine``).
 
 Statistics whose params depend on earlier results (exact class means, LEEP's
 conditional table, ...) are computed in later passes: see ``run_plans``.
@@ -59,13 +63,31 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL (one constant, in numerics, shared with face_jax.dense).
-# Health counters per stream and step (see ``health_counts``).
+# Health counters per stream and step (see ``health_counts``): these three are
+# errors; then the rows dropped by nonfinite='skip' and the largest finite
+# |feature| of the unmasked rows (a float32 bit pattern, see ``health_counts``).
 HEALTH_FIELDS = (
     'non-finite feature values',
     'labels outside [0, num_classes)',
     'invalid source_probs rows (source_probs must be probabilities: finite, '
     f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})',
 )
+HEALTH_DROPPED, HEALTH_AMAX = len(HEALTH_FIELDS), len(HEALTH_FIELDS) + 1
+NONFINITE_POLICIES = ('raise', 'skip')
+
+
+def min_feature_scale(dtype) -> float:
+  """The smallest largest-|feature| whose statistics ``dtype`` holds: sqrt(tiny) / eps.
+
+  Features are only known to eps(dtype) of their largest magnitude a, so
+  centred values of interest are >= eps·a; their squares stay normal numbers
+  (full relative precision) when (eps·a)² >= tiny, i.e. a >= sqrt(tiny)/eps:
+  about 9.1e-13 in float32 and 6.7e-139 in float64.  Below it the squares
+  underflow and the scatters come out zero or wrong, so the engine refuses
+  such features (``InputError``) instead of returning a different number.
+  """
+  fi = np.finfo(np.dtype(dtype))
+  return float(np.sqrt(fi.tiny) / fi.eps)
 
 
 def default_mesh(devices=None) -> Mesh:
@@ -200,10 +222,38 @@ def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_li
   return {'features': stats_lib.Batch(raw['features'], raw['label'], raw['_mask'], extras)}
 
 
+def finite_rows(batch: stats_lib.Batch) -> tuple[stats_lib.Batch, jax.Array]:
+  """(the batch with its rows holding a non-finite feature masked out and zeroed, rows dropped).
+
+  ``nonfinite='skip'``: an exact per-row ``all(isfinite)`` (not the cheap row
+  sum of ``health_counts``, whose false alarms would drop good rows); the
+  dropped rows' values are zeroed too, so that no statistic multiplies a NaN
+  by a zero weight.
+  """
+  f = batch.features
+  ok = jnp.all(jnp.isfinite(f.reshape(f.shape[0], -1)), axis=1)
+  dropped = jnp.sum(batch.mask & ~ok, dtype=jnp.int32)
+  okf = ok.reshape((-1,) + (1,) * (f.ndim - 1))
+  new = stats_lib.Batch(
+      jnp.where(okf, f, jnp.zeros((), f.dtype)), batch.labels, batch.mask & ok, batch.extras
+  )
+  return new, dropped
+
+
 def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
-  """[3] int32 counts of bad unmasked data in one device's batch (``HEALTH_FIELDS``)."""
+  """[5] int32 health counters of one device's batch (unmasked rows only).
+
+  ``[non-finite feature values, labels out of range, invalid source_probs rows
+  (HEALTH_FIELDS), 0 (HEALTH_DROPPED: the step adds the rows nonfinite='skip'
+  dropped), largest finite |feature| (HEALTH_AMAX)]``; the last is the bit
+  pattern of a non-negative float32 (``np.int32(...).view(np.float32)``), so
+  that int32 order is float order.
+  """
   m = batch.mask
   f = batch.features.reshape(batch.features.shape[0], -1)
+  a = jnp.abs(jnp.where(m[:, None], f, jnp.zeros((), f.dtype))).astype(jnp.float32)
+  amax = jnp.max(jnp.where(jnp.isfinite(a), a, 0.0), initial=0.0)
+  amax_bits = jax.lax.bitcast_convert_type(amax, jnp.int32)
   # Which rows may hold a non-finite value: a row's sum is NaN or ±Inf whenever
   # one of its values is (NaN and Inf propagate through any order of addition),
   # and it is the cheapest per-row flag on XLA:CPU (one vectorised reduction; a
@@ -232,7 +282,7 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
     negative = jnp.sum(jnp.minimum(p, 0.0), axis=-1)
     ok = jnp.isfinite(total) & (negative == 0) & (jnp.abs(total - 1.0) <= PROBS_SUM_ATOL)
     bad_probs = jnp.sum(m & ~ok, dtype=jnp.int32)
-  return jnp.stack([nonfinite, bad_labels, bad_probs])
+  return jnp.stack([nonfinite, bad_labels, bad_probs, jnp.zeros((), jnp.int32), amax_bits])
 
 
 # A layout is a tuple of (stream, num_classes, tuple of (stat, spec)): the static
@@ -242,14 +292,18 @@ Layout = tuple
 
 
 @functools.lru_cache(maxsize=None)
-def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
+def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool, skip_nonfinite: bool):
   """The jitted, donated, sharded accumulation step for one pass layout."""
 
   def local(states, batches, params):
     new_states, health = {}, []
     for stream, k, reqs in layout:
       b = batches[stream]
-      health.append(health_counts(b, k))
+      h = health_counts(b, k)
+      if skip_nonfinite:
+        b, dropped = finite_rows(b)
+        h = h.at[0].set(0).at[HEALTH_DROPPED].set(dropped)
+      health.append(h)
       new = []
       for slot, (stat, spec) in enumerate(reqs):
         hi, lo = states[stream][slot]  # this device's slot: leaves [1, ...]
@@ -348,6 +402,15 @@ class Engine:
     progress: optional callback receiving ``PassProgress`` every ``progress_every``
       steps and at the end of each pass (the engine itself never logs).
     check_lag: how many steps late the host reads the health counters.
+    nonfinite: 'raise' (default: an ``InputError`` naming the batch and the
+      count) or 'skip' (rows holding a non-finite feature are left out of
+      every statistic; ``dropped`` reports them after each pass).
+
+  Features whose largest |value| is below ``min_feature_scale(dtype)`` (about
+  9e-13 in float32), and statistics that overflow the accumulation dtype
+  (features near 1e19 in float32), raise ``InputError`` at the end of the
+  pass: float32 cannot hold their squares (rescale the features, or
+  accumulate float64 features in float64).
   """
 
   def __init__(
@@ -359,6 +422,7 @@ class Engine:
       progress: Callable[[PassProgress], None] | None = None,
       progress_every: int = 100,
       check_lag: int = 2,
+      nonfinite: str = 'raise',
   ):
     self.mesh = mesh if mesh is not None else default_mesh()
     if tuple(self.mesh.axis_names) != (DATA,):
@@ -370,6 +434,11 @@ class Engine:
     self.progress = progress
     self.progress_every = max(1, int(progress_every))
     self.check_lag = max(0, int(check_lag))
+    if nonfinite not in NONFINITE_POLICIES:
+      raise InputError(f'nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}')
+    self.nonfinite = nonfinite
+    # {stream: {'rows': int, 'batches': [(batch label, rows), ...]}} of the last pass.
+    self.dropped: dict[str, dict] = {}
     self.passes_run = 0
     self._data_sharding = NamedSharding(self.mesh, P(DATA))
     self._replicated = NamedSharding(self.mesh, P())
@@ -423,7 +492,7 @@ class Engine:
       ``replicate``, ``health`` the per-device bad-data counters.  This is the
       step ``run_pass`` runs; benchmarks time it on device-resident batches.
     """
-    return _build_step(featurizer, self.mesh, layout, self.compensated)
+    return _build_step(featurizer, self.mesh, layout, self.compensated, self.nonfinite == 'skip')
 
   # -- one pass ---------------------------------------------------------------
 
@@ -483,6 +552,10 @@ class Engine:
         steps, examples = int(resume.steps), int(resume.examples)
       pending = collections.deque()
       t0 = time.perf_counter()
+      # Bad-row counts and the largest |feature| of this run of the pass (a resumed pass
+      # counts from its checkpoint on).
+      amax = np.zeros(len(layout), np.float32)
+      dropped = {stream: {'rows': 0, 'batches': []} for stream, _, _ in layout}
       for raw, label in _synchronised(_from_step(source, steps)):
         if params_dev is None:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
@@ -492,21 +565,24 @@ class Engine:
         steps += 1
         examples += int(np.count_nonzero(raw['_mask']))
         while len(pending) > self.check_lag:
-          self._check(*pending.popleft(), layout)
+          self._check(*pending.popleft(), layout, amax, dropped)
         if self.progress and steps % self.progress_every == 0:
           self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, False))
         if checkpoint is not None and checkpoint_every > 0 and steps % checkpoint_every == 0:
           while pending:
-            self._check(*pending.popleft(), layout)
+            self._check(*pending.popleft(), layout, amax, dropped)
           checkpoint(PassCheckpoint(pass_index, steps, examples, params_host, states))
       while pending:
-        self._check(*pending.popleft(), layout)
+        self._check(*pending.popleft(), layout, amax, dropped)
       if steps == 0 or params_host is None:
         raise InputError('empty stream: the source yielded no batches')
+      self.dropped = {s: d for s, d in dropped.items() if d['rows']}
+      self._check_scale(layout, amax)
       # On one device the state is already the total (no collective, no copy).
       reduced = states if self.num_devices == 1 else _build_reduce(self.mesh)(states)
       del states
       host = jax.tree.map(lambda a: np.asarray(a)[0], jax.device_get(reduced))
+    self._check_overflow(layout, host, amax)
     self.passes_run += 1
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
@@ -595,14 +671,64 @@ class Engine:
       out[stream] = tuple(slots)
     return out
 
-  def _check(self, label, health, layout):
+  def _check(self, label, health, layout, amax, dropped):
     # This process's devices only (on several hosts the rest are not addressable).
-    h = sum(np.asarray(s.data) for s in health.addressable_shards).sum(0)  # [streams, fields]
-    for (stream, _, _), row in zip(layout, h):
+    per_dev = np.concatenate([np.asarray(s.data) for s in health.addressable_shards])
+    h = per_dev.sum(0)  # [streams, fields]: counts add up over devices
+    big = per_dev[..., HEALTH_AMAX].max(0).astype(np.int32).view(np.float32)  # [streams]
+    for i, ((stream, _, _), row) in enumerate(zip(layout, h)):
+      where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
       bad = [f'{int(c)} {what}' for c, what in zip(row, HEALTH_FIELDS) if c]
       if bad:
-        where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
         raise InputError(f'bad input in {where}: ' + ', '.join(bad))
+      if row[HEALTH_DROPPED]:
+        dropped[stream]['rows'] += int(row[HEALTH_DROPPED])
+        dropped[stream]['batches'].append((label, int(row[HEALTH_DROPPED])))
+      amax[i] = max(amax[i], big[i])
+
+  def _check_scale(self, layout, amax):
+    """``InputError`` when every feature is too small for the accumulation dtype's squares."""
+    # Every process must raise alike, so the largest |feature| is that of all processes.
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      amax[:] = np.asarray(multihost_utils.process_allgather(amax)).reshape(-1, len(layout)).max(0)
+    floor = min_feature_scale(self.dtype)
+    for (stream, _, _), a in zip(layout, amax):
+      if 0.0 < a < floor:
+        raise InputError(
+            f'features too small for {self.dtype} statistics'
+            + (f' (stream {stream!r})' if stream != 'features' else '')
+            + f': the largest |feature| is {float(a):.3g}, below {floor:.2g} '
+            f'(engine.min_feature_scale), so their squares underflow {self.dtype}; '
+            'rescale the features (most metrics are scale-invariant, see '
+            'docs/failure_modes.md)'
+            + (
+                ', or pass float64 features (accumulated in float64)'
+                if self.dtype == 'float32'
+                else ''
+            )
+        )
+
+  def _check_overflow(self, layout, host, amax):
+    """``InputError`` when a finalised-to-be statistic holds inf or NaN (finite features overflowed)."""
+    for i, (stream, _, reqs) in enumerate(layout):
+      for slot, (stat, _) in enumerate(reqs):
+        leaves = [np.asarray(x) for x in jax.tree.leaves(host[stream][slot])]
+        if all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact)):
+          continue
+        raise InputError(
+            f'{stat.__name__} statistics overflowed {self.dtype}'
+            + (f' (stream {stream!r})' if stream != 'features' else '')
+            + f': the largest |feature| is {float(amax[i]):.3g}, too large for the squares '
+            f'and sums of {self.dtype}; rescale the features (most metrics are '
+            'scale-invariant, see docs/failure_modes.md)'
+            + (
+                ', or pass float64 features (accumulated in float64)'
+                if self.dtype == 'float32'
+                else ''
+            )
+        )
 
 
 def _pass_layout(requests):
