@@ -148,6 +148,8 @@ class StreamInfo:
     label_counts: [K] class counts if the source knows them before streaming, else None.
     extras: names of per-sample extra arrays (e.g. ``'source_probs'``) -> trailing shape.
     reiterable: whether more than one pass can be made.
+    nonfinite: the engine's ``nonfinite`` policy ('skip': rows may be dropped,
+      so ``label_counts`` is None and row numbers have gaps).
   """
 
   name: str
@@ -156,6 +158,7 @@ class StreamInfo:
   label_counts: np.ndarray | None = None
   extras: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   reiterable: bool = True
+  nonfinite: str = 'raise'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,11 +368,12 @@ def _build_reduce(mesh: Mesh):
 
 
 @functools.lru_cache(maxsize=None)
-def _build_shift(featurizer, mesh: Mesh, streams: tuple):
+def _build_shift(featurizer, mesh: Mesh, streams: tuple, skip_nonfinite: bool = False):
   """Per-class means of one batch, replicated: the default accumulation shift.
 
   A class absent from the batch gets the batch's overall mean; an all-padding
-  batch gives zeros.
+  batch gives zeros.  With ``skip_nonfinite`` the rows that the step drops are
+  left out here too.
   """
 
   def f(raw, aux):
@@ -378,6 +382,8 @@ def _build_shift(featurizer, mesh: Mesh, streams: tuple):
     out = {}
     for stream, k, dtype in streams:
       b = batches[stream]
+      if skip_nonfinite:
+        b, _ = finite_rows(b)
       dt = jnp.dtype(dtype)
       m = b.mask.astype(dt)
       y = jnp.clip(b.labels.astype(jnp.int32), 0, k - 1)
@@ -561,7 +567,7 @@ class Engine:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
           params_dev = self.replicate(params_host)
         states, health = step(states, self.to_global(raw), params_dev, aux)
-        pending.append((label, health))
+        pending.append((label, health, raw))  # raw: to name the bad rows (no copy)
         steps += 1
         examples += int(np.count_nonzero(raw['_mask']))
         while len(pending) > self.check_lag:
@@ -656,7 +662,9 @@ class Engine:
     shifts = {}
     if need_shift:
       shifts = jax.device_get(
-          _build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux)
+          _build_shift(featurizer, self.mesh, need_shift, self.nonfinite == 'skip')(
+              self.to_global(raw), aux
+          )
       )
     dt = np.dtype(self.dtype)
     out = {}
@@ -671,7 +679,7 @@ class Engine:
       out[stream] = tuple(slots)
     return out
 
-  def _check(self, label, health, layout, amax, dropped):
+  def _check(self, label, health, raw, layout, amax, dropped):
     # This process's devices only (on several hosts the rest are not addressable).
     per_dev = np.concatenate([np.asarray(s.data) for s in health.addressable_shards])
     h = per_dev.sum(0)  # [streams, fields]: counts add up over devices
@@ -680,7 +688,8 @@ class Engine:
       where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
       bad = [f'{int(c)} {what}' for c, what in zip(row, HEALTH_FIELDS) if c]
       if bad:
-        raise InputError(f'bad input in {where}: ' + ', '.join(bad))
+        rows = _bad_rows(raw, row, stream, layout[i][1])
+        raise InputError(f'bad input in {where}: ' + ', '.join(bad) + rows)
       if row[HEALTH_DROPPED]:
         dropped[stream]['rows'] += int(row[HEALTH_DROPPED])
         dropped[stream]['batches'].append((label, int(row[HEALTH_DROPPED])))
@@ -780,6 +789,33 @@ class _FromStep:
 
 def _from_step(source, start: int):
   return source if start == 0 else _FromStep(source, start)
+
+
+def _bad_rows(raw, counts, stream: str, num_classes: int) -> str:
+  """'' or '; rows [...]': the stream rows (``_index``) of the bad data ``counts`` flags.
+
+  Only for raw feature streams, whose host batch holds the features (a model's
+  features exist only on device); this runs once, on the error path.
+  """
+  if stream != 'features' or 'features' not in raw or '_index' not in raw:
+    return ''
+  m = np.asarray(raw['_mask'], bool)
+  f = np.asarray(raw['features'])
+  bad = np.zeros(m.shape, bool)
+  if counts[0]:
+    bad |= ~np.isfinite(f.reshape(f.shape[0], -1)).all(1)
+  if counts[1]:
+    y = np.asarray(raw['label'])
+    bad |= (y < 0) | (y >= num_classes)
+  if counts[2] and 'source_probs' in raw:
+    pr = np.asarray(raw['source_probs'], np.float32)
+    ok = np.isfinite(pr).all(1) & (pr >= 0).all(1) & (np.abs(pr.sum(1) - 1.0) <= PROBS_SUM_ATOL)
+    bad |= ~ok
+  idx = np.asarray(raw['_index'])[bad & m]
+  if not idx.size:
+    return ''
+  shown = ', '.join(str(int(i)) for i in idx[:10]) + (', ...' if idx.size > 10 else '')
+  return f' (stream rows {shown})'
 
 
 def _num_classes_of(reqs) -> int:
