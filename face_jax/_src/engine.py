@@ -29,8 +29,8 @@ counters (non-finite features, labels out of range, invalid probabilities)
 that the host reads a few steps late (so the device queue never stalls) and
 turns into an ``InputError`` naming the batch; with ``nonfinite='skip'`` the
 rows holding non-finite features are masked out instead, and counted.  The
-same counters carry the largest |feature|, from which the engine refuses
-features too small for the accumulation dtype's squares; statistics that
+same counters carry the largest row L1 norm (a bound of every |feature|), from
+which the engine refuses features too small for the accumulation dtype's squares; statistics that
 overflow it are refused at the end of the pass (see ``Engine``).
 
 Statistics whose params depend on earlier results (exact class means, LEEP's
@@ -64,8 +64,8 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL (one constant, in numerics, shared with face_jax.dense).
 # Health counters per stream and step (see ``health_counts``): these three are
-# errors; then the rows dropped by nonfinite='skip' and the largest finite
-# |feature| of the unmasked rows (a float32 bit pattern, see ``health_counts``).
+# errors; then the rows dropped by nonfinite='skip' and the largest finite row
+# L1 norm of the unmasked rows (a float32 bit pattern, see ``health_counts``).
 HEALTH_FIELDS = (
     'non-finite feature values',
     'labels outside [0, num_classes)',
@@ -77,14 +77,16 @@ NONFINITE_POLICIES = ('raise', 'skip')
 
 
 def min_feature_scale(dtype) -> float:
-  """The smallest largest-|feature| whose statistics ``dtype`` holds: sqrt(tiny) / eps.
+  """The smallest feature scale whose statistics ``dtype`` holds: sqrt(tiny) / eps.
 
   Features are only known to eps(dtype) of their largest magnitude a, so
   centred values of interest are >= eps·a; their squares stay normal numbers
   (full relative precision) when (eps·a)² >= tiny, i.e. a >= sqrt(tiny)/eps:
   about 9.1e-13 in float32 and 6.7e-139 in float64.  Below it the squares
-  underflow and the scatters come out zero or wrong, so the engine refuses
-  such features (``InputError``) instead of returning a different number.
+  underflow and the scatters come out zero or wrong, so the engine refuses a
+  stream whose largest row L1 norm Σ_j |x_ij| (an upper bound of a, free from
+  the health check) is below it (``InputError``) instead of returning a
+  different number.  (Features within a factor D above the bound pass.)
   """
   fi = np.finfo(np.dtype(dtype))
   return float(np.sqrt(fi.tiny) / fi.eps)
@@ -248,25 +250,29 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
 
   ``[non-finite feature values, labels out of range, invalid source_probs rows
   (HEALTH_FIELDS), 0 (HEALTH_DROPPED: the step adds the rows nonfinite='skip'
-  dropped), largest finite |feature| (HEALTH_AMAX)]``; the last is the bit
-  pattern of a non-negative float32 (``np.int32(...).view(np.float32)``), so
-  that int32 order is float order.
+  dropped), the largest finite row L1 norm Σ_j |x_ij| (HEALTH_AMAX), an upper
+  bound of every |feature|]``; the last is the bit pattern of a non-negative
+  float32 (``np.int32(...).view(np.float32)``), so that int32 order is float
+  order.
   """
   m = batch.mask
   f = batch.features.reshape(batch.features.shape[0], -1)
-  a = jnp.abs(jnp.where(m[:, None], f, jnp.zeros((), f.dtype))).astype(jnp.float32)
-  amax = jnp.max(jnp.where(jnp.isfinite(a), a, 0.0), initial=0.0)
-  amax_bits = jax.lax.bitcast_convert_type(amax, jnp.int32)
-  # Which rows may hold a non-finite value: a row's sum is NaN or ±Inf whenever
-  # one of its values is (NaN and Inf propagate through any order of addition),
-  # and it is the cheapest per-row flag on XLA:CPU (one vectorised reduction; a
-  # boolean all(isfinite) per row, or an int32 count per row, is slower: see
-  # benchmarks/README.md).  Summed in at
+  # Which rows may hold a non-finite value: a row's sum of |x| is NaN or +Inf
+  # whenever one of its values is (NaN and Inf propagate through any order of
+  # addition), and it is the cheapest per-row flag on XLA:CPU (one vectorised
+  # reduction, the abs fused into it; a boolean all(isfinite) per row, or an
+  # int32 count per row, is slower: see benchmarks/README.md).  Summed in at
   # least float32 so low-precision rows rarely overflow; a row of finite values
   # whose sum overflows is only a false alarm: the exact count of non-finite
-  # values, computed only when some unmasked row is flagged, is then 0.
+  # values, computed only when some unmasked row is flagged, is then 0.  The same
+  # sums, the rows' L1 norms, bound the features' scale for free: every |x| is
+  # at most the largest finite one (HEALTH_AMAX).
   acc = jnp.promote_types(f.dtype, jnp.float32)
-  bad_rows = m & ~jnp.isfinite(jnp.sum(f, axis=1, dtype=acc))
+  row_l1 = jnp.sum(jnp.abs(f), axis=1, dtype=acc)
+  finite = jnp.isfinite(row_l1)
+  bad_rows = m & ~finite
+  amax = jnp.max(jnp.where(m & finite, row_l1, 0.0), initial=0.0).astype(jnp.float32)
+  amax_bits = jax.lax.bitcast_convert_type(amax, jnp.int32)
   nonfinite = jax.lax.cond(
       jnp.any(bad_rows),
       lambda: jnp.sum(jnp.where(bad_rows[:, None], ~jnp.isfinite(f), False), dtype=jnp.int32),
@@ -412,8 +418,8 @@ class Engine:
       count) or 'skip' (rows holding a non-finite feature are left out of
       every statistic; ``dropped`` reports them after each pass).
 
-  Features whose largest |value| is below ``min_feature_scale(dtype)`` (about
-  9e-13 in float32), and statistics that overflow the accumulation dtype
+  Features whose every row has Σ_j |x_ij| below ``min_feature_scale(dtype)``
+  (about 9e-13 in float32), and statistics that overflow the accumulation dtype
   (features near 1e19 in float32), raise ``InputError`` at the end of the
   pass: float32 cannot hold their squares (rescale the features, or
   accumulate float64 features in float64).
@@ -697,7 +703,7 @@ class Engine:
 
   def _check_scale(self, layout, amax):
     """``InputError`` when every feature is too small for the accumulation dtype's squares."""
-    # Every process must raise alike, so the largest |feature| is that of all processes.
+    # Every process must raise alike, so the bound is that of all processes.
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
 
@@ -708,7 +714,7 @@ class Engine:
         raise InputError(
             f'features too small for {self.dtype} statistics'
             + (f' (stream {stream!r})' if stream != 'features' else '')
-            + f': the largest |feature| is {float(a):.3g}, below {floor:.2g} '
+            + f': every row has Σ|x| <= {float(a):.3g}, below {floor:.2g} '
             f'(engine.min_feature_scale), so their squares underflow {self.dtype}; '
             'rescale the features (most metrics are scale-invariant, see '
             'docs/failure_modes.md)'
@@ -729,7 +735,7 @@ class Engine:
         raise InputError(
             f'{stat.__name__} statistics overflowed {self.dtype}'
             + (f' (stream {stream!r})' if stream != 'features' else '')
-            + f': the largest |feature| is {float(amax[i]):.3g}, too large for the squares '
+            + f': the largest row Σ|x| is {float(amax[i]):.3g}, too large for the squares '
             f'and sums of {self.dtype}; rescale the features (most metrics are '
             'scale-invariant, see docs/failure_modes.md)'
             + (
