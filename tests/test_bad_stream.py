@@ -119,3 +119,24 @@ def test_feature_dtype_or_extras_changing_mid_stream():
   b[2] = (b[2][0][:, :4], b[2][1], b[2][2])
   with pytest.raises(InputError, match="batch 2: feature dim 4 differs from the first batch's 6"):
     face_jax.score(b, metrics=('nc1',), num_classes=3)
+
+
+def test_score_model_with_a_skipping_engine():
+  """Models' features exist only on device: the same mask, and counts from the first pass."""
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 4, 150)
+  images = (rng.integers(0, 60, (150, 12, 12, 1)) + 40 * y[:, None, None, None]).astype(np.uint8)
+  kw = dict(
+      batch_size=64,
+      metrics=('face', 'nc1'),
+      model_options=dict(image_size=12, hidden=(32,), num_classes=7),
+  )
+  want = face_jax.score_model('mlp', (images, y), **kw)['dense1']
+  eng = face_jax.Engine(nonfinite='skip')
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', FaceJaxWarning)  # nothing non-finite: nothing reported
+    got = face_jax.score_model('mlp', (images, y), engine=eng, **kw)['dense1']
+  assert eng.dropped == {}
+  assert eng.passes_run == 2  # balanced NC1: the class counts come from the first pass
+  assert got['face'].score == pytest.approx(want['face'].score, rel=1e-6)
+  assert got['nc1'] == pytest.approx(want['nc1'], rel=1e-6)
