@@ -35,7 +35,9 @@ from face_jax._src.engine import Request
 from face_jax._src.engine import StreamInfo
 from face_jax._src.engine import default_mesh
 from face_jax._src.engine import features_featurizer
+from face_jax._src.engine import finite_rows
 from face_jax._src.engine import health_counts
+from face_jax._src.engine import min_feature_scale
 from face_jax._src.featurize import ModelFeaturizer
 from face_jax._src.metrics.collapse import balanced_weights
 from face_jax._src.plan import PlanFailure
@@ -88,8 +90,10 @@ __all__ = (
     'block_bounds',
     'default_mesh',
     'features_featurizer',
+    'finite_rows',
     'health_counts',
     'isolated',
+    'min_feature_scale',
     'get',
     'names',
     'register',

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from face_jax._src import api
 from face_jax._src import engine as engine_lib
 from face_jax._src import featurize
 from face_jax._src import plan as plan_lib
@@ -320,12 +321,15 @@ def score_model(
       source_probs_layer=source_probs_layer,
       model_options=model_options,
       metric_options=metric_options,
+      nonfinite=engine.nonfinite if engine is not None else 'raise',
       **options,
   )
   eng = engine or engine_lib.Engine(mesh, progress=progress)
   params = eng.replicate(prepared.extractor.params)
   plans = prepared.plans(eng.dtype)
   run = plan_lib.run_plans(eng, prepared.source, plans, featurizer=prepared.featurizer, aux=params)
+  for l in prepared.layers:
+    api.report_dropped(eng.dropped.get(l), run.results[l], f' (layer {l!r})')
   return run.results
 
 
@@ -379,12 +383,15 @@ def prepare_model(
     source_probs_layer: str | None = None,
     model_options: Mapping[str, Any] | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    nonfinite: str = 'raise',
     **options,
 ) -> PreparedModel:
   """Everything ``score_model`` streams, without streaming it: source, featurizer, plans.
 
   Arguments as in ``score_model``; every check of the model, its layers, the
-  metrics and the data runs here, before any pass.
+  metrics and the data runs here, before any pass.  ``nonfinite``: the policy of
+  the ``Engine`` that will stream it ('skip': class counts come from the first
+  pass, since rows may be dropped).
   """
   if task not in TASKS:
     raise InputError(f'task must be one of {TASKS}, got {task!r}')
@@ -444,9 +451,11 @@ def prepare_model(
         name=l,
         dim=dim,
         num_classes=k,
-        label_counts=src.label_counts,
+        # An engine with nonfinite='skip' may drop rows: counts come from the first pass.
+        label_counts=src.label_counts if nonfinite != 'skip' else None,
         extras=extras,
         reiterable=True,
+        nonfinite=nonfinite,
     )
     stream_infos[l] = info
   return PreparedModel(extractor, src, feat, layers, stream_infos, list(infos), per)

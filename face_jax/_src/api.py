@@ -7,6 +7,7 @@ which registers every metric of the library.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -17,7 +18,7 @@ from face_jax._src import plan as plan_lib
 from face_jax._src import registry
 from face_jax._src import sources
 from face_jax._src import metrics as _catalogue  # noqa: F401  (registers every metric)
-from face_jax._src.errors import InputError
+from face_jax._src.errors import FaceJaxWarning, InputError
 from face_jax._src.metrics.face import FaceOptions
 
 
@@ -37,7 +38,7 @@ def make_source(
     if labels is None:
       raise InputError('labels are required with an array of features')
     feats = jax.device_get(features) if isinstance(features, jax.Array) else features
-    if not np.issubdtype(np.asarray(feats).dtype, np.floating):
+    if not sources.is_floating(np.asarray(feats).dtype):
       raise InputError(f'features must be floating point, got dtype {np.asarray(feats).dtype}')
     acc = dtype or ('float64' if np.asarray(feats).dtype == np.float64 else 'float32')
     extras = {}
@@ -136,6 +137,7 @@ def score(
     engine: engine_lib.Engine | None = None,
     progress: Callable[[engine_lib.PassProgress], None] | None = None,
     metric_options: Mapping[str, Any] | None = None,
+    nonfinite: str | None = None,
     **options,
 ) -> dict[str, Any]:
   """Computes several transferability metrics in as few passes over the data as they allow.
@@ -164,6 +166,12 @@ def score(
       ``{metric: options instance}`` (e.g. ``{'face': FaceOptions(...)}``, used
       as it is); each metric's options class (``MetricInfo.options``) holds its
       defaults.
+    nonfinite: what a row holding a NaN or ±Inf feature does: 'raise' (the
+      default, ``Engine``'s: an ``InputError`` naming the batch and the count)
+      or 'skip' (the row is left out of every statistic; the rows dropped are
+      reported in a ``FaceJaxWarning``, in ``engine.dropped`` and, for FaCe, in
+      ``diagnostics['nonfinite_dropped']``).  Labels and ``source_probs`` are
+      never skipped.
     **options: options by name, given to every requested metric whose options
       class has that field.
 
@@ -173,6 +181,7 @@ def score(
   Raises:
     InputError: bad input (named), unknown metrics or options.
   """
+  policy = nonfinite or (engine.nonfinite if engine is not None else 'raise')
   src, acc, names, make_plan = _prepare(
       features,
       labels,
@@ -183,17 +192,57 @@ def score(
       dtype,
       metric_options,
       options,
+      nonfinite=policy,
   )
-  eng = engine or engine_lib.Engine(mesh, dtype=acc, progress=progress)
+  eng = engine or engine_lib.Engine(
+      mesh, dtype=acc, progress=progress, nonfinite=nonfinite or 'raise'
+  )
   if eng.dtype != acc:
     raise InputError(f'the engine accumulates in {eng.dtype} but dtype {acc} was asked for')
+  if nonfinite is not None and eng.nonfinite != nonfinite:
+    raise InputError(f'the engine has nonfinite={eng.nonfinite!r} but {nonfinite!r} was asked for')
   plans = {'features': {name: make_plan(name) for name in names}}
   run = plan_lib.run_plans(eng, src, plans)
-  return dict(run.results['features'])
+  out = dict(run.results['features'])
+  report_dropped(eng.dropped.get('features'), out)
+  return out
+
+
+def report_dropped(dropped: Mapping[str, Any] | None, results: Mapping[str, Any], where: str = ''):
+  """Reports the rows ``nonfinite='skip'`` dropped: a ``FaceJaxWarning`` and FaCe's diagnostics.
+
+  Args:
+    dropped: ``engine.dropped[stream]`` (``{'rows', 'batches'}``), or None (nothing dropped).
+    results: ``{metric: value}``; values with a ``diagnostics`` dict (FaCe) get
+      ``diagnostics['nonfinite_dropped'] = dropped``.
+    where: the stream's description in the message (e.g. " (layer 'pool')").
+  """
+  if not dropped:
+    return
+  for v in results.values():
+    if isinstance(getattr(v, 'diagnostics', None), dict):
+      v.diagnostics['nonfinite_dropped'] = dropped
+  shown = ', '.join(f'{label}: {rows}' for label, rows in dropped['batches'][:10])
+  more = ' ...' if len(dropped['batches']) > 10 else ''
+  warnings.warn(
+      f"nonfinite='skip'{where}: {dropped['rows']} row(s) with non-finite features were left "
+      f'out of every statistic (rows per batch: {shown}{more})',
+      FaceJaxWarning,
+      stacklevel=3,
+  )
 
 
 def _prepare(
-    features, labels, metrics, source_probs, batch_size, num_classes, dtype, metric_options, options
+    features,
+    labels,
+    metrics,
+    source_probs,
+    batch_size,
+    num_classes,
+    dtype,
+    metric_options,
+    options,
+    nonfinite='raise',
 ):
   """(source, accumulation dtype, metric names, make_plan(name) -> fresh plan) for ``score``."""
   if isinstance(metrics, str):
@@ -217,9 +266,11 @@ def _prepare(
       name='features',
       dim=src.dim,
       num_classes=src.num_classes,
-      label_counts=src.label_counts,
+      # Rows may be dropped: the class counts are then those of the first pass.
+      label_counts=src.label_counts if nonfinite != 'skip' else None,
       extras=src.extras_shapes,
       reiterable=src.reiterable,
+      nonfinite=nonfinite,
   )
   by_name = {i.name: i for i in infos}
 
@@ -240,6 +291,7 @@ def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
   metrics together can leave those out instead of finding them by failed passes.
   """
   args = dict(score_args)
+  policy = args.pop('nonfinite', None) or 'raise'
   named = {
       k: args.pop(k, None)
       for k in ('source_probs', 'batch_size', 'num_classes', 'dtype', 'metric_options')
@@ -254,6 +306,7 @@ def start_errors(features, labels=None, **score_args) -> dict[str, InputError]:
       named['dtype'],
       named['metric_options'],
       args,
+      nonfinite=policy,
   )
   errors = {}
   for name in names:
@@ -275,6 +328,7 @@ def face_score(
     engine: engine_lib.Engine | None = None,
     progress: Callable[[engine_lib.PassProgress], None] | None = None,
     options: FaceOptions | None = None,
+    nonfinite: str | None = None,
     **face_options,
 ):
   """FaCe (Fair Collapse) of one model's features on a target dataset.
@@ -287,7 +341,7 @@ def face_score(
     features: [N, D] float array with ``labels`` [N], or an iterable of
       ``(features, labels)`` batches (see ``score``).
     labels: [N] integer labels (array input).
-    num_classes, batch_size, dtype, mesh, engine, progress: as in ``score``.
+    num_classes, batch_size, dtype, mesh, engine, progress, nonfinite: as in ``score``.
     options: a ``FaceOptions`` (default: ``FaceOptions()``).
     **face_options: ``FaceOptions`` fields by name (weighting, vc_transform,
       bc_cov, fairness, temperature, fairness_weight, ridge, combine); they
@@ -330,5 +384,6 @@ def face_score(
       engine=engine,
       progress=progress,
       metric_options={'face': opts},
+      nonfinite=nonfinite,
   )
   return out['face']

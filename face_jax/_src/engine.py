@@ -27,7 +27,11 @@ How a pass runs:
 Bad data is caught on device: every step also returns per-device health
 counters (non-finite features, labels out of range, invalid probabilities)
 that the host reads a few steps late (so the device queue never stalls) and
-turns into an ``InputError`` naming the batch.
+turns into an ``InputError`` naming the batch; with ``nonfinite='skip'`` the
+rows holding non-finite features are masked out instead, and counted.  The
+same counters carry the largest row L1 norm (a bound of every |feature|), from
+which the engine refuses features too small for the accumulation dtype's squares; statistics that
+overflow it are refused at the end of the pass (see ``Engine``).
 
 Statistics whose params depend on earlier results (exact class means, LEEP's
 conditional table, ...) are computed in later passes: see ``run_plans``.
@@ -59,13 +63,35 @@ TRACE_COUNTS: collections.Counter = collections.Counter()
 
 # A ``source_probs`` row is invalid when an entry is negative or non-finite or
 # |Σ_z p_z − 1| > PROBS_SUM_ATOL (one constant, in numerics, shared with face_jax.dense).
-# Health counters per stream and step (see ``health_counts``).
+# Health counters per stream and step (see ``health_counts``): these three are
+# errors; then the rows dropped by nonfinite='skip' and the largest finite row
+# L1 norm of the unmasked rows (a float32 bit pattern, see ``health_counts``).
 HEALTH_FIELDS = (
     'non-finite feature values',
     'labels outside [0, num_classes)',
     'invalid source_probs rows (source_probs must be probabilities: finite, '
     f'>= 0, each row summing to 1 within {PROBS_SUM_ATOL:g})',
 )
+HEALTH_DROPPED, HEALTH_AMAX = len(HEALTH_FIELDS), len(HEALTH_FIELDS) + 1
+NONFINITE_POLICIES = ('raise', 'skip')
+
+
+def min_feature_scale(dtype) -> float:
+  """The smallest feature scale whose statistics ``dtype`` holds: sqrt(tiny) / eps.
+
+  Features are only known to eps(dtype) of their largest magnitude a, so
+  centred values of interest are >= eps·a; their squares stay normal numbers
+  (full relative precision) when (eps·a)² >= tiny, i.e. a >= sqrt(tiny)/eps:
+  about 9.1e-13 in float32 and 6.7e-139 in float64.  Below it the squares
+  underflow and the scatters come out zero or wrong, so the engine refuses a
+  stream whose largest row L1 norm Σ_j |x_ij| (an upper bound of a, free from
+  the health check) is below it (``InputError``) instead of returning a
+  different number.  (Features within a factor D above the bound pass.)  The
+  engine checks float32 accumulation only: float64's bound is below the float32
+  range of the health counter, and float64 features that small are rare.
+  """
+  fi = np.finfo(np.dtype(dtype))
+  return float(np.sqrt(fi.tiny) / fi.eps)
 
 
 def default_mesh(devices=None) -> Mesh:
@@ -126,6 +152,8 @@ class StreamInfo:
     label_counts: [K] class counts if the source knows them before streaming, else None.
     extras: names of per-sample extra arrays (e.g. ``'source_probs'``) -> trailing shape.
     reiterable: whether more than one pass can be made.
+    nonfinite: the engine's ``nonfinite`` policy ('skip': rows may be dropped,
+      so ``label_counts`` is None and row numbers have gaps).
   """
 
   name: str
@@ -134,6 +162,7 @@ class StreamInfo:
   label_counts: np.ndarray | None = None
   extras: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   reiterable: bool = True
+  nonfinite: str = 'raise'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,20 +229,52 @@ def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_li
   return {'features': stats_lib.Batch(raw['features'], raw['label'], raw['_mask'], extras)}
 
 
+def finite_rows(batch: stats_lib.Batch) -> tuple[stats_lib.Batch, jax.Array]:
+  """(the batch with its rows holding a non-finite feature masked out and zeroed, rows dropped).
+
+  ``nonfinite='skip'``: an exact per-row ``all(isfinite)`` (not the cheap row
+  sum of ``health_counts``, whose false alarms would drop good rows); the
+  dropped rows' values are zeroed too, so that no statistic multiplies a NaN
+  by a zero weight.
+  """
+  f = batch.features
+  ok = jnp.all(jnp.isfinite(f.reshape(f.shape[0], -1)), axis=1)
+  dropped = jnp.sum(batch.mask & ~ok, dtype=jnp.int32)
+  okf = ok.reshape((-1,) + (1,) * (f.ndim - 1))
+  new = stats_lib.Batch(
+      jnp.where(okf, f, jnp.zeros((), f.dtype)), batch.labels, batch.mask & ok, batch.extras
+  )
+  return new, dropped
+
+
 def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
-  """[3] int32 counts of bad unmasked data in one device's batch (``HEALTH_FIELDS``)."""
+  """[5] int32 health counters of one device's batch (unmasked rows only).
+
+  ``[non-finite feature values, labels out of range, invalid source_probs rows
+  (HEALTH_FIELDS), 0 (HEALTH_DROPPED: the step adds the rows nonfinite='skip'
+  dropped), the largest finite row L1 norm Σ_j |x_ij| (HEALTH_AMAX), an upper
+  bound of every |feature|]``; the last is the bit pattern of a non-negative
+  float32 (``np.int32(...).view(np.float32)``), so that int32 order is float
+  order.
+  """
   m = batch.mask
   f = batch.features.reshape(batch.features.shape[0], -1)
-  # Which rows may hold a non-finite value: a row's sum is NaN or ±Inf whenever
-  # one of its values is (NaN and Inf propagate through any order of addition),
-  # and it is the cheapest per-row flag on XLA:CPU (one vectorised reduction; a
-  # boolean all(isfinite) per row, or an int32 count per row, is slower: see
-  # benchmarks/README.md).  Summed in at
+  # Which rows may hold a non-finite value: a row's sum of |x| is NaN or +Inf
+  # whenever one of its values is (NaN and Inf propagate through any order of
+  # addition), and it is the cheapest per-row flag on XLA:CPU (one vectorised
+  # reduction, the abs fused into it; a boolean all(isfinite) per row, or an
+  # int32 count per row, is slower: see benchmarks/README.md).  Summed in at
   # least float32 so low-precision rows rarely overflow; a row of finite values
   # whose sum overflows is only a false alarm: the exact count of non-finite
-  # values, computed only when some unmasked row is flagged, is then 0.
+  # values, computed only when some unmasked row is flagged, is then 0.  The same
+  # sums, the rows' L1 norms, bound the features' scale for free: every |x| is
+  # at most the largest finite one (HEALTH_AMAX).
   acc = jnp.promote_types(f.dtype, jnp.float32)
-  bad_rows = m & ~jnp.isfinite(jnp.sum(f, axis=1, dtype=acc))
+  row_l1 = jnp.sum(jnp.abs(f), axis=1, dtype=acc)
+  finite = jnp.isfinite(row_l1)
+  bad_rows = m & ~finite
+  amax = jnp.max(jnp.where(m & finite, row_l1, 0.0), initial=0.0).astype(jnp.float32)
+  amax_bits = jax.lax.bitcast_convert_type(amax, jnp.int32)
   nonfinite = jax.lax.cond(
       jnp.any(bad_rows),
       lambda: jnp.sum(jnp.where(bad_rows[:, None], ~jnp.isfinite(f), False), dtype=jnp.int32),
@@ -232,7 +293,7 @@ def health_counts(batch: stats_lib.Batch, num_classes: int) -> jax.Array:
     negative = jnp.sum(jnp.minimum(p, 0.0), axis=-1)
     ok = jnp.isfinite(total) & (negative == 0) & (jnp.abs(total - 1.0) <= PROBS_SUM_ATOL)
     bad_probs = jnp.sum(m & ~ok, dtype=jnp.int32)
-  return jnp.stack([nonfinite, bad_labels, bad_probs])
+  return jnp.stack([nonfinite, bad_labels, bad_probs, jnp.zeros((), jnp.int32), amax_bits])
 
 
 # A layout is a tuple of (stream, num_classes, tuple of (stat, spec)): the static
@@ -242,14 +303,18 @@ Layout = tuple
 
 
 @functools.lru_cache(maxsize=None)
-def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool):
+def _build_step(featurizer, mesh: Mesh, layout: Layout, compensated: bool, skip_nonfinite: bool):
   """The jitted, donated, sharded accumulation step for one pass layout."""
 
   def local(states, batches, params):
     new_states, health = {}, []
     for stream, k, reqs in layout:
       b = batches[stream]
-      health.append(health_counts(b, k))
+      h = health_counts(b, k)
+      if skip_nonfinite:
+        b, dropped = finite_rows(b)
+        h = h.at[0].set(0).at[HEALTH_DROPPED].set(dropped)
+      health.append(h)
       new = []
       for slot, (stat, spec) in enumerate(reqs):
         hi, lo = states[stream][slot]  # this device's slot: leaves [1, ...]
@@ -311,11 +376,12 @@ def _build_reduce(mesh: Mesh):
 
 
 @functools.lru_cache(maxsize=None)
-def _build_shift(featurizer, mesh: Mesh, streams: tuple):
+def _build_shift(featurizer, mesh: Mesh, streams: tuple, skip_nonfinite: bool = False):
   """Per-class means of one batch, replicated: the default accumulation shift.
 
   A class absent from the batch gets the batch's overall mean; an all-padding
-  batch gives zeros.
+  batch gives zeros.  With ``skip_nonfinite`` the rows that the step drops are
+  left out here too.
   """
 
   def f(raw, aux):
@@ -324,6 +390,8 @@ def _build_shift(featurizer, mesh: Mesh, streams: tuple):
     out = {}
     for stream, k, dtype in streams:
       b = batches[stream]
+      if skip_nonfinite:
+        b, _ = finite_rows(b)
       dt = jnp.dtype(dtype)
       m = b.mask.astype(dt)
       y = jnp.clip(b.labels.astype(jnp.int32), 0, k - 1)
@@ -348,6 +416,15 @@ class Engine:
     progress: optional callback receiving ``PassProgress`` every ``progress_every``
       steps and at the end of each pass (the engine itself never logs).
     check_lag: how many steps late the host reads the health counters.
+    nonfinite: 'raise' (default: an ``InputError`` naming the batch and the
+      count) or 'skip' (rows holding a non-finite feature are left out of
+      every statistic; ``dropped`` reports them after each pass).
+
+  Features whose every row has Σ_j |x_ij| below ``min_feature_scale(dtype)``
+  (about 9e-13 in float32), and statistics that overflow the accumulation dtype
+  (features near 1e19 in float32), raise ``InputError`` at the end of the
+  pass: float32 cannot hold their squares (rescale the features, or
+  accumulate float64 features in float64).
   """
 
   def __init__(
@@ -359,6 +436,7 @@ class Engine:
       progress: Callable[[PassProgress], None] | None = None,
       progress_every: int = 100,
       check_lag: int = 2,
+      nonfinite: str = 'raise',
   ):
     self.mesh = mesh if mesh is not None else default_mesh()
     if tuple(self.mesh.axis_names) != (DATA,):
@@ -370,6 +448,11 @@ class Engine:
     self.progress = progress
     self.progress_every = max(1, int(progress_every))
     self.check_lag = max(0, int(check_lag))
+    if nonfinite not in NONFINITE_POLICIES:
+      raise InputError(f'nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}')
+    self.nonfinite = nonfinite
+    # {stream: {'rows': int, 'batches': [(batch label, rows), ...]}} of the last pass.
+    self.dropped: dict[str, dict] = {}
     self.passes_run = 0
     self._data_sharding = NamedSharding(self.mesh, P(DATA))
     self._replicated = NamedSharding(self.mesh, P())
@@ -423,7 +506,7 @@ class Engine:
       ``replicate``, ``health`` the per-device bad-data counters.  This is the
       step ``run_pass`` runs; benchmarks time it on device-resident batches.
     """
-    return _build_step(featurizer, self.mesh, layout, self.compensated)
+    return _build_step(featurizer, self.mesh, layout, self.compensated, self.nonfinite == 'skip')
 
   # -- one pass ---------------------------------------------------------------
 
@@ -483,30 +566,37 @@ class Engine:
         steps, examples = int(resume.steps), int(resume.examples)
       pending = collections.deque()
       t0 = time.perf_counter()
+      # Bad-row counts and the largest |feature| of this run of the pass (a resumed pass
+      # counts from its checkpoint on).
+      amax = np.zeros(len(layout), np.float32)
+      dropped = {stream: {'rows': 0, 'batches': []} for stream, _, _ in layout}
       for raw, label in _synchronised(_from_step(source, steps)):
         if params_dev is None:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
           params_dev = self.replicate(params_host)
         states, health = step(states, self.to_global(raw), params_dev, aux)
-        pending.append((label, health))
+        pending.append((label, health, raw))  # raw: to name the bad rows (no copy)
         steps += 1
         examples += int(np.count_nonzero(raw['_mask']))
         while len(pending) > self.check_lag:
-          self._check(*pending.popleft(), layout)
+          self._check(*pending.popleft(), layout, amax, dropped)
         if self.progress and steps % self.progress_every == 0:
           self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, False))
         if checkpoint is not None and checkpoint_every > 0 and steps % checkpoint_every == 0:
           while pending:
-            self._check(*pending.popleft(), layout)
+            self._check(*pending.popleft(), layout, amax, dropped)
           checkpoint(PassCheckpoint(pass_index, steps, examples, params_host, states))
       while pending:
-        self._check(*pending.popleft(), layout)
+        self._check(*pending.popleft(), layout, amax, dropped)
       if steps == 0 or params_host is None:
         raise InputError('empty stream: the source yielded no batches')
+      self.dropped = {s: d for s, d in dropped.items() if d['rows']}
+      self._check_scale(layout, amax)
       # On one device the state is already the total (no collective, no copy).
       reduced = states if self.num_devices == 1 else _build_reduce(self.mesh)(states)
       del states
       host = jax.tree.map(lambda a: np.asarray(a)[0], jax.device_get(reduced))
+    self._check_overflow(layout, host, amax)
     self.passes_run += 1
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
@@ -580,7 +670,9 @@ class Engine:
     shifts = {}
     if need_shift:
       shifts = jax.device_get(
-          _build_shift(featurizer, self.mesh, need_shift)(self.to_global(raw), aux)
+          _build_shift(featurizer, self.mesh, need_shift, self.nonfinite == 'skip')(
+              self.to_global(raw), aux
+          )
       )
     dt = np.dtype(self.dtype)
     out = {}
@@ -595,14 +687,67 @@ class Engine:
       out[stream] = tuple(slots)
     return out
 
-  def _check(self, label, health, layout):
+  def _check(self, label, health, raw, layout, amax, dropped):
     # This process's devices only (on several hosts the rest are not addressable).
-    h = sum(np.asarray(s.data) for s in health.addressable_shards).sum(0)  # [streams, fields]
-    for (stream, _, _), row in zip(layout, h):
+    per_dev = np.concatenate([np.asarray(s.data) for s in health.addressable_shards])
+    h = per_dev.sum(0)  # [streams, fields]: counts add up over devices
+    big = per_dev[..., HEALTH_AMAX].max(0).astype(np.int32).view(np.float32)  # [streams]
+    for i, ((stream, _, _), row) in enumerate(zip(layout, h)):
+      where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
       bad = [f'{int(c)} {what}' for c, what in zip(row, HEALTH_FIELDS) if c]
       if bad:
-        where = f'{label}' + (f' (stream {stream!r})' if stream != 'features' else '')
-        raise InputError(f'bad input in {where}: ' + ', '.join(bad))
+        rows = _bad_rows(raw, row, stream, layout[i][1])
+        raise InputError(f'bad input in {where}: ' + ', '.join(bad) + rows)
+      if row[HEALTH_DROPPED]:
+        dropped[stream]['rows'] += int(row[HEALTH_DROPPED])
+        dropped[stream]['batches'].append((label, int(row[HEALTH_DROPPED])))
+      amax[i] = max(amax[i], big[i])
+
+  def _check_scale(self, layout, amax):
+    """``InputError`` when every feature is too small for the accumulation dtype's squares."""
+    # Every process must raise alike, so the bound is that of all processes.
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      amax[:] = np.asarray(multihost_utils.process_allgather(amax)).reshape(-1, len(layout)).max(0)
+    if self.dtype != 'float32':
+      return  # float64's bound (6.7e-139) is below what the float32 counter can hold
+    floor = min_feature_scale(self.dtype)
+    for (stream, _, _), a in zip(layout, amax):
+      if 0.0 < a < floor:
+        raise InputError(
+            f'features too small for {self.dtype} statistics'
+            + (f' (stream {stream!r})' if stream != 'features' else '')
+            + f': every row has Σ|x| <= {float(a):.3g}, below {floor:.2g} '
+            f'(engine.min_feature_scale), so their squares underflow {self.dtype}; '
+            'rescale the features (most metrics are scale-invariant, see '
+            'docs/failure_modes.md)'
+            + (
+                ', or pass float64 features (accumulated in float64)'
+                if self.dtype == 'float32'
+                else ''
+            )
+        )
+
+  def _check_overflow(self, layout, host, amax):
+    """``InputError`` when a finalised-to-be statistic holds inf or NaN (finite features overflowed)."""
+    for i, (stream, _, reqs) in enumerate(layout):
+      for slot, (stat, _) in enumerate(reqs):
+        leaves = [np.asarray(x) for x in jax.tree.leaves(host[stream][slot])]
+        if all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact)):
+          continue
+        raise InputError(
+            f'{stat.__name__} statistics overflowed {self.dtype}'
+            + (f' (stream {stream!r})' if stream != 'features' else '')
+            + f': the largest row Σ|x| is {float(amax[i]):.3g}, too large for the squares '
+            f'and sums of {self.dtype}; rescale the features (most metrics are '
+            'scale-invariant, see docs/failure_modes.md)'
+            + (
+                ', or pass float64 features (accumulated in float64)'
+                if self.dtype == 'float32'
+                else ''
+            )
+        )
 
 
 def _pass_layout(requests):
@@ -654,6 +799,33 @@ class _FromStep:
 
 def _from_step(source, start: int):
   return source if start == 0 else _FromStep(source, start)
+
+
+def _bad_rows(raw, counts, stream: str, num_classes: int) -> str:
+  """'' or '; rows [...]': the stream rows (``_index``) of the bad data ``counts`` flags.
+
+  Only for raw feature streams, whose host batch holds the features (a model's
+  features exist only on device); this runs once, on the error path.
+  """
+  if stream != 'features' or 'features' not in raw or '_index' not in raw:
+    return ''
+  m = np.asarray(raw['_mask'], bool)
+  f = np.asarray(raw['features'])
+  bad = np.zeros(m.shape, bool)
+  if counts[0]:
+    bad |= ~np.isfinite(f.reshape(f.shape[0], -1)).all(1)
+  if counts[1]:
+    y = np.asarray(raw['label'])
+    bad |= (y < 0) | (y >= num_classes)
+  if counts[2] and 'source_probs' in raw:
+    pr = np.asarray(raw['source_probs'], np.float32)
+    ok = np.isfinite(pr).all(1) & (pr >= 0).all(1) & (np.abs(pr.sum(1) - 1.0) <= PROBS_SUM_ATOL)
+    bad |= ~ok
+  idx = np.asarray(raw['_index'])[bad & m]
+  if not idx.size:
+    return ''
+  shown = ', '.join(str(int(i)) for i in idx[:10]) + (', ...' if idx.size > 10 else '')
+  return f' (stream rows {shown})'
 
 
 def _num_classes_of(reqs) -> int:

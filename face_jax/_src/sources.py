@@ -17,6 +17,7 @@ import itertools
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from face_jax._src.errors import InputError
@@ -28,10 +29,15 @@ def round_up(n: int, m: int) -> int:
   return -(-int(n) // int(m)) * int(m)
 
 
+def is_floating(dtype) -> bool:
+  """True for numpy's floating dtypes and ml_dtypes' (bfloat16, float8, ...), which numpy does not list."""
+  return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
 def _check_features(features, where: str, dim: int | None):
   if features.ndim != 2:
     raise InputError(f'{where}: features must be 2-D [batch, dim], got shape {features.shape}')
-  if not np.issubdtype(features.dtype, np.floating):
+  if not is_floating(features.dtype):
     raise InputError(f'{where}: features must be floating point, got dtype {features.dtype}')
   if dim is not None and features.shape[1] != dim:
     raise InputError(
@@ -53,7 +59,7 @@ def _check_extras(extras: Mapping[str, np.ndarray], n: int, where: str):
     if v.ndim < 1 or v.shape[0] != n:
       raise InputError(f'{where}: extra {k!r} has shape {v.shape}, expected leading dim {n}')
     if k == 'source_probs':
-      if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
+      if v.ndim != 2 or not is_floating(v.dtype):
         raise InputError(
             f'{where}: source_probs must be a 2-D float array [batch, source classes], '
             f'got {v.dtype} {v.shape}'
@@ -87,7 +93,7 @@ def _steps(features, labels, extras, size: int, feat_dtype, where: str, first_in
         '_index': index,
     }
     for k, v in extras.items():
-      dt = feat_dtype if np.issubdtype(v.dtype, np.floating) else v.dtype
+      dt = feat_dtype if is_floating(v.dtype) else v.dtype
       raw[k] = _pad_rows(np.asarray(v[lo:hi], dt), size)
     label = where if len(starts) == 1 else f'{where} rows {lo}:{hi}'
     yield raw, label
@@ -260,6 +266,23 @@ def _unpack(item, i: int):
   return feats, labels, extras
 
 
+def _check_like_first(feats, extras, first, where: str):
+  """``InputError`` when a batch's feature dtype or an extra's trailing shape or dtype differs from the first batch's."""
+  dtype, extra_specs = first
+  if feats.dtype != dtype:
+    raise InputError(
+        f"{where}: features have dtype {feats.dtype}, the first batch's had {dtype} "
+        '(the dtype of a stream must not change)'
+    )
+  for k, (shape, dt) in extra_specs.items():
+    v = extras[k]
+    if v.shape[1:] != shape or v.dtype != dt:
+      raise InputError(
+          f'{where}: extra {k!r} is {v.dtype} with trailing shape {v.shape[1:]}, the first '
+          f"batch's was {dt} {shape} (shapes and dtypes of a stream must not change)"
+      )
+
+
 class IterableSource(_SourceBase):
   """A stream of user batches: ``(features, labels[, extras])`` tuples or dicts.
 
@@ -306,6 +329,8 @@ class IterableSource(_SourceBase):
     except StopIteration:
       raise InputError('empty stream: the iterable yielded no batches') from None
     feats, labels, extras = _unpack(first, 0)
+    # What every later batch must match (a change mid-stream is an error naming the batch).
+    self._first = (feats.dtype, {k: (v.shape[1:], v.dtype) for k, v in extras.items()})
     self._peeked = (first, first_iter) if not self.reiterable else None
     size = int(batch_size) if batch_size else max(1, feats.shape[0])
     super().__init__(
@@ -361,6 +386,7 @@ class IterableSource(_SourceBase):
             f"batch {i}: extras {sorted(extras)} differ from the first batch's "
             f'{sorted(self.extras_shapes)}'
         )
+      _check_like_first(feats, extras, self._first, f'batch {i}')
       yield from _steps(
           feats, labels, extras, self.local_batch_size, self.feat_dtype, f'batch {i}', offset + seen
       )

@@ -124,7 +124,7 @@ def nc1_core(
   the cutoff; re-centring M in float64 restores it (a mathematical no-op).
 
   Returns:
-    (NC1, rank of Σ_B kept).
+    (NC1 >= 0, rank of Σ_B kept); 0 when Σ_W = 0 (perfect within-class collapse).
   """
   k, d = mu.shape
   m = mu - mu_g
@@ -136,7 +136,9 @@ def nc1_core(
   if not keep.any():
     return math.inf, 0
   v = vt[keep].T  # [D, r]
-  q = np.einsum('dr,dr->r', sigma_w @ v, v)
+  # vᵀ Σ_W v >= 0 (Σ_W is a covariance); clipped at 0 because a zero Σ_W (every
+  # sample at its class mean) can round to a tiny negative value.  NC1 = 0 then.
+  q = np.maximum(np.einsum('dr,dr->r', sigma_w @ v, v), 0.0)
   return float((q / s[keep] ** 2).sum() / k), int(keep.sum())
 
 

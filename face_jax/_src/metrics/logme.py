@@ -22,6 +22,7 @@ import numpy as np
 from face_jax._src import engine as engine_lib
 from face_jax._src import registry
 from face_jax._src import stats as stats_lib
+from face_jax._src.errors import InputError
 from face_jax._src.metrics import common
 from face_jax._src.numerics import EPS64, sym_eig_desc
 
@@ -152,6 +153,13 @@ def logme_fixed_point_iteration(sigma, x2, n_c, n, d) -> float:
     at most ``LOGME_MAX_ITERS`` updates with ``LOGME_FP_EPS`` added to ‖m‖² and
     the residual, stop at ``LOGME_FP_TOL`` relative change of alpha/beta).
   """
+  if sigma.size == 0:
+    # The reference's evidence is then d/2·log(0) = −inf (with a numpy warning).
+    raise InputError(
+        f'logme: no singular value of the features exceeds {LOGME_FP_SV_CUTOFF:g} (the '
+        "reference's cut-off; features this small or constant): LogME is undefined; "
+        'rescale the features'
+    )
   evidences = []
   for c in range(x2.shape[1]):
     xc = x2[:, c]

@@ -156,6 +156,12 @@ def _lda_svd(mu_f, sw_f, st_f, counts):
   lam, u = lam[::-1], u[:, ::-1]
   s1 = np.sqrt(np.clip(lam, 0.0, None))
   r1 = int(np.sum(s1 > LDA_SVD_TOL))
+  if r1 == 0:
+    # scikit-learn's LDA (and so the reference) fails here (IndexError).
+    raise InputError(
+        'ncti: the within-class scatter of the PCA features is zero (every class '
+        "collapsed to a point): NCTI's LDA is undefined"
+    )
   w1 = (u[:, :r1] / std[:, None]) / s1[:r1]  # [p, r1]
   mw = (np.sqrt(n * priors / (c - 1))[:, None] * (mu_f - xbar)) @ w1
   _, s2, vt2 = np.linalg.svd(mw, full_matrices=False)

@@ -163,6 +163,11 @@ def collect_rows(info: engine_lib.StreamInfo, dtype: str, size: int, seed: int):
   Returns (X [S, D] float64, y [S] int64 with labels re-indexed to the classes
   present in the subsample, n_total).
   """
+  if info.nonfinite == 'skip':
+    raise InputError(
+        "a row subsample (nleep, parc) numbers the stream's rows, which nonfinite='skip' "
+        'would leave with gaps; remove the non-finite rows before scoring these metrics'
+    )
   if info.label_counts is not None:
     n_total = int(np.asarray(info.label_counts).sum())
   else:
