@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRICS = 'face,sfda,ncti,leep,nleep,logme'  # sfda: 3 passes, ncti and leep: 2
 
@@ -216,14 +218,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
         )
         for i in range(2)
     ]
-    logs = []
-    for p in procs:
-      try:
-        logs.append(p.communicate(timeout=600)[0])
-      except subprocess.TimeoutExpired:
-        for q in procs:
-          q.kill()
-        raise
+    logs = processes.communicate_all(procs, timeout=600)
     want = -signal.SIGKILL if kill_at else 0
     for p, log in zip(procs, logs):
       assert p.returncode == want, log[-5000:]

@@ -17,6 +17,7 @@ import pytest
 import face_jax
 from face_jax import data, models
 from tests import cases
+from tests import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,14 +52,7 @@ def test_two_processes_equal_one(tmp_path):
       )
       for i in range(2)
   ]
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=600)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+  logs = processes.communicate_all(procs, timeout=600)
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-6000:]
   p0, p1 = (json.loads((tmp_path / f'p{i}.json').read_text()) for i in range(2))
