@@ -105,6 +105,9 @@ class JobConfig:
       end of each pass and model).
     one_read: the network models run together: each batch is read and decoded once
       and goes through every model in turn (one program, one pass for all models).
+    nonfinite: 'raise' (a non-finite feature stops the job, naming the batch) or
+      'skip' (rows holding one are left out of every statistic, counted, and reported
+      per model and layer in the results' ``models`` as ``nonfinite_dropped``).
   """
 
   models: tuple = ()
@@ -119,6 +122,11 @@ class JobConfig:
   dtype: str = 'float32'
   checkpoint_every_steps: int = 100
   one_read: bool = False
+  nonfinite: str = 'raise'
+
+  def __post_init__(self):
+    if self.nonfinite not in ('raise', 'skip'):
+      raise InputError(f"nonfinite must be 'raise' or 'skip', got {self.nonfinite!r}")
 
   def scoring_fields(self) -> dict:
     """The fields that determine the scores (the fingerprint's config)."""
@@ -133,6 +141,7 @@ class JobConfig:
         'batch_size': int(self.batch_size),
         'dtype': self.dtype,
         'one_read': bool(self.one_read),
+        'nonfinite': self.nonfinite,
     }
 
 
@@ -731,7 +740,11 @@ class JobCheckpoints:
       a = self.arrays['history'][f'p{i}']
       out.append(
           engine_lib.PassTotals(
-              _unflat(a['params']), _unflat(a['totals']), p['steps'], p['examples']
+              _unflat(a['params']),
+              _unflat(a['totals']),
+              p['steps'],
+              p['examples'],
+              p.get('dropped'),
           )
       )
     return out
@@ -746,11 +759,14 @@ class JobCheckpoints:
         p['examples'],
         _unflat(self.arrays['params']),
         _unflat(self.arrays['states']),
+        p.get('dropped'),
     )
 
   def on_step(self, cp: engine_lib.PassCheckpoint):
     cur = self.meta['current']
     cur['pass'] = {'index': cp.pass_index, 'steps': cp.steps, 'examples': cp.examples}
+    if cp.dropped:
+      cur['pass']['dropped'] = cp.dropped
     if self.prefix_digest is not None and cp.pass_index == 0:
       cur['pass']['data_digest'] = self.prefix_digest(cur['model'], cp.steps)
     self.arrays['params'] = _flat([np.asarray(a) for a in jax.tree.leaves(cp.params)])
@@ -761,6 +777,8 @@ class JobCheckpoints:
     cur = self.meta['current']
     assert index == len(cur['passes']), (index, cur['passes'])
     cur['passes'].append({'steps': totals.steps, 'examples': totals.examples})
+    if totals.dropped:
+      cur['passes'][-1]['dropped'] = totals.dropped
     cur['pass'] = None
     self.arrays.pop('params', None)
     self.arrays.pop('states', None)
@@ -1019,6 +1037,7 @@ class Job:
     streamed = 0
     group = [m for m in specs if m.kind in ('collection', 'preset')] if cfg.one_read else []
     self.data_passes = 0
+    self.dropped: dict = {}  # the last stream run's dropped rows (nonfinite='skip')
     for i, spec in enumerate(specs):
       if spec in group:
         if spec is group[0]:
@@ -1046,6 +1065,10 @@ class Job:
           'layers': list(recs),
           'resumed': False,
       }
+      if self.cfg.nonfinite == 'skip':
+        model_info[spec.name]['nonfinite_dropped'] = {
+            l: d for l, d in self.dropped.items() if l in recs
+        }
       streamed += examples * this_run
       failed = sorted({m for l in recs for m, r in recs[l].items() if r.get('error')})
       log(
@@ -1094,6 +1117,7 @@ class Job:
     return engine_lib.Engine(
         self.mesh,
         dtype=self.cfg.dtype,
+        nonfinite=self.cfg.nonfinite,
         progress=Progress(label, '', total, self.log_every_seconds, self.log),
         progress_every=1,
     )
@@ -1109,6 +1133,7 @@ class Job:
     """
     cfg, ckpt = self.cfg, self.ckpt
     kw, last = {}, {'examples': 0}
+    self.dropped = {}
     if ckpt is not None:
       ckpt.start_model(unit)
       resume = ckpt.resume()
@@ -1124,8 +1149,12 @@ class Job:
         last['examples'] = kw['history'][-1].examples
     done_before = len(kw.get('history', ()))
 
+    first = {'dropped': kw['history'][0].dropped if kw.get('history') else None}
+
     def on_pass(index, totals):
       last['examples'] = totals.examples
+      if index == 0:
+        first['dropped'] = totals.dropped
       if ckpt is not None:
         ckpt.on_pass(index, totals)
 
@@ -1135,6 +1164,7 @@ class Job:
         eng, source, plans, featurizer=featurizer, aux=aux, on_pass=on_pass, **kw
     )
     self.data_passes += run_.passes - done_before
+    self.dropped = _dropped_rows(plans, first['dropped']) if cfg.nonfinite == 'skip' else {}
     for stream, vals in run_.results.items():
       name, _, layer = stream.rpartition('/')
       into = recs[name][layer] if name else recs[stream]
@@ -1168,6 +1198,7 @@ class Job:
           layers=layers,
           metrics=tuple(runnable),
           metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
+          nonfinite=cfg.nonfinite,
       )
       extractors.append(ex)
       feats.append(prepared.featurizer)
@@ -1196,6 +1227,12 @@ class Job:
           'resumed': False,
           'one_read': True,
       }
+      if cfg.nonfinite == 'skip':
+        model_info[n]['nonfinite_dropped'] = {
+            stream.rpartition('/')[2]: d
+            for stream, d in self.dropped.items()
+            if stream.rpartition('/')[0] == n
+        }
       finished[n] = {'records': records[n], 'info': model_info[n]}
     self.log(
         '%s: %d metric(s) on %d examples in %.1fs, %d pass(es) over the data, %.0f examples/s',
@@ -1277,6 +1314,20 @@ def run(cfg: JobConfig, **kwargs) -> JobResult:
   return prepare(cfg, **kwargs).run()
 
 
+def _dropped_rows(plans, dropped) -> dict:
+  """``{stream: {'rows', 'batches'}}`` the first pass left out (nonfinite='skip').
+
+  ``rows`` counts every process's (one collective per stream, in the same order on
+  every process); ``batches`` lists this process's batches and their rows.
+  """
+  dropped = dropped or {}
+  out = {}
+  for stream in sorted(plans):
+    d = dropped.get(stream) or {'rows': 0, 'batches': []}
+    out[stream] = {'rows': _global_sum(d['rows']), 'batches': [list(b) for b in d['batches']]}
+  return out
+
+
 def _global_sum(n: int) -> int:
   if jax.process_count() == 1:
     return int(n)
@@ -1313,13 +1364,15 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
     else:
       source = FeatureArraysSource(pipe)
       total = pipe.num_local_examples
+    skip = cfg.nonfinite == 'skip'  # rows may be dropped: class counts from the first pass
     info = engine_lib.StreamInfo(
         name=FEATURES_LAYER,
         dim=source.dim,
         num_classes=source.num_classes,
-        label_counts=source.label_counts,
+        label_counts=None if skip else source.label_counts,
         extras=source.extras_shapes,
         reiterable=True,
+        nonfinite=cfg.nonfinite,
     )
     from face_jax._src.api import route_options
 
@@ -1346,6 +1399,7 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
       layers=layers,
       metrics=tuple(runnable),
       metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
+      nonfinite=cfg.nonfinite,
   )
   aux = eng.replicate(ex.params)
   return (

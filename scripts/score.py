@@ -182,6 +182,14 @@ _ONE_READ = flags.DEFINE_bool(
     'Batch job: each batch goes through every model in turn, so the data is read and decoded '
     'once per pass for the whole zoo.',
 )
+_NONFINITE = flags.DEFINE_enum(
+    'nonfinite',
+    None,
+    ['raise', 'skip'],
+    "Batch job: 'raise' (default) stops at a non-finite feature, naming the batch; 'skip' "
+    'leaves such rows out of every statistic and reports them per model and layer '
+    '(results.json models.MODEL.nonfinite_dropped).',
+)
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address',
     None,
@@ -395,6 +403,7 @@ _SHORTCUTS = {
     'rank_by': _RANK_BY,
     'n_boot': _N_BOOT,
     'one_read': _ONE_READ,
+    'nonfinite': _NONFINITE,
 }
 
 
@@ -846,6 +855,7 @@ def _job_main(t0: float, c):
       dtype=_DTYPE.value,
       checkpoint_every_steps=int(c.checkpoint_every_steps),
       one_read=bool(c.one_read),
+      nonfinite=str(c.nonfinite),
   )
   out_dir = c.output_dir
   writer = jax.process_index() == 0

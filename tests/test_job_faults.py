@@ -248,3 +248,40 @@ def test_a_dead_process_stops_the_others_within_bounded_time(tmp_path):
   assert waited < 40, waited  # heartbeat 10 s (+ start-up of the abort)
   assert 'another process probably died' in log0, log0[-3000:]
   assert 'is intact' in log0
+
+
+def test_nonfinite_skip_reports_the_dropped_rows_also_after_a_resume(tmp_path, monkeypatch):
+  """nonfinite='skip': rows with a NaN are left out (the scores are those of the data without
+  them) and reported per model and layer; a job crashed mid-pass after those rows resumes
+  with the same report and scores."""
+  a, _ = _features(tmp_path)
+  z = dict(np.load(a))
+  x = z['features'].copy()
+  bad = np.array([5, 70, 71, 200])  # batches 0, 1 and 3 of 64 rows
+  x[bad, 3] = np.nan
+  np.savez(tmp_path / 'nan.npz', features=x, labels=z['labels'])
+  keep = np.setdiff1d(np.arange(len(x)), bad)
+  np.savez(tmp_path / 'clean.npz', features=x[keep], labels=z['labels'][keep])
+  base = dict(models=(f'm={tmp_path / "nan.npz"}',), nonfinite='skip', checkpoint_every_steps=2)
+  ref = jobs.run(_cfg(tmp_path, **base))
+  got = ref.models['m']['nonfinite_dropped']['features']
+  assert got['rows'] == 4 and len(got['batches']) == 3, got
+  assert [r for _, r in got['batches']] == [1, 2, 1], got
+  clean = jobs.run(
+      _cfg(tmp_path, models=(f'm={tmp_path / "clean.npz"}',), checkpoint_every_steps=0)
+  )
+  for metric in ('face', 'sfda'):
+    np.testing.assert_allclose(
+        ref.scores['m']['features'][metric], clean.scores['m']['features'][metric], rtol=1e-5
+    )
+  with pytest.raises(InputError, match='non-finite'):
+    jobs.run(_cfg(tmp_path, models=base['models'], checkpoint_every_steps=0))
+  # Crash in the first pass after the checkpoint of step 4 (rows 0:256 seen, 3 rows dropped).
+  ckpt = tmp_path / 'ckpt'
+  _stopped_at(monkeypatch, 5)
+  with pytest.raises(_Stop):
+    jobs.run(_cfg(tmp_path, **base), checkpoint_dir=str(ckpt))
+  monkeypatch.undo()
+  res = jobs.run(_cfg(tmp_path, **base), checkpoint_dir=str(ckpt))
+  assert res.models['m']['nonfinite_dropped']['features'] == got
+  assert res.scores == ref.scores

@@ -191,6 +191,8 @@ class PassCheckpoint:
     params: the pass's host params (first-batch shifts resolved), a tree or its leaves.
     states: the per-device accumulator states (leading device axis; a tree of
       ``jax.Array`` sharded ``P('data')``, or its leaves as arrays).
+    dropped: ``{stream: {'rows', 'batches'}}``, the rows ``nonfinite='skip'`` left
+      out of this pass so far (this process), or None.
   """
 
   pass_index: int
@@ -198,6 +200,7 @@ class PassCheckpoint:
   examples: int
   params: Any
   states: Any
+  dropped: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,12 +212,15 @@ class PassTotals:
     totals: the merged ``(hi, lo)`` states (host numpy), a tree or its leaves.
     steps: steps made.
     examples: real rows accumulated by this process.
+    dropped: ``{stream: {'rows', 'batches'}}``, the rows ``nonfinite='skip'`` left
+      out of the pass (this process), or None.
   """
 
   params: Any
   totals: Any
   steps: int = 0
   examples: int = 0
+  dropped: Any = None
 
 
 def features_featurizer(aux, raw: Mapping[str, jax.Array]) -> dict[str, stats_lib.Batch]:
@@ -566,10 +572,12 @@ class Engine:
         steps, examples = int(resume.steps), int(resume.examples)
       pending = collections.deque()
       t0 = time.perf_counter()
-      # Bad-row counts and the largest |feature| of this run of the pass (a resumed pass
-      # counts from its checkpoint on).
+      # Bad-row counts (a resumed pass starts from its checkpoint's) and the largest
+      # |feature| of this run of the pass (a resumed pass: from its checkpoint on).
       amax = np.zeros(len(layout), np.float32)
       dropped = {stream: {'rows': 0, 'batches': []} for stream, _, _ in layout}
+      for stream, d in ((resume.dropped or {}) if resume is not None else {}).items():
+        dropped[stream] = {'rows': int(d['rows']), 'batches': [tuple(b) for b in d['batches']]}
       for raw, label in _synchronised(_from_step(source, steps)):
         if params_dev is None:
           params_host = self._resolve_params(layout, uniq, raw, featurizer, aux)
@@ -585,7 +593,11 @@ class Engine:
         if checkpoint is not None and checkpoint_every > 0 and steps % checkpoint_every == 0:
           while pending:
             self._check(*pending.popleft(), layout, amax, dropped)
-          checkpoint(PassCheckpoint(pass_index, steps, examples, params_host, states))
+          checkpoint(
+              PassCheckpoint(
+                  pass_index, steps, examples, params_host, states, _copy_dropped(dropped)
+              )
+          )
       while pending:
         self._check(*pending.popleft(), layout, amax, dropped)
       if steps == 0 or params_host is None:
@@ -601,7 +613,7 @@ class Engine:
     if self.progress:
       self.progress(PassProgress(pass_index, steps, examples, time.perf_counter() - t0, True))
     if on_totals is not None:
-      on_totals(PassTotals(params_host, host, steps, examples))
+      on_totals(PassTotals(params_host, host, steps, examples, _copy_dropped(self.dropped)))
     return _finalize(slot_of, uniq, host, params_host)
 
   def finalize_totals(
@@ -748,6 +760,15 @@ class Engine:
                 else ''
             )
         )
+
+
+def _copy_dropped(dropped: Mapping[str, dict]) -> dict:
+  """A copy of a pass's dropped-row report (streams with rows only)."""
+  return {
+      s: {'rows': int(d['rows']), 'batches': [list(b) for b in d['batches']]}
+      for s, d in dropped.items()
+      if d['rows']
+  }
 
 
 def _pass_layout(requests):

@@ -37,4 +37,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.n_boot = 200
   c.log_every_seconds = 5.0
   c.one_read = False  # each batch through every model in turn (the data read once)
+  c.nonfinite = 'raise'  # 'skip': rows with a non-finite feature left out, counted, reported
   return c
