@@ -18,12 +18,18 @@ from face_jax import InputError, jobs
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _features(tmp_path, n=300, seed=0):
+def _features(tmp_path, n=300, seed=0, probs=False):
   rng = np.random.default_rng(seed)
   y = np.arange(n) % 5
   x = (rng.normal(size=(n, 12)) + 2.0 * np.eye(12)[y]).astype(np.float32)
-  np.savez(tmp_path / 'a.npz', features=x, labels=y)
-  np.savez(tmp_path / 'b.npz', features=1.5 * x[:, :8] + 0.3 * rng.normal(size=(n, 8)), labels=y)
+  xb = 1.5 * x[:, :8] + 0.3 * rng.normal(size=(n, 8))
+  extra = {}
+  if probs:  # source-model probabilities over 6 source classes
+    logits = np.concatenate([x[:, :5], np.zeros((n, 1))], axis=1)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    extra = {'source_probs': (p / p.sum(1, keepdims=True)).astype(np.float32)}
+  np.savez(tmp_path / 'a.npz', features=x, labels=y, **extra)
+  np.savez(tmp_path / 'b.npz', features=xb, labels=y, **extra)
   return tmp_path / 'a.npz', tmp_path / 'b.npz'
 
 
@@ -173,18 +179,26 @@ def test_full_disk_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
   assert not [p for p in ckpt.iterdir() if 'tmp' in p.name]  # the half-written save is gone
 
 
-def test_bad_batch_late_stops_naming_it_and_the_fixed_data_resumes(tmp_path):
-  a, b = _features(tmp_path)
-  cfg = _cfg(tmp_path, checkpoint_every_steps=1)
+@pytest.mark.parametrize('what', ['features', 'source_probs'])
+def test_bad_batch_late_stops_naming_it_and_the_fixed_data_resumes(tmp_path, what):
+  a, b = _features(tmp_path, probs=what == 'source_probs')
+  metrics = {'metrics': ('face', 'leep')} if what == 'source_probs' else {}
+  cfg = _cfg(tmp_path, checkpoint_every_steps=1, **metrics)
   ref = jobs.run(cfg).scores
   good = dict(np.load(b))
-  bad = dict(good, features=good['features'].copy())
-  bad['features'][250, 3] = np.nan  # b's batch 3 of 5 (rows 192..255), after all of a
+  bad = dict(good, **{what: good[what].copy()})
+  # b's batch 3 of 5 (rows 192..255), after all of a.
+  if what == 'features':
+    bad['features'][250, 3] = np.nan
+    msg = 'bad input in batch 3 (rows 192:256): 1 non-finite feature values'
+  else:
+    bad['source_probs'][250] *= 1.5  # sums to 1.5
+    msg = 'bad input in batch 3 (rows 192:256): 1 invalid source_probs rows'
   np.savez(b, **bad)
   ckpt = tmp_path / 'ckpt'
   with pytest.raises(InputError) as e:
     jobs.run(cfg, checkpoint_dir=str(ckpt))
-  assert 'bad input in batch 3 (rows 192:256): 1 non-finite feature values' in str(e.value)
+  assert msg in str(e.value)
   last = _steps(ckpt)[-1]
   probe = jobs.prepare(cfg, checkpoint_dir=str(ckpt)).ckpt
   assert probe.verify(last) is None
