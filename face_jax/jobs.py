@@ -1188,18 +1188,9 @@ class Job:
     for spec in group:
       layers = self.layers_of[spec.name]
       recs = recs_of[spec.name] = {l: {} for l in layers}
-      ex = spec.build()
-      runnable = _runnable(spec.name, ex, layers, infos, recs)
-      if not runnable:
+      ex, prepared = _prepare_network(cfg, spec, pipe, layers, infos, recs)
+      if prepared is None:
         continue
-      prepared = prepare_model(
-          ex,
-          pipe,
-          layers=layers,
-          metrics=tuple(runnable),
-          metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
-          nonfinite=cfg.nonfinite,
-      )
       extractors.append(ex)
       feats.append(prepared.featurizer)
       run_names.append(spec.name)
@@ -1336,6 +1327,26 @@ def _global_sum(n: int) -> int:
   return int(np.sum(multihost_utils.process_allgather(np.asarray(n, np.int64))))
 
 
+def _prepare_network(cfg, spec, pipe, layers, infos, recs):
+  """(extractor, ``prepare_model`` of its runnable metrics), or (extractor, None) if none runs.
+
+  Metrics the network cannot run are recorded in ``recs`` (``_runnable``).
+  """
+  ex = spec.build()
+  runnable = _runnable(spec.name, ex, layers, infos, recs)
+  if not runnable:
+    return ex, None
+  prepared = prepare_model(
+      ex,
+      pipe,
+      layers=layers,
+      metrics=tuple(runnable),
+      metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
+      nonfinite=cfg.nonfinite,
+  )
+  return ex, prepared
+
+
 def _model_plans(cfg, spec, pipe, layers, infos, eng):
   """(records of metrics refused up front, plans, source, featurizer, aux, total examples)."""
   recs = {l: {} for l in layers}
@@ -1389,18 +1400,9 @@ def _model_plans(cfg, spec, pipe, layers, infos, eng):
     if not plans[FEATURES_LAYER]:
       plans = {}
     return recs, plans, source, engine_lib.features_featurizer, None, total
-  ex = spec.build()
-  runnable = _runnable(spec.name, ex, layers, infos, recs)
-  if not runnable:
+  ex, prepared = _prepare_network(cfg, spec, pipe, layers, infos, recs)
+  if prepared is None:
     return recs, {}, None, None, None, pipe.num_local_examples
-  prepared = prepare_model(
-      ex,
-      pipe,
-      layers=layers,
-      metrics=tuple(runnable),
-      metric_options={m: o for m, o in cfg.metric_options.items() if m in runnable} or None,
-      nonfinite=cfg.nonfinite,
-  )
   aux = eng.replicate(ex.params)
   return (
       recs,
