@@ -28,6 +28,7 @@ from face_jax._src.metrics.face import FaCeResult
 from face_jax._src.metrics.face import FaceOptions
 from face_jax._src.metrics.face import face_from_moments
 from face_jax._src.metrics.face import face_pool
+from face_jax._src.metrics.face import face_pool_shares
 from face_jax._src.metrics.gbc import GbcOptions
 from face_jax._src.metrics.hscore import HscoreOptions
 from face_jax._src.metrics.hscore import RegHscoreOptions
@@ -77,6 +78,7 @@ __all__ = (
     'etran_pool',
     'face_from_moments',
     'face_pool',
+    'face_pool_shares',
     'face_score',
     'metric_names',
     'ncti_pool',

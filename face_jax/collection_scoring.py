@@ -31,7 +31,8 @@ formed by ``available_scores``: the metric's ``<name>_pool`` function
 scores ``FACE_POOLS`` (``face_pool_minmax``, ``face_pool_zscore``,
 ``face_pool_rank``): (C, F) of the 'face' records normalised over the pool and
 summed with λ = 1, exactly ``face_jax.face_pool(..., combine=...)``.
-``face_ranking_score()`` names the one that FaCe's default ranks a pool by.
+``face_ranking_score()`` names the one that FaCe's default ranks a pool by, and
+``face_pool_shares`` gives F's share of each model's pool score.
 
 ``face_variant_terms`` gives FaCe's terms under many variants from one pass of
 statistics (the zoo benchmark's ablation).
@@ -455,6 +456,28 @@ def available_scores(
     out = {m: float(r['value']) for m, r in good.items()}
   sign = 1.0 if first['higher_is_better'] else -1.0
   return {m: sign * v for m, v in out.items()}, missing
+
+
+def face_pool_shares(
+    records: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str
+) -> dict[str, float]:
+  """F's share of each model's FaCe pool score ``metric`` (one of ``FACE_POOLS``, λ = 1).
+
+  ``face_jax.face_pool_shares`` on the terms of the 'face' records, over the
+  models that have finite terms (the pool ``available_scores`` combines):
+  |λ·F̃| / (|C̃| + |λ·F̃|) with the pool-normalised terms.  Near 0 for every model:
+  fairness does not move the ranking.
+  """
+  if metric not in FACE_POOLS:
+    raise ValueError(f'{metric!r} is not a FaCe pool score ({sorted(FACE_POOLS)})')
+  comps = {}
+  for m, recs in records.items():
+    t = (recs.get('face') or {}).get('terms')
+    if t and math.isfinite(t['variance_collapse']) and math.isfinite(t['class_fairness']):
+      comps[m] = {k: t[k] for k in ('variance_collapse', 'class_fairness')}
+  if not comps:
+    return {}
+  return face_lib.pool_fairness_shares(comps, FACE_POOLS[metric])
 
 
 def oriented_scores(

@@ -115,7 +115,12 @@ _METRICS = flags.DEFINE_list(
 )
 _N_BOOT = flags.DEFINE_integer('n_boot', 200, 'Bootstrap resamples of the zoo ranking evaluation.')
 _RANK_BY = flags.DEFINE_string(
-    'rank_by', None, 'Metric to rank by (default: the first of --metrics).'
+    'rank_by',
+    None,
+    "Score to rank by: a metric of --metrics, or one of FaCe's pool scores face_pool_minmax, "
+    'face_pool_zscore, face_pool_rank. Default: when face is the first metric (or the zoo '
+    "scores every metric), FaCe's pool score of its default combination (face_pool_zscore); "
+    'otherwise the first of --metrics.',
 )
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'out/score', 'Where results are written.')
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -431,8 +436,10 @@ def main(argv):
   if not _FEATURES.value and _DEMO.value == 'zoo':
     return _zoo_main(t0)
   metrics = tuple(_METRICS.value) or ('face',)
-  rank_by = _RANK_BY.value or metrics[0]
   face_opts = _face_options()
+  # FaCe ranks a pool by its default pool combination (FaceOptions.combine, e.g. face_pool_zscore).
+  face_rank = collection_scoring.face_ranking_score(face_jax.FaceOptions(**face_opts))
+  rank_by = _RANK_BY.value or (face_rank if metrics[0] == 'face' else metrics[0])
   models = _load_models()
   results = {}
   for name, arrays in models.items():
@@ -463,7 +470,17 @@ def main(argv):
     )
     results[name] = out
 
-  rows = reports.ranking_rows(results, rank_by=rank_by)
+  if 'face' in metrics and face_rank != 'face':
+    faces = {m: r['face'] for m, r in results.items()}
+    pool = face_jax.face_pool(faces)
+    pool_shares = face_jax.face_pool_shares(faces)
+    ranked = {
+        m: {**r, face_rank: pool[m], f'{face_rank}.F_share': pool_shares[m]}
+        for m, r in results.items()
+    }
+  else:
+    ranked = results
+  rows = reports.ranking_rows(ranked, rank_by=rank_by)
   cols = ['rank', 'model'] + [c for c in rows[0] if c not in ('rank', 'model')]
   print(f'\nRanking by {rank_by} (higher = predicted more transferable):\n')
   print(reports.format_table(rows, cols))
@@ -620,6 +637,7 @@ def _zoo_main(t0: float):
   if rank_by not in oriented:
     raise app.UsageError(f'cannot rank by {rank_by!r}: {errors.get(rank_by, "not computed")}')
   truth_rank = {m: i + 1 for i, m in enumerate(sorted(truth, key=lambda m: -truth[m]))}
+  shares = {m: collection_scoring.face_pool_shares(records, m) for m in pools if m in oriented}
   rows = []
   for model in records:
     e = collection[model].metadata
@@ -630,6 +648,8 @@ def _zoo_main(t0: float):
         row[m] = oriented[m].get(model)
       else:
         row[m] = rec.get('value')
+      if m in shares:
+        row[f'{m}.F_share'] = shares[m].get(model)
       if rec.get('terms'):
         row[f'{m}.C'] = rec['terms']['variance_collapse']
         row[f'{m}.F'] = rec['terms']['class_fairness']
@@ -872,9 +892,14 @@ def _job_main(t0: float, c):
     )
   except face_jax.InputError as e:
     raise app.UsageError(str(e)) from e
-  if c.rank_by and c.rank_by not in metrics:
+  # FaCe ranks a pool by its default pool combination (FaceOptions.combine, e.g. face_pool_zscore).
+  face_rank = collection_scoring.face_ranking_score(
+      face_jax.FaceOptions(**cfg.metric_options.get('face', {}))
+  )
+  rankable = list(metrics) + (list(collection_scoring.FACE_POOLS) if 'face' in metrics else [])
+  if c.rank_by and c.rank_by not in rankable:
     raise app.UsageError(f'--rank_by {c.rank_by!r} is not among --metrics {metrics}')
-  rank_by = c.rank_by or metrics[0]
+  rank_by = c.rank_by or (face_rank if metrics[0] == 'face' else metrics[0])
   truth = _load_ground_truth(c.ground_truth, job.model_names, c.dataset) if c.ground_truth else None
   logging.info(
       'job: %d model(s) x dataset %s/%s x metrics %s, batch %d, %d process(es), %d device(s)',
@@ -914,7 +939,8 @@ def _job_main(t0: float, c):
     layer_of = {m: list(result.records[m])[i] for m in pool}
     layer_names = sorted(set(layer_of.values()))
     suffix = '' if n_pools == 1 else f'@{layer_names[0] if len(layer_names) == 1 else i}'
-    names = list(infos) + ([collection_scoring.FACE_POOL] if 'face' in infos else [])
+    pools = dict.fromkeys([face_rank, collection_scoring.FACE_POOL]) if 'face' in infos else {}
+    names = list(infos) + [p for p in pools if p in collection_scoring.FACE_POOLS]
     oriented = {}
     for m in names:
       try:
@@ -929,16 +955,19 @@ def _job_main(t0: float, c):
       if sc:
         oriented[m] = sc
         oriented_all[m + suffix] = sc
+    shares = {m: collection_scoring.face_pool_shares(pool, m) for m in pools if m in oriented}
     for model, recs in pool.items():
       row = {'model': model, 'layer': layer_of[model]}
       if truth is not None:
         row['truth'] = truth[model]
       for m in names:
         rec = recs.get(m, {})
-        if m in oriented and (m == collection_scoring.FACE_POOL or rec.get('pool_relative')):
+        if m in oriented and (m in collection_scoring.FACE_POOLS or rec.get('pool_relative')):
           row[m] = oriented[m].get(model)
         else:
           row[m] = rec.get('value')
+        if m in shares:
+          row[f'{m}.F_share'] = shares[m].get(model)
       row['_rank_score'] = oriented.get(rank_by, {}).get(model)  # higher = better
       rows.append(row)
   rows.sort(key=lambda r: -math.inf if r['_rank_score'] is None else -r['_rank_score'])

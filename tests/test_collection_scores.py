@@ -143,9 +143,12 @@ def test_pool_scores_and_face_variants_match(committed, fresh):
   terms = harness.face_variant_terms(feats, train.labels, 10)
   ref = committed['face_variants']['digits'][model]
   assert list(terms) == list(ref)
+  # The features come from a float32 forward pass whose rounding depends on the CPU's vector
+  # instructions (~1e-7 relative); F, a spread of small overlaps, amplifies it (measured:
+  # 1.9e-6 relative for balanced/neg/pooled/entropy on an AVX-512 machine).
   for key, t in ref.items():
     for name, v in t.items():
-      np.testing.assert_allclose(terms[key][name], v, rtol=1e-6, atol=1e-9, err_msg=f'{key}.{name}')
+      np.testing.assert_allclose(terms[key][name], v, rtol=1e-5, atol=1e-9, err_msg=f'{key}.{name}')
 
 
 def test_in_memory_features_match_the_stream(fresh):

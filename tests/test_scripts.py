@@ -118,7 +118,13 @@ def test_features_files_and_options(tmp_path):
       tmp_path,
   )
   res = json.loads((tmp_path / 'results.json').read_text())
+  # Several models: ranked by FaCe's default pool combination, with F's share of it.
+  assert res['rank_by'] == 'face_pool_zscore'
   assert [r['model'] for r in res['ranking']] == ['g', 'bad']
+  c, f = (np.array([r[k] for r in res['ranking']]) for k in ('face.C', 'face.F'))
+  z = lambda v: (v - v.mean()) / v.std()
+  np.testing.assert_allclose([r['face_pool_zscore'] for r in res['ranking']], z(c) + z(f))
+  assert all(0.0 <= r['face_pool_zscore.F_share'] <= 1.0 for r in res['ranking'])
   assert res['results']['g']['face']['options']['bc_cov'] == 'spherical'
   assert not os.path.exists(tmp_path / 'ranking.png')
 
@@ -200,7 +206,11 @@ def test_batch_job_ground_truth_and_start_up_errors(tmp_path):
   assert ok.returncode == 0, ok.stderr[-3000:]
   res = json.loads((tmp_path / 'o' / 'results.json').read_text())
   assert [r['model'] for r in res['ranking']] == ['c', 'b', 'a']  # better separated, higher
+  assert res['rank_by'] == 'face_pool_zscore'  # FaCe's default pool combination
+  shares = [r['face_pool_zscore.F_share'] for r in res['ranking']]
+  assert all(0.0 <= v <= 1.0 for v in shares)
   assert res['evaluation']['face']['kendall_tau']['estimate'] == 1.0
+  assert res['evaluation']['face_pool_zscore']['kendall_tau']['estimate'] == 1.0
   assert (tmp_path / 'o' / 'score_vs_truth.png').exists()
   assert (tmp_path / 'o' / 'face_overlap.png').stat().st_size > 10_000
   assert set(res['records']['a']['features']['face']['overlap']) == {'0', '1', '2', '3'}

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.stats
 
 import face_jax
+from face_jax import collection_scoring
 from face_jax import evaluation as ev
 from face_jax import reports
 
@@ -365,7 +366,47 @@ def ablation(
       'reference_for_deltas': f"{DEFAULT_KEY} as C + F (the specification's default FaCe score)",
       'variants': out,
       'leave_one_target_out': loto,
+      'fairness_share': fairness_shares(variants),
   }
+
+
+def fairness_shares(variants: Mapping, key: str | None = None) -> dict:
+  """F's share of FaCe's score under each combination, per target (``face_pool_shares``).
+
+  For the variant ``key`` (default: face_jax's default variant), per combination
+  ("sum": the model's own |F|/(|C| + |F|); a pool combination: the same with the
+  pool-normalised terms) and target: the median, min and max over the models,
+  and the median over every model × target pair.
+
+  Args:
+    variants: ``{target: {model: {variant_key: {'C', 'F', 'nc1'}}}}``.
+    key: the variant.
+
+  Returns:
+    ``{'variant': key, 'per_combination': {combine: {'per_target': {t: {'median', 'min',
+    'max'}}, 'median': x}}}``.
+  """
+  key = key or harness.variant_key(FACE_JAX_DEFAULT)
+  out = {}
+  for combine in COMBO_OPTION.values():
+    per_target, every = {}, []
+    for t, by_model in variants.items():
+      records = {
+          m: {'face': {'terms': {'variance_collapse': v[key]['C'], 'class_fairness': v[key]['F']}}}
+          for m, v in by_model.items()
+      }
+      if combine == 'sum':  # FaCeResult.fairness_share of each model
+        shares = {}
+        for m, v in by_model.items():
+          c, f = abs(v[key]['C']), abs(v[key]['F'])
+          shares[m] = f / (c + f) if c + f > 0 else 0.0
+      else:
+        shares = collection_scoring.face_pool_shares(records, f'face_{combine}')
+      x = np.array(list(shares.values()), np.float64)
+      per_target[t] = {'median': float(np.median(x)), 'min': float(x.min()), 'max': float(x.max())}
+      every.extend(x.tolist())
+    out[combine] = {'per_target': per_target, 'median': float(np.median(every))}
+  return {'variant': key, 'per_combination': out}
 
 
 def _select(train_taus: np.ndarray) -> np.ndarray:

@@ -33,7 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 100
   # Evaluation and display.
   c.ground_truth = ''  # CSV or JSON of per-model accuracies
-  c.rank_by = ''  # default: the first metric
+  c.rank_by = (
+      ''  # default: FaCe's pool score (face_pool_zscore) when face is first, else the first metric
+  )
   c.n_boot = 200
   c.log_every_seconds = 5.0
   c.one_read = False  # each batch through every model in turn (the data read once)

@@ -168,6 +168,32 @@ def test_face_pool_zscore_rank_and_sum():
     face_jax.face_pool(pool, combine='pool_median')
 
 
+def test_face_pool_shares():
+  pool = {}
+  for i, sep in enumerate((0.3, 1.0, 3.0, 0.6)):
+    x, y = cases.gaussian_classes(300, 8, 4, seed=i, sep=sep)
+    pool[f'm{i}'] = face_jax.face_score(x, y, combine='pool_zscore')
+  c = np.array([r.variance_collapse for r in pool.values()])
+  f = np.array([r.class_fairness for r in pool.values()])
+  z = lambda v: (v - v.mean()) / v.std()
+  got = face_jax.face_pool_shares(pool)  # the results' own combine: pool_zscore
+  want = np.abs(2.0 * z(f)) / (np.abs(z(c)) + np.abs(2.0 * z(f)))
+  np.testing.assert_allclose(
+      list(face_jax.face_pool_shares(pool, fairness_weight=2.0).values()), want, rtol=1e-12
+  )
+  assert all(0.0 <= v <= 1.0 for v in got.values()) and max(got.values()) > 0.1
+  # The sum: each model's own fairness_share.
+  got = face_jax.face_pool_shares(pool, combine='sum')
+  np.testing.assert_allclose(
+      list(got.values()), [r.fairness_share for r in pool.values()], rtol=1e-12
+  )
+  # F constant over the pool contributes nothing to a pool score: share 0.
+  flat = {m: dataclasses.replace(r, class_fairness=-0.5) for m, r in pool.items()}
+  assert set(face_jax.face_pool_shares(flat, combine='pool_minmax').values()) == {0.0}
+  with pytest.raises(face_jax.InputError, match='combine must be one of'):
+    face_jax.face_pool_shares(pool, combine='pool_median')
+
+
 def test_scale_free_fairness_sees_tiny_overlaps():
   # Well separated classes: every overlap underflows to ~0, so std/range see nothing, while
   # the scale-free fairness still measures how unequal the overlaps are.

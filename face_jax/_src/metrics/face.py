@@ -420,6 +420,32 @@ def _fairness(overlap: np.ndarray, log_overlap: np.ndarray, options: FaceOptions
 # -- pools ---------------------------------------------------------------------------
 
 
+def _pool_settings(
+    results: Mapping[str, FaCeResult], fairness_weight: float | None, combine: str | None
+) -> tuple[float, str]:
+  """(λ, combination) of a pool: the given ones, else the results' own (which must agree)."""
+  if not results:
+    raise InputError('face_pool needs at least one model')
+  if fairness_weight is None:
+    lams = {r.options.fairness_weight for r in results.values()}
+    if len(lams) != 1:
+      raise InputError(
+          f'the results use different fairness weights {sorted(lams)}; '
+          'pass fairness_weight explicitly'
+      )
+    fairness_weight = lams.pop()
+  if combine is None:
+    combines = {r.options.combine for r in results.values()}
+    if len(combines) != 1:
+      raise InputError(
+          f'the results use different combinations {sorted(combines)}; pass combine explicitly'
+      )
+    combine = combines.pop()
+  if combine not in COMBINES:
+    raise InputError(f'combine must be one of {COMBINES}, got {combine!r}')
+  return fairness_weight, combine
+
+
 def face_pool(
     results: Mapping[str, FaCeResult],
     *,
@@ -447,25 +473,7 @@ def face_pool(
     InputError: empty pool, disagreeing λ or combinations, an unknown
       combination, or a non-finite term.
   """
-  if not results:
-    raise InputError('face_pool needs at least one model')
-  if fairness_weight is None:
-    lams = {r.options.fairness_weight for r in results.values()}
-    if len(lams) != 1:
-      raise InputError(
-          f'the results use different fairness weights {sorted(lams)}; '
-          'pass fairness_weight explicitly'
-      )
-    fairness_weight = lams.pop()
-  if combine is None:
-    combines = {r.options.combine for r in results.values()}
-    if len(combines) != 1:
-      raise InputError(
-          f'the results use different combinations {sorted(combines)}; pass combine explicitly'
-      )
-    combine = combines.pop()
-  if combine not in COMBINES:
-    raise InputError(f'combine must be one of {COMBINES}, got {combine!r}')
+  fairness_weight, combine = _pool_settings(results, fairness_weight, combine)
   comps = {
       m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
       for m, r in results.items()
@@ -491,6 +499,65 @@ def combine_terms(
       {'variance_collapse': 1.0, 'class_fairness': fairness_weight},
       POOL_NORMALISATIONS[combine],
   )
+
+
+def pool_fairness_shares(
+    terms: Mapping[str, Mapping[str, float]], combine: str, fairness_weight: float = 1.0
+) -> dict[str, float]:
+  """F's share of each model's pool score: |λ·F̃| / (|C̃| + |λ·F̃|).
+
+  C̃ and F̃ are the terms as ``combine_terms`` adds them: normalised over the pool
+  for a pool combination (so a term constant over the pool contributes 0), the
+  raw terms for "sum" (then this is ``FaCeResult.fairness_share``).  A share near
+  0 for every model means fairness does not move the ranking; with "pool_zscore"
+  both terms have unit spread over the pool, so shares are of order 1/2 unless F
+  is constant over the pool.
+
+  Args:
+    terms: ``{model: {'variance_collapse': C, 'class_fairness': F}}``.
+    combine: one of ``COMBINES``.
+    fairness_weight: λ.
+
+  Returns:
+    ``{model: share in [0, 1]}``.
+  """
+  if combine not in COMBINES:
+    raise InputError(f'combine must be one of {COMBINES}, got {combine!r}')
+  if combine == 'sum':
+    c = {m: float(t['variance_collapse']) for m, t in terms.items()}
+    f = {m: float(t['class_fairness']) for m, t in terms.items()}
+  else:
+    how = POOL_NORMALISATIONS[combine]
+    c = pool_lib.pool_combine(
+        {m: {'variance_collapse': t['variance_collapse']} for m, t in terms.items()},
+        {'variance_collapse': 1.0},
+        how,
+    )
+    f = pool_lib.pool_combine(
+        {m: {'class_fairness': t['class_fairness']} for m, t in terms.items()},
+        {'class_fairness': 1.0},
+        how,
+    )
+  return {m: fairness_share(c[m], fairness_weight * f[m]) for m in terms}
+
+
+def face_pool_shares(
+    results: Mapping[str, FaCeResult],
+    *,
+    fairness_weight: float | None = None,
+    combine: str | None = None,
+) -> dict[str, float]:
+  """F's share of each model's ``face_pool`` score (``pool_fairness_shares`` of the results).
+
+  Same arguments and defaults as ``face_pool``: λ and the combination default to
+  the results' own options, which must then agree.
+  """
+  fairness_weight, combine = _pool_settings(results, fairness_weight, combine)
+  comps = {
+      m: {'variance_collapse': r.variance_collapse, 'class_fairness': r.class_fairness}
+      for m, r in results.items()
+  }
+  return pool_fairness_shares(comps, combine, fairness_weight)
 
 
 registry.register(
